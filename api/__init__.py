@@ -1,0 +1,1 @@
+"""The HTTP edge: the read API serving breakout snapshots from the Redis mirror."""

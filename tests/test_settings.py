@@ -1,0 +1,50 @@
+from pathlib import Path
+
+import pytest
+
+from breakout.errors import ConfigError
+from breakout.settings import load_settings
+
+
+def test_defaults_are_documented_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA", "REDIS", "TOPIC", "APP_ID", "API_HOST", "API_PORT", "DATA_DIR"):
+        monkeypatch.delenv(f"BREAKOUT_{name}", raising=False)
+    settings = load_settings()
+    assert settings.kafka == "localhost:9092"
+    assert settings.redis == "redis://localhost:6379/0"
+    assert settings.topic == "cdrs"
+    assert settings.dlq_topic == "cdrs.dlq"
+    assert settings.app_id == "breakout"
+    assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
+    assert settings.data_dir == Path("var")
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BREAKOUT_KAFKA", "k1:9093,k2:9093")
+    monkeypatch.setenv("BREAKOUT_API_PORT", "9000")
+    settings = load_settings()
+    assert settings.kafka == "k1:9093,k2:9093"
+    assert settings.kafka_host_port == ("k1", 9093)
+    assert settings.api_port == 9000
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BREAKOUT_API_PORT", "abc"),
+        ("BREAKOUT_API_PORT", "70000"),
+        ("BREAKOUT_KAFKA", "no-port"),
+        ("BREAKOUT_REDIS", "http://x"),
+        ("BREAKOUT_APP_ID", "has space"),
+        ("BREAKOUT_STORE", "s3://"),
+        ("BREAKOUT_CURRENCY", "usd"),
+        ("BREAKOUT_MINUTE_RETENTION", "0"),
+    ],
+)
+def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"{variable}={value}: ")
+    assert "\n" not in message
