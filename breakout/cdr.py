@@ -1,0 +1,204 @@
+"""The CDR event contract (v1): decoding a Kafka message and validating each CDR in it.
+
+Pure functions, no I/O. ``docs/cdr-contract.md`` is the human version of the rules
+and ``breakout/schemas/cdr-v1.json`` the JSON Schema; ``validate_cdr`` is the one
+that decides. A message is one CDR object or a batch (an array of CDR objects);
+each CDR is judged alone, so one bad CDR never rejects its valid siblings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from breakout.errors import InvalidCDR
+from breakout.money import MoneyError, parse_micros
+
+EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a broken clock
+FUTURE_SLACK_MS = 86_400_000  # one day ahead of now is the most a clock may drift
+MAX_TEXT = 256
+MAX_DIGITS = 32
+CONNECTED_STATUS = "answered"
+
+
+@dataclass(frozen=True, slots=True)
+class CDR:
+    """A validated call attempt. Money in micro-units, times and durations in milliseconds."""
+
+    id: str
+    customer_id: str
+    provider_id: str
+    dst: str
+    destination: str | None
+    start_ms: int
+    duration_ms: int
+    connected: bool
+    provider_charge: int
+    customer_charge: int | None
+    currency: str
+    dtmf: int
+
+
+def decode_message(value: bytes | None) -> list[Any]:
+    """The CDR documents in one message value: ``[obj]`` for an object, the array for a batch.
+
+    Raises ``InvalidCDR`` for a value that is not JSON, or is JSON of another shape.
+    """
+    if value is None:
+        raise InvalidCDR("bad_json", "message has no value")
+    try:
+        document = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidCDR("bad_json", f"not JSON: {exc}") from None
+    if isinstance(document, dict):
+        return [document]
+    if isinstance(document, list):
+        if not document:
+            raise InvalidCDR("bad_json", "empty batch")
+        return document
+    raise InvalidCDR("bad_json", f"expected a CDR object or an array of them, got {type(document).__name__}")
+
+
+def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
+    """One CDR document checked against every rule of the contract, or ``InvalidCDR``."""
+    if not isinstance(document, dict):
+        raise InvalidCDR("not_an_object", f"expected a CDR object, got {type(document).__name__}")
+    get = document.get
+    start_ms = _time_ms(document, "start_time", now_ms, required=True)
+    assert start_ms is not None
+    for optional_time in ("answer_time", "end_time"):
+        _time_ms(document, optional_time, now_ms, required=False)
+    duration_ms = _duration_ms(get("duration", _MISSING))
+    status = get("status")
+    if status is None:
+        connected = duration_ms > 0
+    elif isinstance(status, str) and status.strip():
+        connected = status.strip().lower() == CONNECTED_STATUS
+    else:
+        raise InvalidCDR("bad_field", f"status: expected a non-empty string, got {status!r}")
+    customer_charge = get("customer_charge", _MISSING)
+    if customer_charge is _MISSING:
+        raise InvalidCDR("missing_field", "customer_charge is required (null means rating pending)")
+    return CDR(
+        id=_text(document, "id", required=True),
+        customer_id=_text(document, "customer_id", required=True),
+        provider_id=_text(document, "provider_id", required=False),
+        dst=normalize_number(get("dst", _MISSING)),
+        destination=_text(document, "destination", required=False) or None,
+        start_ms=start_ms,
+        duration_ms=duration_ms,
+        connected=connected,
+        provider_charge=_money(document, "provider_charge"),
+        customer_charge=None if customer_charge is None else _money(document, "customer_charge"),
+        currency=_currency(get("currency"), default_currency),
+        dtmf=_dtmf(get("dtmf")),
+    )
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING: Any = _Missing()
+
+
+def normalize_number(value: Any) -> str:
+    """Dialed digits without a leading ``+`` or ``00`` international prefix."""
+    if value is _MISSING or value is None:
+        raise InvalidCDR("missing_field", "dst is required")
+    if not isinstance(value, str):
+        raise InvalidCDR("bad_field", f"dst: expected a string of digits, got {value!r}")
+    digits = value.strip()
+    if digits.startswith("+"):
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    if not digits.isdigit() or not digits.isascii() or len(digits) > MAX_DIGITS:
+        raise InvalidCDR("bad_field", f"dst: expected up to {MAX_DIGITS} digits, got {value!r}")
+    return digits
+
+
+def _text(document: dict[str, Any], field: str, *, required: bool) -> str:
+    value = document.get(field)
+    if value is None:
+        if required:
+            raise InvalidCDR("missing_field", f"{field} is required")
+        return ""
+    if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
+        raise InvalidCDR("bad_field", f"{field}: expected a non-empty string of at most {MAX_TEXT} characters")
+    return value
+
+
+def _time_ms(document: dict[str, Any], field: str, now_ms: int, *, required: bool) -> int | None:
+    value = document.get(field)
+    if value is None:
+        if required:
+            raise InvalidCDR("missing_field", f"{field} is required")
+        return None
+    if isinstance(value, bool):
+        raise InvalidCDR("bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise InvalidCDR("bad_time", f"{field}: must be finite, got {value!r}")
+        # Epoch milliseconds from 2000 on exceed 1e11; epoch seconds stay below it until 5138.
+        milliseconds = round(value) if value >= 1e11 else round(value * 1000)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidCDR("bad_time", f"{field}: not ISO 8601: {value!r}") from None
+        if moment.tzinfo is None:
+            raise InvalidCDR("bad_time", f"{field}: ISO 8601 time needs a UTC offset: {value!r}")
+        milliseconds = round(moment.timestamp() * 1000)
+    else:
+        raise InvalidCDR("bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}")
+    if milliseconds < EARLIEST_MS:
+        raise InvalidCDR("bad_time", f"{field}: before 2000-01-01: {value!r}")
+    if milliseconds > now_ms + FUTURE_SLACK_MS:
+        raise InvalidCDR("bad_time", f"{field}: more than a day in the future: {value!r}")
+    return milliseconds
+
+
+def _duration_ms(value: Any) -> int:
+    if value is _MISSING or value is None:
+        raise InvalidCDR("missing_field", "duration is required")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidCDR("bad_field", f"duration: expected a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise InvalidCDR("bad_field", f"duration: expected a finite number >= 0, got {value!r}")
+    milliseconds = value * 1000
+    rounded = round(milliseconds)
+    if abs(milliseconds - rounded) > 1e-6 * max(1.0, abs(milliseconds)):
+        raise InvalidCDR("bad_field", f"duration: at most 3 decimal places, got {value!r}")
+    return rounded
+
+
+def _money(document: dict[str, Any], field: str) -> int:
+    value = document.get(field)
+    if value is None:
+        raise InvalidCDR("missing_field", f"{field} is required")
+    try:
+        return parse_micros(value)
+    except MoneyError as exc:
+        raise InvalidCDR("bad_money", f"{field}: {exc}") from None
+
+
+def _currency(value: Any, default: str) -> str:
+    if value is None:
+        return default
+    if not isinstance(value, str) or len(value) != 3 or not value.isalpha() or not value.isascii():
+        raise InvalidCDR("bad_field", f"currency: expected an ISO 4217 code like USD, got {value!r}")
+    return value.upper()
+
+
+def _dtmf(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidCDR("bad_field", f"dtmf: expected a whole number >= 0, got {value!r}")
+    return value

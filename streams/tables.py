@@ -1,0 +1,42 @@
+"""The worker's Faust tables. Keys and values are bytes the core encodes itself (orjson),
+so the changelog holds exactly what ``breakout.ledger`` wrote, and one table write per
+touched customer-bucket per message is the whole per-batch state traffic.
+
+* ``rows``     ``<partition>|<m|h|d>|<bucket start>|<customer>`` → ``CustomerBucket``
+* ``seen``     ``<partition>|<offset>`` → ids counted by that message (the dedup index)
+* ``progress`` ``<partition>`` → stream time and offset applied (the watermark)
+
+Every key starts with the partition so a restored worker can find one partition's
+state in any store, and so the memory store (one dict for all partitions) never mixes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+
+@dataclass(frozen=True)
+class Tables:
+    rows: faust.Table
+    seen: faust.Table
+    progress: faust.Table
+
+
+def create_tables(app: faust.App, partitions: int) -> Tables:
+    def table(name: str, help: str) -> faust.Table:
+        return app.Table(
+            name,
+            schema=faust.Schema(
+                key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+            ),
+            partitions=partitions,
+            help=help,
+        )
+
+    return Tables(
+        rows=table("rows", "customer-bucket rows, with the offset each has absorbed"),
+        seen=table("seen", "CDR ids counted per message, for de-duplication"),
+        progress=table("progress", "stream time and offset applied per partition"),
+    )
