@@ -112,4 +112,3 @@ def metrics(row: Counters) -> Metrics:
         profit_pct=_ratio(profit, row[CUSTOMER_CHARGE], 100),
         dtmf_pct=_ratio(row[DTMF], row[ATTEMPTS], 100),
     )
-

@@ -68,6 +68,8 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
     if not isinstance(document, dict):
         raise InvalidCDR("not_an_object", f"expected a CDR object, got {type(document).__name__}")
     get = document.get
+    cdr_id = _text(document, "id", required=True)
+    customer_id = _text(document, "customer_id", required=True)
     start_ms = _time_ms(document, "start_time", now_ms, required=True)
     assert start_ms is not None
     for optional_time in ("answer_time", "end_time"):
@@ -84,8 +86,8 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
     if customer_charge is _MISSING:
         raise InvalidCDR("missing_field", "customer_charge is required (null means rating pending)")
     return CDR(
-        id=_text(document, "id", required=True),
-        customer_id=_text(document, "customer_id", required=True),
+        id=cdr_id,
+        customer_id=customer_id,
         provider_id=_text(document, "provider_id", required=False),
         dst=normalize_number(get("dst", _MISSING)),
         destination=_text(document, "destination", required=False) or None,
@@ -130,7 +132,9 @@ def _text(document: dict[str, Any], field: str, *, required: bool) -> str:
             raise InvalidCDR("missing_field", f"{field} is required")
         return ""
     if not isinstance(value, str) or len(value) > MAX_TEXT or (required and not value.strip()):
-        raise InvalidCDR("bad_field", f"{field}: expected a non-empty string of at most {MAX_TEXT} characters")
+        raise InvalidCDR(
+            "bad_field", f"{field}: expected a non-empty string of at most {MAX_TEXT} characters"
+        )
     return value
 
 
@@ -141,7 +145,9 @@ def _time_ms(document: dict[str, Any], field: str, now_ms: int, *, required: boo
             raise InvalidCDR("missing_field", f"{field} is required")
         return None
     if isinstance(value, bool):
-        raise InvalidCDR("bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}")
+        raise InvalidCDR(
+            "bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}"
+        )
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise InvalidCDR("bad_time", f"{field}: must be finite, got {value!r}")
@@ -156,7 +162,9 @@ def _time_ms(document: dict[str, Any], field: str, now_ms: int, *, required: boo
             raise InvalidCDR("bad_time", f"{field}: ISO 8601 time needs a UTC offset: {value!r}")
         milliseconds = round(moment.timestamp() * 1000)
     else:
-        raise InvalidCDR("bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}")
+        raise InvalidCDR(
+            "bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}"
+        )
     if milliseconds < EARLIEST_MS:
         raise InvalidCDR("bad_time", f"{field}: before 2000-01-01: {value!r}")
     if milliseconds > now_ms + FUTURE_SLACK_MS:

@@ -7,6 +7,8 @@ batch, and each touched customer-bucket is written to its table once per message
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -75,7 +77,9 @@ class Aggregator:
                 document = orjson.loads(raw_value)
                 seen.append((int(raw_key[len(prefix) :]), document["t"], document["ids"]))
         ledger.restore(orjson.loads(progress)["t"] if progress else 0, keys, seen)
-        log.info("partition %d restored: %d customer-buckets, %d dedup batches", partition, len(keys), len(seen))
+        log.info(
+            "partition %d restored: %d customer-buckets, %d dedup batches", partition, len(keys), len(seen)
+        )
         return ledger
 
     def read(self, key: BucketKey) -> CustomerBucket | None:
@@ -107,6 +111,24 @@ class Aggregator:
         return outcome.too_late
 
 
+@contextlib.asynccontextmanager
+async def fail_stop(app: faust.App) -> AsyncIterator[None]:
+    """Crash the whole worker on an unexpected error instead of limping on without a part.
+
+    Faust would restart a crashed agent at the next event, acknowledging the one that
+    failed; stopping the process leaves that offset uncommitted, so the restarted
+    worker replays it and the ledger's offsets keep the count exact.
+    """
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.critical("stopping the worker: %r", exc, exc_info=True)
+        await app.crash(exc)
+        raise
+
+
 def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     """Attach the tables, the agent and the background tasks to ``app``."""
     dial_codes = load_dial_codes(settings.dial_codes)
@@ -126,22 +148,26 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
 
     @app.agent(source, name="aggregate")
     async def aggregate(stream: faust.StreamT[bytes]) -> AsyncIterator[Any]:
-        async for event in stream.events():
-            message = event.message
-            too_late = aggregator.apply(message.partition, message.offset, event.value)
-            for record in too_late:
-                reject = Reject("too_late", "older than every kept bucket", orjson.dumps(record, default=tuple))
-                value = dead_letter(reject, message.topic, message.partition, message.offset, now_ms())
-                await dlq.send(key=b"too_late", value=value)
-            yield None
+        async with fail_stop(app):
+            async for event in stream.events():
+                message = event.message
+                too_late = aggregator.apply(message.partition, message.offset, event.value)
+                for record in too_late:
+                    payload = orjson.dumps(record, default=tuple)
+                    reject = Reject("too_late", "older than every kept bucket", payload)
+                    value = dead_letter(reject, message.topic, message.partition, message.offset, now_ms())
+                    await dlq.send(key=b"too_late", value=value)
+                yield None
 
     @app.task
     async def run_ingest() -> None:
-        await ingest.run()
+        async with fail_stop(app):
+            await ingest.run()
 
     @app.task
     async def run_mirror() -> None:
-        await mirror.run()
+        async with fail_stop(app):
+            await mirror.run()
 
     @app.on_partitions_revoked.connect
     async def forget_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

@@ -28,9 +28,8 @@ def create_tables(app: faust.App, partitions: int) -> Tables:
     def table(name: str, help: str) -> faust.Table:
         return app.Table(
             name,
-            schema=faust.Schema(
-                key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-            ),
+            key_type=bytes,  # bytes key and value types make Faust use the raw codec
+            value_type=bytes,
             partitions=partitions,
             help=help,
         )

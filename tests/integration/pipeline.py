@@ -1,0 +1,129 @@
+"""Helpers for the pipeline tests: a real ``breakout worker`` process, publishing, reading back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from breakout.settings import Settings
+
+RowKey = tuple[str, int, str, str, str, str]
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The settings as the BREAKOUT_* variables a worker process reads."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"BREAKOUT_{name.upper()}"] = str(value)
+    env.update(extra)
+    return env
+
+
+class Worker:
+    """A ``breakout worker`` subprocess with its own data directory and log file."""
+
+    def __init__(self, settings: Settings, data_dir: Path, log: Path, **extra: str) -> None:
+        self.log = log
+        self._log_file = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "breakout", "worker"],
+            env=settings_env(settings, BREAKOUT_DATA_DIR=str(data_dir), **extra),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+        self._log_file.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+    def tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-40:])
+
+
+async def publish(settings: Settings, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka, linger_ms=10, acks="all")
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
+    """Every row the mirror holds, from the per-customer hashes."""
+    client = aioredis.from_url(settings.redis)
+    rows: dict[RowKey, list[int]] = {}
+    try:
+        async for raw_key in client.scan_iter(match=f"{settings.app_id}:rows:*:c:*", count=1000):
+            _, _, granularity, start, _, customer = raw_key.decode().split(":", 5)
+            for field, value in (await client.hgetall(raw_key)).items():
+                destination, provider, currency = orjson.loads(field)
+                rows[(granularity, int(start), customer, destination, provider, currency)] = orjson.loads(
+                    value
+                )
+    finally:
+        await client.aclose()
+    return rows
+
+
+async def read_topic(settings: Settings, topic: str, count: int, timeout: float = 60) -> list[Any]:
+    """The first ``count`` values of ``topic`` (waits up to ``timeout``), as parsed JSON."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka, auto_offset_reset="earliest")
+    await consumer.start()
+    values: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                values.extend(orjson.loads(m.value) for m in messages)
+        for messages in (await consumer.getmany(timeout_ms=1000)).values():  # anything extra?
+            values.extend(orjson.loads(m.value) for m in messages)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def eventually_equal(
+    read: Callable[[], Awaitable[Any]], expected: Any, timeout: float, worker: Worker | None = None
+) -> Any:
+    """Poll ``read`` until it returns ``expected`` or ``timeout`` passes; return the last read."""
+    deadline = time.monotonic() + timeout
+    got = await read()
+    while got != expected and time.monotonic() < deadline:
+        if worker is not None and worker.process.poll() is not None:
+            raise AssertionError(f"worker exited with {worker.process.returncode}:\n{worker.tail()}")
+        await asyncio.sleep(0.5)
+        got = await read()
+    return got
+
+
+def diff(got: dict[Any, Any], expected: dict[Any, Any], limit: int = 10) -> str:
+    missing = [k for k in expected if k not in got][:limit]
+    extra = [k for k in got if k not in expected][:limit]
+    wrong = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]][:limit]
+    return f"missing={missing}\nextra={extra}\nwrong={wrong}"
