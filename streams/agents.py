@@ -159,20 +159,21 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
                     await dlq.send(key=b"too_late", value=value)
                 yield None
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def run_ingest() -> None:
         async with fail_stop(app):
             await ingest.run()
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def run_mirror() -> None:
         async with fail_stop(app):
             await mirror.run()
 
-    @app.on_partitions_revoked.connect
-    async def forget_revoked(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+    async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         for tp in revoked:
             if tp.topic == source.get_topic_name():
                 aggregator.forget(tp.partition)
+
+    app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
 
     return aggregator

@@ -16,7 +16,7 @@ import time
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from breakout.buckets import Retention
 from breakout.ledger import BucketKey, CustomerBucket
@@ -49,6 +49,7 @@ class RedisMirror:
         self._staged: dict[BucketKey, CustomerBucket | None] = {}
         self._watermarks: dict[int, tuple[int, int]] = {}
         self.flushed_keys = 0
+        self._script_sha: str | None = None
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None) -> None:
         """Remember the latest value of ``key`` (None: deleted) for the next flush."""
@@ -107,33 +108,31 @@ class RedisMirror:
     ) -> None:
         app_id = self.app_id
         stream_s = max((ms for ms, _ in watermarks.values()), default=int(time.time() * 1000)) // 1000
-        pipe = client.pipeline(transaction=True)
+        if self._script_sha is None:
+            self._script_sha = await client.script_load(WRITE_BUCKET)
+        pipe = client.pipeline(transaction=False)
         for key, bucket in staged.items():
-            c_key = customer_key(app_id, key)
             if bucket is None:
-                pipe.delete(c_key)
+                pipe.delete(customer_key(app_id, key))
                 pipe.srem(index_key(app_id, key, "customers"), key.customer)
                 continue
             ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
-            pipe.hset(
-                c_key,
-                mapping={orjson.dumps(row_id): orjson.dumps(row) for row_id, row in bucket.rows.items()},
-            )
-            pipe.expire(c_key, ttl)
-            destinations: set[str] = set()
+            keys = [
+                customer_key(app_id, key),
+                index_key(app_id, key, "customers"),
+                index_key(app_id, key, "destinations"),
+                f"{app_id}:buckets:{key.granularity.value}",
+            ]
+            args: list[bytes | str | int] = [bucket.applied, ttl, key.customer, key.start]
             for (destination, provider, currency), row in bucket.rows.items():
-                d_key = destination_key(app_id, key, destination)
-                pipe.hset(d_key, orjson.dumps((key.customer, provider, currency)), orjson.dumps(row))
-                if destination not in destinations:
-                    destinations.add(destination)
-                    pipe.expire(d_key, ttl)
-            customers_key = index_key(app_id, key, "customers")
-            destinations_key = index_key(app_id, key, "destinations")
-            pipe.sadd(customers_key, key.customer)
-            pipe.sadd(destinations_key, *destinations)
-            pipe.expire(customers_key, ttl)
-            pipe.expire(destinations_key, ttl)
-            pipe.zadd(f"{app_id}:buckets:{key.granularity.value}", {str(key.start): key.start})
+                keys.append(destination_key(app_id, key, destination))
+                args += [
+                    destination,
+                    orjson.dumps((destination, provider, currency)),
+                    orjson.dumps((key.customer, provider, currency)),
+                    orjson.dumps(row),
+                ]
+            pipe.evalsha(self._script_sha, len(keys), *keys, *args)
         if watermarks:
             now = int(time.time() * 1000)
             pipe.hset(
@@ -143,4 +142,35 @@ class RedisMirror:
                     for p, (ms, offset) in watermarks.items()
                 },
             )
-        await pipe.execute()
+        try:
+            await pipe.execute()
+        except NoScriptError:
+            self._script_sha = None  # Redis restarted empty: load the script again next time
+            raise
+
+
+# Writes one customer-bucket unless Redis already holds a value at least as new: after a
+# rebalance the worker that lost a partition may still be flushing older values of it.
+# KEYS: customer hash, customers index, destinations index, buckets zset, one destination
+# hash per row. ARGV: applied offset, ttl, customer, bucket start, then per row:
+# destination, customer-hash field, destination-hash field, counters.
+WRITE_BUCKET = """
+local applied = tonumber(ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], '@applied') or '-1')
+if current >= applied then return 0 end
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], '@applied', applied)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[4])
+for i = 5, #KEYS do
+  local a = 5 + (i - 5) * 4
+  redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 3])
+  redis.call('HSET', KEYS[i], ARGV[a + 2], ARGV[a + 3])
+  redis.call('EXPIRE', KEYS[i], ttl)
+  redis.call('SADD', KEYS[3], ARGV[a])
+end
+redis.call('EXPIRE', KEYS[3], ttl)
+return 1
+"""

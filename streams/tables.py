@@ -15,17 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import faust
+from faust.types import TableT
+
+BytesTable = TableT[bytes, bytes]
 
 
 @dataclass(frozen=True)
 class Tables:
-    rows: faust.Table
-    seen: faust.Table
-    progress: faust.Table
+    rows: BytesTable
+    seen: BytesTable
+    progress: BytesTable
 
 
 def create_tables(app: faust.App, partitions: int) -> Tables:
-    def table(name: str, help: str) -> faust.Table:
+    def table(name: str, help: str) -> BytesTable:
         return app.Table(
             name,
             key_type=bytes,  # bytes key and value types make Faust use the raw codec

@@ -123,10 +123,7 @@ def _flush(rng: random.Random, data: Dataset, pending: list[dict[str, Any] | byt
         return
     documents = [d for d in pending if isinstance(d, dict)]
     pending.clear()
-    if len(documents) == 1:
-        value = orjson.dumps(documents[0])
-    else:
-        value = orjson.dumps(documents)
+    value = orjson.dumps(documents[0] if len(documents) == 1 else documents)
     key = None if rng.random() < 0.2 else str(documents[0].get("customer_id", "")).encode() or None
     data.messages.append((key, value))
 

@@ -82,6 +82,8 @@ async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
         async for raw_key in client.scan_iter(match=f"{settings.app_id}:rows:*:c:*", count=1000):
             _, _, granularity, start, _, customer = raw_key.decode().split(":", 5)
             for field, value in (await client.hgetall(raw_key)).items():
+                if field == b"@applied":
+                    continue
                 destination, provider, currency = orjson.loads(field)
                 rows[(granularity, int(start), customer, destination, provider, currency)] = orjson.loads(
                     value
@@ -91,12 +93,12 @@ async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
     return rows
 
 
-async def read_topic(settings: Settings, topic: str, count: int, timeout: float = 60) -> list[Any]:
-    """The first ``count`` values of ``topic`` (waits up to ``timeout``), as parsed JSON."""
+async def read_topic(settings: Settings, topic: str, count: int, wait: float = 60) -> list[Any]:
+    """The first ``count`` values of ``topic`` (waiting up to ``wait`` seconds), as parsed JSON."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka, auto_offset_reset="earliest")
     await consumer.start()
     values: list[Any] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait
     try:
         while len(values) < count and time.monotonic() < deadline:
             for messages in (await consumer.getmany(timeout_ms=500)).values():
@@ -109,16 +111,25 @@ async def read_topic(settings: Settings, topic: str, count: int, timeout: float 
 
 
 async def eventually_equal(
-    read: Callable[[], Awaitable[Any]], expected: Any, timeout: float, worker: Worker | None = None
+    read: Callable[[], Awaitable[Any]], expected: Any, wait: float, worker: Worker | None = None
 ) -> Any:
-    """Poll ``read`` until it returns ``expected`` or ``timeout`` passes; return the last read."""
-    deadline = time.monotonic() + timeout
+    """Poll ``read`` until it returns ``expected`` or ``wait`` seconds pass; return the last read."""
+    deadline = time.monotonic() + wait
     got = await read()
     while got != expected and time.monotonic() < deadline:
         if worker is not None and worker.process.poll() is not None:
             raise AssertionError(f"worker exited with {worker.process.returncode}:\n{worker.tail()}")
         await asyncio.sleep(0.5)
         got = await read()
+    return got
+
+
+async def eventually_true(read: Callable[[], Awaitable[Any]], wait: float) -> Any:
+    """Poll ``read`` until it returns something truthy; fail after ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while not (got := await read()):
+        assert time.monotonic() < deadline, f"nothing after {wait} s"
+        await asyncio.sleep(0.2)
     return got
 
 

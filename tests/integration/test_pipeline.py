@@ -39,7 +39,7 @@ async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
     try:
         await publish(settings, data.messages)
         expected = dataset.expected_rows(valid, table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, timeout=120, worker=worker)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
         assert got == expected, diff(got, expected)
 
         # Late CDRs: an hour late lands everywhere; three days late misses only the minute
@@ -54,7 +54,7 @@ async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
         expected_late = dataset.expected_rows(
             valid + hour_late + days_late, table, minute_cutoff=end_time - 2 * 86400
         )
-        got = await eventually_equal(lambda: read_mirror(settings), expected_late, timeout=60, worker=worker)
+        got = await eventually_equal(lambda: read_mirror(settings), expected_late, wait=60, worker=worker)
         assert got == expected_late, diff(got, expected_late)
     finally:
         worker.stop()
