@@ -47,7 +47,7 @@ async def test_sigkill_mid_stream_then_restart_keeps_totals_exact(
                 workers.append(Worker(settings, tmp_path / "w2", tmp_path / "w2.log"))
             if n == CHUNKS // 2:
                 mirrored = await read_mirror(settings)
-                assert 0 < len(mirrored) and mirrored != expected  # truly mid-stream
+                assert len(mirrored) > 0 and mirrored != expected  # truly mid-stream
                 first.kill()
                 workers.remove(first)
                 workers.append(Worker(settings, tmp_path / "w1", tmp_path / "w1.log"))
