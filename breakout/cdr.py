@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -22,6 +23,8 @@ EARLIEST_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything earlier is a bro
 FUTURE_SLACK_MS = 86_400_000  # one day ahead of now is the most a clock may drift
 MAX_TEXT = 256
 MAX_DIGITS = 32
+MAX_DURATION_S = 7 * 86400  # a week-long call attempt is a broken switch clock
+MAX_DTMF = 1_000_000
 CONNECTED_STATUS = "answered"
 
 
@@ -90,7 +93,7 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
         customer_id=customer_id,
         provider_id=_text(document, "provider_id", required=False),
         dst=normalize_number(get("dst", _MISSING)),
-        destination=_text(document, "destination", required=False) or None,
+        destination=_text(document, "destination", required=False).strip() or None,
         start_ms=start_ms,
         duration_ms=duration_ms,
         connected=connected,
@@ -177,13 +180,15 @@ def _duration_ms(value: Any) -> int:
         raise InvalidCDR("missing_field", "duration is required")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidCDR("bad_field", f"duration: expected a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise InvalidCDR("bad_field", f"duration: expected a finite number >= 0, got {value!r}")
-    milliseconds = value * 1000
-    rounded = round(milliseconds)
-    if abs(milliseconds - rounded) > 1e-6 * max(1.0, abs(milliseconds)):
+    if not math.isfinite(value) or not 0 <= value <= MAX_DURATION_S:
+        raise InvalidCDR("bad_field", f"duration: expected 0 to {MAX_DURATION_S} seconds, got {value!r}")
+    if isinstance(value, int):
+        return value * 1000
+    # The float's shortest repr is the text the producer wrote: judge its decimals exactly.
+    exact = Decimal(repr(value)).normalize()
+    if exact.as_tuple().exponent < -3:  # type: ignore[operator]
         raise InvalidCDR("bad_field", f"duration: at most 3 decimal places, got {value!r}")
-    return rounded
+    return int(exact * 1000)
 
 
 def _money(document: dict[str, Any], field: str) -> int:
@@ -207,6 +212,6 @@ def _currency(value: Any, default: str) -> str:
 def _dtmf(value: Any) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidCDR("bad_field", f"dtmf: expected a whole number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DTMF:
+        raise InvalidCDR("bad_field", f"dtmf: expected a whole number from 0 to {MAX_DTMF}, got {value!r}")
     return value

@@ -43,9 +43,10 @@ class DialCodes:
         for line_number, row in enumerate(csv.reader(text.splitlines()), start=1):
             if not row or (line_number == 1 and row[0].strip().lower() == "prefix"):
                 continue
-            if len(row) != 2 or not row[0].strip().isdigit() or not row[1].strip():
+            prefix = row[0].strip() if row else ""
+            if len(row) != 2 or not (prefix.isdigit() and prefix.isascii()) or not row[1].strip():
                 raise ConfigError(f"{source}:{line_number}: expected 'prefix,destination', got {row!r}")
-            table[row[0].strip()] = row[1].strip()
+            table[prefix] = row[1].strip()
         if not table:
             raise ConfigError(f"{source}: no dial codes")
         return cls(table)
@@ -57,7 +58,7 @@ def load_dial_codes(path: Path | None) -> DialCodes:
         text = resources.files("breakout.data").joinpath("dial_codes.csv").read_text(encoding="utf-8")
         return DialCodes.from_csv_text(text, "dial_codes.csv")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # spreadsheets save CSV with a BOM
     except OSError as exc:
         raise ConfigError(f"BREAKOUT_DIAL_CODES={path}: {exc.strerror}") from None
     return DialCodes.from_csv_text(text, f"BREAKOUT_DIAL_CODES={path}")

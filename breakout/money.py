@@ -11,7 +11,10 @@ import re
 from decimal import Decimal, InvalidOperation
 
 MICROS = 1_000_000
-_DECIMAL = re.compile(r"(\d+)(?:\.(\d{1,6}))?")
+_DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]{1,6}))?")
+# A million currency units on one call attempt is not a tariff but a broken rating engine;
+# the cap also keeps sums of many CDRs far inside 64-bit integers.
+MAX_MICROS = 1_000_000 * MICROS
 
 
 class MoneyError(ValueError):
@@ -29,7 +32,7 @@ def parse_micros(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise MoneyError(f"must not be negative, got {value}")
-        return value * MICROS
+        return _capped(value * MICROS, value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise MoneyError(f"must be finite, got {value!r}")
@@ -46,7 +49,13 @@ def parse_micros(value: object) -> int:
             raise MoneyError(f"must not be negative, got {value!r}")
         raise MoneyError(f"expected a decimal with at most 6 places, got {value!r}")
     whole, fraction = match.groups()
-    return int(whole) * MICROS + (int(fraction.ljust(6, "0")) if fraction else 0)
+    return _capped(int(whole) * MICROS + (int(fraction.ljust(6, "0")) if fraction else 0), value)
+
+
+def _capped(micros: int, given: object) -> int:
+    if micros > MAX_MICROS:
+        raise MoneyError(f"more than {MAX_MICROS // MICROS} per CDR, got {given!r}")
+    return micros
 
 
 def _plain(text: str) -> str:

@@ -1,0 +1,248 @@
+"""Ingest throughput of one worker process, against a real Apache Kafka broker and Redis.
+
+    .venv/bin/python bench/ingest.py [--runs 3] [--single 100000] [--batched 500000]
+
+Starts Kafka and Redis through scripts/kafka.sh and scripts/redis.sh (or uses
+BREAKOUT_KAFKA / BREAKOUT_REDIS), pre-publishes synthetic CDRs, then times one
+``breakout worker`` from its first committed ingest offset until the Redis mirror's
+watermarks cover everything: validated, aggregated, stored in the tables and mirrored.
+In the same run it times the baseline, bench/naive_worker.py (a Faust agent doing one
+table increment per event), and prints medians and the ratios against the baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from breakout.synthetic import Profile, cdr_stream  # noqa: E402
+
+PARTITIONS = 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def create_topic(kafka: str, name: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+
+
+async def prepublish(kafka: str, topic: str, total: int, per_message: int) -> None:
+    """``total`` CDRs in messages of ``per_message`` CDRs, keyed by customer."""
+    await create_topic(kafka, topic)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka, linger_ms=50, max_batch_size=1 << 20, max_request_size=16 << 20
+    )
+    await producer.start()
+    cdrs = cdr_stream(
+        seed=1, start_time=time.time() - 7200, rate=total / 7000, profile=Profile(customers=1000)
+    )
+    try:
+        futures = []
+        for _ in range(total // per_message):
+            chunk = [next(cdrs) for _ in range(per_message)]
+            value = orjson.dumps(chunk[0] if per_message == 1 else chunk)
+            futures.append(await producer.send(topic, value, key=chunk[0]["customer_id"].encode()))
+            if len(futures) >= 10_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def committed_total(admin: AIOKafkaAdminClient, group: str) -> int:
+    offsets = await admin.list_consumer_group_offsets(group)
+    return sum(meta.offset for meta in offsets.values() if meta.offset > 0)
+
+
+async def end_offsets(kafka: str, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return {tp.partition: offset for tp, offset in (await consumer.end_offsets(tps)).items()}
+    finally:
+        await consumer.stop()
+
+
+def start_worker(kafka: str, redis_url: str, topic: str, app_id: str) -> subprocess.Popen[bytes]:
+    """One ``breakout worker`` process with its own app id (so it reads the topic from the start)."""
+    data_dir = tempfile.mkdtemp(prefix="breakout-bench-")
+    env = dict(
+        os.environ,
+        BREAKOUT_KAFKA=kafka,
+        BREAKOUT_REDIS=redis_url,
+        BREAKOUT_TOPIC=topic,
+        BREAKOUT_APP_ID=app_id,
+        BREAKOUT_DATA_DIR=data_dir,
+        BREAKOUT_LOG_LEVEL="warning",
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "breakout", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def time_pipeline(kafka: str, redis_url: str, topic: str, total: int, messages: int) -> float:
+    """CDR/s of one worker over a pre-published topic, first commit → fully mirrored."""
+    app_id = f"bench-{uuid.uuid4().hex[:8]}"
+    worker = start_worker(kafka, redis_url, topic, app_id)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    client = aioredis.from_url(redis_url)
+    try:
+        started = None
+        while True:  # ingest: first commit starts the clock, all offsets committed ends it
+            consumed = await committed_total(admin, f"{app_id}-ingest")
+            if consumed and started is None:
+                started = time.perf_counter()
+            if consumed >= messages:
+                break
+            if worker.poll() is not None:
+                raise RuntimeError("worker exited")
+            await asyncio.sleep(0.02)
+        assert started is not None
+        ends = await end_offsets(kafka, f"{app_id}-normalized")
+        while True:  # aggregate + mirror: every normalized message applied and mirrored
+            marks = {
+                int(p): orjson.loads(v)["offset"]
+                for p, v in (await client.hgetall(f"{app_id}:watermark")).items()
+            }
+            if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
+                return total / (time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+    finally:
+        worker.terminate()
+        worker.wait()
+        await admin.close()
+        await client.aclose()
+
+
+def time_naive(kafka: str, topic: str, total: int) -> float:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "naive_worker.py"),
+            "--kafka",
+            kafka,
+            "--topic",
+            topic,
+            "--app-id",
+            f"naive-{uuid.uuid4().hex[:8]}",
+            "--expect",
+            str(total),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("RESULT "):
+                return float(line.split()[1])
+        raise RuntimeError("naive worker exited without a result")
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def start_services(workdir: Path) -> tuple[str, str, list[list[str]]]:
+    if os.environ.get("BREAKOUT_KAFKA") and os.environ.get("BREAKOUT_REDIS"):
+        return os.environ["BREAKOUT_KAFKA"], os.environ["BREAKOUT_REDIS"], []
+    kafka_port, redis_port = free_port(), free_port()
+    subprocess.run(
+        [str(ROOT / "scripts/kafka.sh"), "start", str(kafka_port), str(workdir / "kafka")], check=True
+    )
+    subprocess.run(
+        [str(ROOT / "scripts/redis.sh"), "start", str(redis_port), str(workdir / "redis")], check=True
+    )
+    stops = [
+        [str(ROOT / "scripts/kafka.sh"), "stop", str(workdir / "kafka")],
+        [str(ROOT / "scripts/redis.sh"), "stop", str(workdir / "redis")],
+    ]
+    return f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", stops
+
+
+async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
+    single_topic, batched_topic, naive_topic = (
+        f"bench-{kind}-{uuid.uuid4().hex[:6]}" for kind in ("single", "batched", "naive")
+    )
+    await prepublish(kafka, single_topic, args.single, 1)
+    await prepublish(kafka, batched_topic, args.batched, 500)
+    await prepublish(kafka, naive_topic, args.naive, 1)
+    results: dict[str, list[float]] = {"naive": [], "single": [], "batched": []}
+    for run in range(args.runs):
+        results["naive"].append(time_naive(kafka, naive_topic, args.naive))
+        results["single"].append(
+            await time_pipeline(kafka, redis_url, single_topic, args.single, args.single)
+        )
+        results["batched"].append(
+            await time_pipeline(kafka, redis_url, batched_topic, args.batched, args.batched // 500)
+        )
+        print(
+            f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} CDR/s" for k, v in results.items()), flush=True
+        )
+    baseline = statistics.median(results["naive"])
+    print(f"\nmedians over {args.runs} runs (one worker process, {os.cpu_count()} cores):")
+    print(f"  baseline, Faust agent, one table increment per event: {baseline:>10,.0f} CDR/s")
+    for kind, label in (
+        ("single", "Breakout, single-CDR messages"),
+        ("batched", "Breakout, 500-CDR batch messages"),
+    ):
+        median = statistics.median(results[kind])
+        print(f"  {label:<52} {median:>10,.0f} CDR/s  ({median / baseline:.1f}x baseline)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--single", type=int, default=100_000, help="CDRs sent one per message")
+    parser.add_argument("--batched", type=int, default=500_000, help="CDRs sent 500 per message")
+    parser.add_argument("--naive", type=int, default=20_000, help="CDRs for the baseline agent")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="breakout-bench-") as workdir:
+        kafka, redis_url, stops = start_services(Path(workdir))
+        try:
+            asyncio.run(bench(args, kafka, redis_url))
+        finally:
+            for stop in stops:
+                subprocess.run(stop, check=False)
+
+
+if __name__ == "__main__":
+    main()

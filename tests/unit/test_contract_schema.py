@@ -1,0 +1,61 @@
+"""The JSON Schema in breakout/schemas and the validator agree on what a CDR is."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import pytest
+
+from breakout.cdr import validate_cdr
+from breakout.errors import InvalidCDR
+
+NOW_MS = 1_795_600_000_000
+SCHEMA = json.loads(resources.files("breakout.schemas").joinpath("cdr-v1.json").read_text())
+BASE: dict[str, Any] = {
+    "id": "c-1",
+    "customer_id": "acme",
+    "dst": "+447700900123",
+    "start_time": "2026-11-25T10:00:00+00:00",
+    "duration": 12.5,
+    "provider_charge": "0.010000",
+    "customer_charge": None,
+}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"start_time": 1795600000},
+        {"start_time": 1795600000123, "currency": "eur", "dtmf": 3, "status": "BUSY"},
+        {"provider_charge": 2, "customer_charge": "1.5", "provider_id": None, "extra": [1]},
+        {"dst": "0044207", "destination": "UK"},
+        {"id": ""},
+        {"customer_id": None},
+        {"dst": "+44 77"},
+        {"duration": -1},
+        {"provider_charge": "0.1234567"},
+        {"provider_charge": "-1"},
+        {"customer_charge": 2_000_000},
+        {"currency": "EURO"},
+        {"dtmf": 1.5},
+        {"status": ""},
+        {"start_time": "25/11/2026"},
+    ],
+)
+def test_schema_and_validator_agree(changes: dict[str, Any]) -> None:
+    document = {**BASE, **changes}
+    schema_ok = jsonschema.Draft202012Validator(SCHEMA).is_valid(document)
+    try:
+        validate_cdr(document, default_currency="USD", now_ms=NOW_MS)
+        validator_ok = True
+    except InvalidCDR:
+        validator_ok = False
+    assert schema_ok == validator_ok
+
+
+def test_schema_is_a_valid_draft_2020_12_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
