@@ -171,8 +171,8 @@ def time_naive(kafka: str, topic: str, total: int) -> float:
     try:
         assert process.stdout is not None
         for line in process.stdout:
-            if line.startswith("RESULT "):
-                return float(line.split()[1])
+            if "RESULT " in line:  # after the escape codes of Faust's start-up spinner
+                return float(line.split("RESULT ")[1])
         raise RuntimeError("naive worker exited without a result")
     finally:
         process.terminate()

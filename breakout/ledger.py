@@ -68,6 +68,7 @@ class Outcome:
     """What applying one message changed, for the edge to store, mirror and report."""
 
     updates: dict[BucketKey, CustomerBucket] = field(default_factory=dict)
+    changed_rows: dict[BucketKey, set[RowId]] = field(default_factory=dict)
     deletions: list[BucketKey] = field(default_factory=list)
     counted_ids: list[str] = field(default_factory=list)
     forgotten_offsets: list[int] = field(default_factory=list)
@@ -117,6 +118,7 @@ class PartitionLedger:
         outcome = Outcome()
         stream_s = self.stream_ms // 1000
         touched = outcome.updates
+        changed = outcome.changed_rows
         skipped: set[BucketKey] = set()
         in_message: set[str] = set()
         newest_ms = self.stream_ms
@@ -155,6 +157,8 @@ class PartitionLedger:
                         replayed = True
                         continue
                     touched[key] = bucket
+                    changed[key] = set()
+                changed[key].add(row_id)
                 row = bucket.rows.get(row_id)
                 if row is None:
                     row = bucket.rows[row_id] = empty()

@@ -12,10 +12,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
+from faust.types import EventT
 
 from breakout.buckets import Retention
 from breakout.destinations import load_dial_codes
@@ -29,6 +31,10 @@ from streams.tables import Tables, create_tables
 
 log = logging.getLogger(__name__)
 
+TABLE_FLUSH_SECONDS = 1.0
+TABLE_FLUSH_MESSAGES = 200
+CACHE_LIMIT = 200_000
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -38,28 +44,52 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.minute_retention, settings.hour_retention, settings.day_retention)
 
 
+@dataclass
+class PartitionState:
+    """One assigned partition's working set: what is applied but not yet in the tables.
+
+    The agent acknowledges a message only after the table writes that include it, so a
+    crash before ``Aggregator.flush`` replays it, and the ledger's offsets count it once.
+    """
+
+    ledger: PartitionLedger
+    cache: dict[BucketKey, CustomerBucket] = field(default_factory=dict)
+    dirty: set[BucketKey] = field(default_factory=set)
+    deleted: set[BucketKey] = field(default_factory=set)
+    seen: dict[int, bytes] = field(default_factory=dict)
+    forgotten: list[int] = field(default_factory=list)
+    held: list[EventT[Any]] = field(default_factory=list)
+    offset: int = -1
+    flushed_at: float = field(default_factory=time.monotonic)
+
+
 class Aggregator:
-    """Keeps one ``PartitionLedger`` per assigned partition and stores what it decides."""
+    """Applies internal-topic messages through each partition's ledger and stores the result.
+
+    Table writes are gathered per partition and done every ``TABLE_FLUSH_SECONDS`` (or
+    ``TABLE_FLUSH_MESSAGES``): a busy customer-bucket is then written once per flush, not
+    once per message, which keeps the changelog small when the same rows change all the time.
+    """
 
     def __init__(self, settings: Settings, tables: Tables, mirror: RedisMirror) -> None:
         self.settings = settings
         self.tables = tables
         self.mirror = mirror
         self.retention = retention_of(settings)
-        self.ledgers: dict[int, PartitionLedger] = {}
+        self.partitions: dict[int, PartitionState] = {}
         self.duplicates = 0
         self.too_late = 0
 
-    def ledger(self, partition: int) -> PartitionLedger:
-        """The partition's ledger, restored from the tables on first use after assignment."""
-        ledger = self.ledgers.get(partition)
-        if ledger is None:
-            ledger = self.ledgers[partition] = self._restore(partition)
-        return ledger
+    def state(self, partition: int) -> PartitionState:
+        """The partition's state, restored from the tables on first use after assignment."""
+        state = self.partitions.get(partition)
+        if state is None:
+            state = self.partitions[partition] = PartitionState(self._restore(partition))
+        return state
 
     def forget(self, partition: int) -> None:
-        """Called on revocation: another worker may change the partition before we see it again."""
-        self.ledgers.pop(partition, None)
+        """On revocation: drop unflushed work (it was not acknowledged, the next owner replays it)."""
+        self.partitions.pop(partition, None)
 
     def _restore(self, partition: int) -> PartitionLedger:
         prefix = f"{partition}|".encode()
@@ -70,7 +100,7 @@ class Aggregator:
             if raw_key.startswith(prefix):
                 key = BucketKey.decode(raw_key)
                 keys.append(key)
-                self.mirror.stage(key, CustomerBucket.decode(raw_value))  # resync Redis
+                self.mirror.stage(key, CustomerBucket.decode(raw_value), None)  # resync Redis
         seen = []
         for raw_key, raw_value in self.tables.seen.items():
             if raw_key.startswith(prefix):
@@ -82,33 +112,74 @@ class Aggregator:
         )
         return ledger
 
-    def read(self, key: BucketKey) -> CustomerBucket | None:
-        raw = self.tables.rows.get(key.encode())
-        return CustomerBucket.decode(raw) if raw is not None else None
-
     def apply(self, partition: int, offset: int, value: bytes) -> list[Record]:
-        """Apply one message; store and stage its changes; return the records that came too late."""
-        ledger = self.ledger(partition)
-        records = [Record(*fields) for fields in orjson.loads(value)]
-        outcome = ledger.apply(offset, records, self.read)
-        rows, seen = self.tables.rows, self.tables.seen
+        """Apply one message in memory and stage it for Redis; return the records too late to count."""
+        state = self.state(partition)
+        ledger = state.ledger
+        cache = state.cache
+
+        def read(key: BucketKey) -> CustomerBucket | None:
+            bucket = cache.get(key)
+            if bucket is None:
+                raw = self.tables.rows.get(key.encode())
+                bucket = CustomerBucket.decode(raw) if raw is not None else None
+            return bucket
+
+        outcome = ledger.apply(offset, [Record(*fields) for fields in orjson.loads(value)], read)
         for key, bucket in outcome.updates.items():
-            rows[key.encode()] = bucket.encode()
-            self.mirror.stage(key, bucket)
+            cache[key] = bucket
+            state.dirty.add(key)
+            state.deleted.discard(key)
+            self.mirror.stage(key, bucket, outcome.changed_rows[key])
         for key in outcome.deletions:
-            rows.pop(key.encode(), None)
-            self.mirror.stage(key, None)
+            cache.pop(key, None)
+            state.dirty.discard(key)
+            state.deleted.add(key)
+            self.mirror.stage(key, None, None)
         if outcome.counted_ids:
-            seen[f"{partition}|{offset}".encode()] = orjson.dumps(
-                {"t": ledger.stream_ms, "ids": outcome.counted_ids}
-            )
-        for forgotten in outcome.forgotten_offsets:
-            seen.pop(f"{partition}|{forgotten}".encode(), None)
-        self.tables.progress[str(partition).encode()] = orjson.dumps({"t": ledger.stream_ms, "o": offset})
+            state.seen[offset] = orjson.dumps({"t": ledger.stream_ms, "ids": outcome.counted_ids})
+        state.forgotten.extend(outcome.forgotten_offsets)
+        state.offset = offset
         self.mirror.stage_watermark(partition, ledger.stream_ms, offset)
         self.duplicates += outcome.duplicates
         self.too_late += len(outcome.too_late)
         return outcome.too_late
+
+    def due(self, partition: int) -> bool:
+        state = self.partitions[partition]
+        return (
+            len(state.held) >= TABLE_FLUSH_MESSAGES
+            or time.monotonic() - state.flushed_at >= TABLE_FLUSH_SECONDS
+        )
+
+    def flush(self, partition: int) -> list[EventT[Any]]:
+        """Write the partition's pending state to its tables; return the events it covers.
+
+        Must run while the current Faust event is one of this partition: the RocksDB store
+        and the changelog take the partition from it.
+        """
+        state = self.partitions[partition]
+        rows, seen = self.tables.rows, self.tables.seen
+        for key in state.dirty:
+            rows[key.encode()] = state.cache[key].encode()
+        for key in state.deleted:
+            rows.pop(key.encode(), None)
+        for offset, ids in state.seen.items():
+            seen[f"{partition}|{offset}".encode()] = ids
+        for offset in state.forgotten:
+            seen.pop(f"{partition}|{offset}".encode(), None)
+        self.tables.progress[str(partition).encode()] = orjson.dumps(
+            {"t": state.ledger.stream_ms, "o": state.offset}
+        )
+        if len(state.cache) > CACHE_LIMIT:
+            state.cache.clear()  # everything in it is in the table now; hot buckets come back
+        state.dirty.clear()
+        state.deleted.clear()
+        state.seen.clear()
+        state.forgotten.clear()
+        state.flushed_at = time.monotonic()
+        held, state.held = state.held, []
+        return held
 
 
 @contextlib.asynccontextmanager
@@ -149,14 +220,19 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     @app.agent(source, name="aggregate")
     async def aggregate(stream: faust.StreamT[bytes]) -> AsyncIterator[Any]:
         async with fail_stop(app):
-            async for event in stream.events():
+            async for event in stream.noack().events():  # type: ignore[attr-defined]
                 message = event.message
-                too_late = aggregator.apply(message.partition, message.offset, event.value)
+                partition = message.partition
+                too_late = aggregator.apply(partition, message.offset, event.value)
                 for record in too_late:
                     payload = orjson.dumps(record, default=tuple)
                     reject = Reject("too_late", "older than every kept bucket", payload)
-                    value = dead_letter(reject, message.topic, message.partition, message.offset, now_ms())
+                    value = dead_letter(reject, message.topic, partition, message.offset, now_ms())
                     await dlq.send(key=b"too_late", value=value)
+                aggregator.partitions[partition].held.append(event)
+                if aggregator.due(partition):
+                    for done in aggregator.flush(partition):
+                        done.ack()
                 yield None
 
     @app.task  # type: ignore[untyped-decorator]

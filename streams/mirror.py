@@ -19,12 +19,25 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 
 from breakout.buckets import Retention
-from breakout.ledger import BucketKey, CustomerBucket
+from breakout.ledger import BucketKey, CustomerBucket, RowId
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.25
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+
+
+# A staged change: the bucket's live value (None: deleted) and the rows to write (None: all).
+Change = tuple[CustomerBucket | None, set[RowId] | None]
+
+
+def _merge(older: Change | None, newer: Change) -> Change:
+    """Two changes of one key as one: the newer value, the union of the rows to write."""
+    bucket, rows = newer
+    if older is None or bucket is None or rows is None:
+        return newer
+    older_rows = older[1]
+    return (bucket, None if older[0] is None or older_rows is None else older_rows | rows)
 
 
 def customer_key(app_id: str, key: BucketKey) -> str:
@@ -46,14 +59,20 @@ class RedisMirror:
         self.url = url
         self.app_id = app_id
         self.retention = retention
-        self._staged: dict[BucketKey, CustomerBucket | None] = {}
+        self._staged: dict[BucketKey, Change] = {}
         self._watermarks: dict[int, tuple[int, int]] = {}
         self.flushed_keys = 0
         self._script_sha: str | None = None
+        # Buckets whose last write Redis refused as older than what it holds: the next write
+        # of each must carry all its rows, or rows changed meanwhile could be left out.
+        self._needs_full: set[BucketKey] = set()
 
-    def stage(self, key: BucketKey, bucket: CustomerBucket | None) -> None:
-        """Remember the latest value of ``key`` (None: deleted) for the next flush."""
-        self._staged[key] = bucket
+    def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
+        """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
+        if key in self._needs_full:
+            self._needs_full.discard(key)
+            rows = None
+        self._staged[key] = _merge(self._staged.get(key), (bucket, rows))
 
     def stage_watermark(self, partition: int, stream_ms: int, offset: int) -> None:
         self._watermarks[partition] = (stream_ms, offset)
@@ -75,8 +94,10 @@ class RedisMirror:
                 try:
                     await self._write(client, staged, watermarks)
                 except (RedisError, OSError) as exc:
-                    # Keep what failed unless a newer value was staged meanwhile.
-                    self._staged = staged | self._staged
+                    # Keep what failed, merged with what was staged meanwhile.
+                    for key, change in self._staged.items():
+                        staged[key] = _merge(staged.get(key), change)
+                    self._staged = staged
                     self._watermarks = watermarks | self._watermarks
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
@@ -103,7 +124,7 @@ class RedisMirror:
     async def _write(
         self,
         client: aioredis.Redis,
-        staged: dict[BucketKey, CustomerBucket | None],
+        staged: dict[BucketKey, Change],
         watermarks: dict[int, tuple[int, int]],
     ) -> None:
         app_id = self.app_id
@@ -111,7 +132,8 @@ class RedisMirror:
         if self._script_sha is None:
             self._script_sha = await client.script_load(WRITE_BUCKET)
         pipe = client.pipeline(transaction=False)
-        for key, bucket in staged.items():
+        scripted: list[tuple[int, BucketKey]] = []
+        for key, (bucket, changed) in staged.items():
             if bucket is None:
                 pipe.delete(customer_key(app_id, key))
                 pipe.srem(index_key(app_id, key, "customers"), key.customer)
@@ -124,7 +146,8 @@ class RedisMirror:
                 f"{app_id}:buckets:{key.granularity.value}",
             ]
             args: list[bytes | str | int] = [bucket.applied, ttl, key.customer, key.start]
-            for (destination, provider, currency), row in bucket.rows.items():
+            rows = bucket.rows.items() if changed is None else [(r, bucket.rows[r]) for r in changed]
+            for (destination, provider, currency), row in rows:
                 keys.append(destination_key(app_id, key, destination))
                 args += [
                     destination,
@@ -132,6 +155,7 @@ class RedisMirror:
                     orjson.dumps((key.customer, provider, currency)),
                     orjson.dumps(row),
                 ]
+            scripted.append((len(pipe), key))
             pipe.evalsha(self._script_sha, len(keys), *keys, *args)
         if watermarks:
             now = int(time.time() * 1000)
@@ -143,21 +167,23 @@ class RedisMirror:
                 },
             )
         try:
-            await pipe.execute()
+            results = await pipe.execute()
         except NoScriptError:
             self._script_sha = None  # Redis restarted empty: load the script again next time
             raise
+        self._needs_full.update(key for index, key in scripted if results[index] == 0)
 
 
-# Writes one customer-bucket unless Redis already holds a value at least as new: after a
-# rebalance the worker that lost a partition may still be flushing older values of it.
+# Writes one customer-bucket unless Redis already holds a newer one (returns 0 then): after a
+# rebalance the worker that lost a partition may still be flushing older values of it. An
+# equal offset is written: both workers computed the same state from the same messages.
 # KEYS: customer hash, customers index, destinations index, buckets zset, one destination
 # hash per row. ARGV: applied offset, ttl, customer, bucket start, then per row:
 # destination, customer-hash field, destination-hash field, counters.
 WRITE_BUCKET = """
 local applied = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], '@applied') or '-1')
-if current >= applied then return 0 end
+if current > applied then return 0 end
 local ttl = tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], '@applied', applied)
 redis.call('EXPIRE', KEYS[1], ttl)
