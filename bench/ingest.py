@@ -52,16 +52,20 @@ async def create_topic(kafka: str, name: str) -> None:
         await admin.close()
 
 
+EVENT_RATE = 5_000  # CDRs per second of event time: a busy platform's live traffic
+CUSTOMERS = 1_000
+
+
 async def prepublish(kafka: str, topic: str, total: int, per_message: int) -> None:
-    """``total`` CDRs in messages of ``per_message`` CDRs, keyed by customer."""
+    """``total`` CDRs in messages of ``per_message`` CDRs, keyed by customer, as a platform with
+    ``CUSTOMERS`` accounts sending ``EVENT_RATE`` CDRs a second would produce them."""
     await create_topic(kafka, topic)
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka, linger_ms=50, max_batch_size=1 << 20, max_request_size=16 << 20
     )
     await producer.start()
-    cdrs = cdr_stream(
-        seed=1, start_time=time.time() - 7200, rate=total / 7000, profile=Profile(customers=1000)
-    )
+    start = time.time() - total / EVENT_RATE - 60
+    cdrs = cdr_stream(seed=1, start_time=start, rate=EVENT_RATE, profile=Profile(customers=CUSTOMERS))
     try:
         futures = []
         for _ in range(total // per_message):

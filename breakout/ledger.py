@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from breakout.aggregate import Contribution, Counters, add, empty
-from breakout.buckets import GRANULARITIES, Granularity, Retention, bucket_start
+from breakout.buckets import GRANULARITIES, Granularity, Retention
 from breakout.normalize import Record
 
 RowId = tuple[str, str, str]  # destination, provider, currency
@@ -122,14 +122,21 @@ class PartitionLedger:
         skipped: set[BucketKey] = set()
         in_message: set[str] = set()
         newest_ms = self.stream_ms
-        partition, retention = self.partition, self.retention
+        partition = self.partition
+        # Per bucket size, the earliest bucket start still kept at this stream time.
+        kept = [
+            (g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES
+        ]
         for record in records:
             cdr_id = record.id
             if cdr_id in in_message or self._seen.get(cdr_id, offset) != offset:
                 outcome.duplicates += 1
                 continue
             in_message.add(cdr_id)
-            if retention.is_too_late(record.start_ms, stream_s):
+            start_s = record.start_ms // 1000
+            # A late CDR still lands in the buckets that are kept; in none, it is too late.
+            starts = [(g, start) for g, size, first in kept if (start := start_s // size * size) >= first]
+            if not starts:
                 outcome.too_late.append(record)
                 continue
             contribution = Contribution.of(
@@ -141,10 +148,7 @@ class PartitionLedger:
             )
             row_id = (record.destination, record.provider_id, record.currency)
             replayed = False
-            for granularity in GRANULARITIES:
-                start = bucket_start(record.start_ms, granularity)
-                if retention.is_expired(granularity, start, stream_s):
-                    continue  # a late CDR still lands in the buckets that are kept
+            for granularity, start in starts:
                 key = BucketKey(partition, granularity, start, record.customer_id)
                 bucket = touched.get(key)
                 if bucket is None:

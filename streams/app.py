@@ -11,7 +11,10 @@ def create_app(settings: Settings) -> faust.App:
     """A Faust app wired to the settings' broker, store and data directory.
 
     ``broker_rebalance_timeout`` follows the settings because the embedded broker
-    (Tansu) makes the first group join wait for the whole timeout.
+    (Tansu) makes the first group join wait for the whole timeout. ``stream_wait_empty``
+    is off because the aggregating agent acknowledges a message only once its table
+    writes are done: on a rebalance or a stop, Faust must not wait for those
+    acknowledgements; the unacknowledged messages are replayed and counted once.
     """
     return faust.App(
         settings.app_id,
@@ -22,6 +25,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication,
         broker_rebalance_timeout=settings.rebalance_timeout,
         consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
         web_enabled=False,
         autodiscover=False,
     )

@@ -2,7 +2,7 @@
 
 The agent only stages what changed (``stage``), in memory and coalesced per key, so
 aggregation never waits for Redis; ``run`` flushes the staged set every
-``FLUSH_SECONDS`` in one MULTI/EXEC, and when Redis is unreachable keeps it (newer
+``FLUSH_SECONDS`` in one pipeline, and when Redis is unreachable keeps it (newer
 values replacing older ones) and retries, so the mirror catches up when Redis returns.
 Writing absolute values (never HINCRBY) makes a repeated flush harmless.
 See ``docs/redis-layout.md`` for the keys.
@@ -23,7 +23,7 @@ from breakout.ledger import BucketKey, CustomerBucket, RowId
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.25
+FLUSH_SECONDS = 1.0
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
