@@ -124,9 +124,7 @@ class PartitionLedger:
         newest_ms = self.stream_ms
         partition = self.partition
         # Per bucket size, the earliest bucket start still kept at this stream time.
-        kept = [
-            (g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES
-        ]
+        kept = [(g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
         for record in records:
             cdr_id = record.id
             if cdr_id in in_message or self._seen.get(cdr_id, offset) != offset:

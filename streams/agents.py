@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,14 +72,15 @@ class Aggregator:
     once per message, which keeps the changelog small when the same rows change all the time.
     """
 
-    def __init__(self, settings: Settings, tables: Tables, mirror: RedisMirror) -> None:
+    def __init__(
+        self, settings: Settings, tables: Tables, mirror: RedisMirror, counters: Counter[str]
+    ) -> None:
         self.settings = settings
         self.tables = tables
         self.mirror = mirror
+        self.counters = counters
         self.retention = retention_of(settings)
         self.partitions: dict[int, PartitionState] = {}
-        self.duplicates = 0
-        self.too_late = 0
 
     def state(self, partition: int) -> PartitionState:
         """The partition's state, restored from the tables on first use after assignment."""
@@ -141,8 +143,8 @@ class Aggregator:
         state.forgotten.extend(outcome.forgotten_offsets)
         state.offset = offset
         self.mirror.stage_watermark(partition, ledger.stream_ms, offset)
-        self.duplicates += outcome.duplicates
-        self.too_late += len(outcome.too_late)
+        self.counters["duplicates"] += outcome.duplicates
+        self.counters["rejected:too_late"] += len(outcome.too_late)
         return outcome.too_late
 
     def due(self, partition: int) -> bool:
@@ -204,9 +206,10 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     """Attach the tables, the agent and the background tasks to ``app``."""
     dial_codes = load_dial_codes(settings.dial_codes)
     tables = create_tables(app, settings.partitions)
-    mirror = RedisMirror(settings.redis, settings.app_id, retention_of(settings))
-    aggregator = Aggregator(settings, tables, mirror)
-    ingest = Ingest(settings, dial_codes, retention_of(settings))
+    counters: Counter[str] = Counter()
+    mirror = RedisMirror(settings.redis, settings.app_id, retention_of(settings), counters)
+    aggregator = Aggregator(settings, tables, mirror, counters)
+    ingest = Ingest(settings, dial_codes, retention_of(settings), counters)
     source = app.topic(
         normalized_topic(settings),
         key_type=bytes,

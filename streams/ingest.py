@@ -55,14 +55,15 @@ def target_partition(customer_id: str, partitions: int, cache: dict[str, int]) -
 
 
 class Ingest:
-    """Runs the loop above until cancelled; counts what it refused, by reason."""
+    """Runs the loop above until cancelled; counts what it accepted and refused, by reason."""
 
-    def __init__(self, settings: Settings, dial_codes: DialCodes, retention: Retention) -> None:
+    def __init__(
+        self, settings: Settings, dial_codes: DialCodes, retention: Retention, counters: Counter[str]
+    ) -> None:
         self.settings = settings
         self.dial_codes = dial_codes
         self.retention = retention
-        self.rejected: Counter[str] = Counter()
-        self.accepted = 0
+        self.counters = counters
         self._stream_ms = 0
         self._partition_of: dict[str, int] = {}
 
@@ -120,10 +121,10 @@ class Ingest:
                     )
                     newest_ms = max(newest_ms, record.start_ms)
                 for reject in rejects:
-                    self.rejected[reject.reason] += 1
+                    self.counters[f"rejected:{reject.reason}"] += 1
                     value = dead_letter(reject, tp.topic, tp.partition, message.offset, now_ms)
                     sends.append(await producer.send(settings.dlq_topic, value, key=reject.reason.encode()))
-                self.accepted += len(records)
+                self.counters["accepted"] += len(records)
         topic = normalized_topic(settings)
         for partition, records in by_partition.items():
             for start in range(0, len(records), RECORDS_PER_MESSAGE):

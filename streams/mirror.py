@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+from collections import Counter
 
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
+from redis.typing import EncodableT, FieldT
 
 from breakout.buckets import Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId
@@ -24,6 +28,7 @@ from breakout.ledger import BucketKey, CustomerBucket, RowId
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
+COUNTERS_TTL_SECONDS = 7 * 86400
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
 
@@ -55,10 +60,12 @@ def index_key(app_id: str, key: BucketKey, kind: str) -> str:
 class RedisMirror:
     """Staged changes waiting for Redis, and the loop that writes them."""
 
-    def __init__(self, url: str, app_id: str, retention: Retention) -> None:
+    def __init__(self, url: str, app_id: str, retention: Retention, counters: Counter[str]) -> None:
         self.url = url
         self.app_id = app_id
         self.retention = retention
+        self.counters = counters
+        self.worker = f"{socket.gethostname()}-{os.getpid()}"
         self._staged: dict[BucketKey, Change] = {}
         self._watermarks: dict[int, tuple[int, int]] = {}
         self.flushed_keys = 0
@@ -157,6 +164,12 @@ class RedisMirror:
                 ]
             scripted.append((len(pipe), key))
             pipe.evalsha(self._script_sha, len(keys), *keys, *args)
+        if self.counters:
+            # This process's totals since it started: rejected CDRs by reason, duplicates.
+            counters_key = f"{app_id}:counters:{self.worker}"
+            counts: dict[FieldT, EncodableT] = dict(self.counters.items())
+            pipe.hset(counters_key, mapping=counts)
+            pipe.expire(counters_key, COUNTERS_TTL_SECONDS)
         if watermarks:
             now = int(time.time() * 1000)
             pipe.hset(

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,18 @@ async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
     finally:
         await client.aclose()
     return rows
+
+
+async def read_counters(settings: Settings) -> Counter[str]:
+    """The workers' counters (accepted, rejected by reason, duplicates), summed over workers."""
+    client = aioredis.from_url(settings.redis)
+    total: Counter[str] = Counter()
+    try:
+        async for key in client.scan_iter(match=f"{settings.app_id}:counters:*"):
+            total.update({k.decode(): int(v) for k, v in (await client.hgetall(key)).items()})
+    finally:
+        await client.aclose()
+    return total
 
 
 async def read_topic(settings: Settings, topic: str, count: int, wait: float = 60) -> list[Any]:

@@ -11,7 +11,15 @@ import orjson
 
 from breakout.settings import Settings
 from tests import dataset
-from tests.integration.pipeline import Worker, diff, eventually_equal, publish, read_mirror, read_topic
+from tests.integration.pipeline import (
+    Worker,
+    diff,
+    eventually_equal,
+    publish,
+    read_counters,
+    read_mirror,
+    read_topic,
+)
 
 DESTINATIONS = 60
 CUSTOMERS = 24
@@ -59,6 +67,10 @@ async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
     finally:
         worker.stop()
 
+    counters = await read_counters(settings)
+    assert counters["accepted"] == len(data.valid) + data.duplicates + len(hour_late) + len(days_late)
+    rejected = {k.removeprefix("rejected:"): v for k, v in counters.items() if k.startswith("rejected:")}
+    assert rejected == dict(Counter(r for r, _ in data.invalid) + Counter({"too_late": len(too_late)}))
     dead = await read_topic(settings, settings.dlq_topic, len(data.invalid) + len(too_late))
     got_dead = Counter((d["error"], d["payload"].encode()) for d in dead)
     expected_dead = Counter(data.invalid) + Counter(("too_late", orjson.dumps(c)) for c in too_late)
