@@ -3,11 +3,13 @@ invalid and too-late CDRs in the dead-letter topic with their reasons."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from pathlib import Path
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from breakout.settings import Settings
 from tests import dataset
@@ -76,3 +78,25 @@ async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
     expected_dead = Counter(data.invalid) + Counter(("too_late", orjson.dumps(c)) for c in too_late)
     assert got_dead == expected_dead
     assert all(d["topic"] == settings.topic and d["offset"] >= 0 and d["received_at"] for d in dead)
+
+
+async def test_unexpected_error_stops_the_worker_instead_of_skipping_the_message(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Only the ingest step writes the internal topic; junk there is a bug, and the worker
+    must stop (leaving the message uncommitted) rather than let Faust restart the agent past it."""
+    worker = Worker(settings, tmp_path / "w", tmp_path / "worker.log")
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka)
+        await producer.start()
+        try:
+            await producer.send_and_wait(f"{settings.app_id}-normalized", b"not records", partition=0)
+        finally:
+            await producer.stop()
+        deadline = time.monotonic() + 90
+        while worker.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+        assert worker.process.returncode not in (None, 0), worker.tail()
+        assert "stopping the worker" in worker.log.read_text()
+    finally:
+        worker.stop()
