@@ -146,24 +146,24 @@ class RedisMirror:
                 pipe.srem(index_key(app_id, key, "customers"), key.customer)
                 continue
             ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
-            keys = [
+            rows = bucket.rows.items() if changed is None else [(r, bucket.rows[r]) for r in changed]
+            # One JSON argument per bucket: packing a command costs per argument, not per byte.
+            payload = orjson.dumps([(*row_id, orjson.dumps(row).decode()) for row_id, row in rows])
+            scripted.append((len(pipe), key))
+            pipe.evalsha(
+                self._script_sha,
+                4,
                 customer_key(app_id, key),
                 index_key(app_id, key, "customers"),
                 index_key(app_id, key, "destinations"),
                 f"{app_id}:buckets:{key.granularity.value}",
-            ]
-            args: list[bytes | str | int] = [bucket.applied, ttl, key.customer, key.start]
-            rows = bucket.rows.items() if changed is None else [(r, bucket.rows[r]) for r in changed]
-            for (destination, provider, currency), row in rows:
-                keys.append(destination_key(app_id, key, destination))
-                args += [
-                    destination,
-                    orjson.dumps((destination, provider, currency)),
-                    orjson.dumps((key.customer, provider, currency)),
-                    orjson.dumps(row),
-                ]
-            scripted.append((len(pipe), key))
-            pipe.evalsha(self._script_sha, len(keys), *keys, *args)
+                bucket.applied,
+                ttl,
+                key.customer,
+                key.start,
+                destination_key(app_id, key, ""),
+                payload,
+            )
         if self.counters:
             # This process's totals since it started: rejected CDRs by reason, duplicates.
             counters_key = f"{app_id}:counters:{self.worker}"
@@ -190,25 +190,33 @@ class RedisMirror:
 # Writes one customer-bucket unless Redis already holds a newer one (returns 0 then): after a
 # rebalance the worker that lost a partition may still be flushing older values of it. An
 # equal offset is written: both workers computed the same state from the same messages.
-# KEYS: customer hash, customers index, destinations index, buckets zset, one destination
-# hash per row. ARGV: applied offset, ttl, customer, bucket start, then per row:
-# destination, customer-hash field, destination-hash field, counters.
+# KEYS: customer hash, customers index, destinations index, buckets zset.
+# ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, and a JSON
+# array of rows [destination, provider, currency, counters as JSON text]. Counters stay text:
+# Lua numbers would round integers past 2^53, and cjson prints only 14 digits.
+# The destination hashes are named from the prefix, so this assumes one Redis, not a cluster.
 WRITE_BUCKET = """
 local applied = tonumber(ARGV[1])
 local current = tonumber(redis.call('HGET', KEYS[1], '@applied') or '-1')
 if current > applied then return 0 end
 local ttl = tonumber(ARGV[2])
+local customer = ARGV[3]
 redis.call('HSET', KEYS[1], '@applied', applied)
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[2], customer)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[4])
-for i = 5, #KEYS do
-  local a = 5 + (i - 5) * 4
-  redis.call('HSET', KEYS[1], ARGV[a + 1], ARGV[a + 3])
-  redis.call('HSET', KEYS[i], ARGV[a + 2], ARGV[a + 3])
-  redis.call('EXPIRE', KEYS[i], ttl)
-  redis.call('SADD', KEYS[3], ARGV[a])
+local seen = {}
+for _, row in ipairs(cjson.decode(ARGV[6])) do
+  local destination, provider, currency, counters = row[1], row[2], row[3], row[4]
+  local destination_key = ARGV[5] .. destination
+  redis.call('HSET', KEYS[1], cjson.encode({destination, provider, currency}), counters)
+  redis.call('HSET', destination_key, cjson.encode({customer, provider, currency}), counters)
+  if not seen[destination] then
+    seen[destination] = true
+    redis.call('EXPIRE', destination_key, ttl)
+    redis.call('SADD', KEYS[3], destination)
+  end
 end
 redis.call('EXPIRE', KEYS[3], ttl)
 return 1
