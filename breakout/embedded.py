@@ -182,9 +182,10 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
     try:
         for child in children:
             supervisor.start(child)
+        api = f"http://{settings.api_host}:{settings.api_port}"
         print(
-            f"Breakout is up: http://{settings.api_host}:{settings.api_port}/  "
-            f"(Kafka 127.0.0.1:{kafka_port}, Redis 127.0.0.1:{redis_port}). Ctrl-C stops everything.",
+            f"Breakout is up: {api}/  (health {api}/healthz, API reference {api}/docs; "
+            f"Kafka 127.0.0.1:{kafka_port}, Redis 127.0.0.1:{redis_port}). Ctrl-C stops everything.",
             flush=True,
         )
         while not supervisor.stopping:

@@ -93,6 +93,18 @@ class Aggregator:
         """On revocation: drop unflushed work (it was not acknowledged, the next owner replays it)."""
         self.partitions.pop(partition, None)
 
+    def restage_all(self) -> None:
+        """Stage every row of every partition held here for Redis (which lost its data)."""
+        for partition, state in self.partitions.items():
+            prefix = f"{partition}|".encode()
+            for raw_key, raw_value in self.tables.rows.items():
+                if raw_key.startswith(prefix):
+                    key = BucketKey.decode(raw_key)
+                    bucket = state.cache.get(key) or CustomerBucket.decode(raw_value)
+                    self.mirror.stage(key, bucket, None)
+            for key in state.dirty:  # applied but not in the table yet
+                self.mirror.stage(key, state.cache[key], None)
+
     def _restore(self, partition: int) -> PartitionLedger:
         prefix = f"{partition}|".encode()
         ledger = PartitionLedger(partition, self.retention, self.settings.dedup_window * 1000)
@@ -209,6 +221,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     counters: Counter[str] = Counter()
     mirror = RedisMirror(settings.redis, settings.app_id, retention_of(settings), counters)
     aggregator = Aggregator(settings, tables, mirror, counters)
+    mirror.on_reset = aggregator.restage_all
     ingest = Ingest(settings, dial_codes, retention_of(settings), counters)
     source = app.topic(
         normalized_topic(settings),

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import orjson
 import redis.asyncio as aioredis
@@ -73,6 +74,9 @@ class RedisMirror:
         # Buckets whose last write Redis refused as older than what it holds: the next write
         # of each must carry all its rows, or rows changed meanwhile could be left out.
         self._needs_full: set[BucketKey] = set()
+        # Called when Redis turns out to have lost its data (restarted empty, flushed):
+        # the owner of the state stages every row again.
+        self.on_reset: Callable[[], None] = lambda: None
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -139,6 +143,8 @@ class RedisMirror:
         if self._script_sha is None:
             self._script_sha = await client.script_load(WRITE_BUCKET)
         pipe = client.pipeline(transaction=False)
+        # A marker that only disappears with Redis's data: if SET NX succeeds, Redis is new.
+        pipe.set(f"{app_id}:mirror", "1", nx=True)
         scripted: list[tuple[int, BucketKey]] = []
         for key, (bucket, changed) in staged.items():
             if bucket is None:
@@ -185,6 +191,9 @@ class RedisMirror:
             self._script_sha = None  # Redis restarted empty: load the script again next time
             raise
         self._needs_full.update(key for index, key in scripted if results[index] == 0)
+        if results[0]:
+            log.info("Redis mirror: Redis holds none of our data; writing every row again")
+            self.on_reset()
 
 
 # Writes one customer-bucket unless Redis already holds a newer one (returns 0 then): after a
