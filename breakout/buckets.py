@@ -55,7 +55,3 @@ class Retention:
 
     def is_expired(self, granularity: Granularity, start: int, stream_time: int) -> bool:
         return stream_time >= self.expires_at(granularity, start)
-
-    def is_too_late(self, start_ms: int, stream_time: int) -> bool:
-        """A CDR none of whose buckets is still kept: it goes to the dead-letter topic."""
-        return all(self.is_expired(g, bucket_start(start_ms, g), stream_time) for g in GRANULARITIES)

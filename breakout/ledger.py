@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from breakout.aggregate import Contribution, Counters, add, empty
-from breakout.buckets import GRANULARITIES, Granularity, Retention
+from breakout.buckets import GRANULARITIES, Granularity, Retention, bucket_start
 from breakout.normalize import Record
 
 RowId = tuple[str, str, str]  # destination, provider, currency
@@ -124,16 +124,15 @@ class PartitionLedger:
         newest_ms = self.stream_ms
         partition = self.partition
         # Per bucket size, the earliest bucket start still kept at this stream time.
-        kept = [(g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
+        kept = [(g, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
         for record in records:
             cdr_id = record.id
             if cdr_id in in_message or self._seen.get(cdr_id, offset) != offset:
                 outcome.duplicates += 1
                 continue
             in_message.add(cdr_id)
-            start_s = record.start_ms // 1000
             # A late CDR still lands in the buckets that are kept; in none, it is too late.
-            starts = [(g, start) for g, size, first in kept if (start := start_s // size * size) >= first]
+            starts = [(g, start) for g, first in kept if (start := bucket_start(record.start_ms, g)) >= first]
             if not starts:
                 outcome.too_late.append(record)
                 continue

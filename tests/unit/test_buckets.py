@@ -79,27 +79,6 @@ def test_is_expired(granularity: Granularity, start: int, stream_time: int, expe
 
 
 @pytest.mark.parametrize(
-    "stream_time, expected",
-    [
-        (MINUTE_START + 60 + 172_800, False),  # minute gone, hour and day kept
-        (HOUR_START + 3600 + 3_024_000, False),  # minute and hour gone, day kept
-        (DAY_START + 86400 + 34_560_000 - 1, False),  # one second before the day bucket goes
-        (DAY_START + 86400 + 34_560_000, True),  # all three gone
-    ],
-)
-def test_is_too_late_only_when_all_expired(stream_time: int, expected: bool) -> None:
-    assert RETENTION.is_too_late(TS_MS, stream_time) is expected
-
-
-def test_is_too_late_when_the_longest_kept_size_is_not_day() -> None:
-    # the minute bucket outlives the day bucket here: a CDR is late only when that goes too
-    retention = Retention(minute=10_000_000, hour=0, day=0)
-    day_gone = DAY_START + 86400
-    assert retention.is_too_late(TS_MS, day_gone) is False
-    assert retention.is_too_late(TS_MS, MINUTE_START + 60 + 10_000_000) is True
-
-
-@pytest.mark.parametrize(
     "retention, expected",
     [
         (RETENTION, 34_560_000 + 86400),
