@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import orjson
 
@@ -29,9 +30,11 @@ from breakout.normalize import Record
 RowId = tuple[str, str, str]  # destination, provider, currency
 
 
-@dataclass(frozen=True, slots=True)
-class BucketKey:
-    """One customer's rows in one bucket of one partition: the unit of state and of writes."""
+class BucketKey(NamedTuple):
+    """One customer's rows in one bucket of one partition: the unit of state and of writes.
+
+    A named tuple, not a dataclass: three are built and hashed per CDR.
+    """
 
     partition: int
     granularity: Granularity
