@@ -156,6 +156,7 @@ class Aggregator:
         state.offset = offset
         self.mirror.stage_watermark(partition, ledger.stream_ms, offset)
         self.counters["duplicates"] += outcome.duplicates
+        self.counters["replayed"] += outcome.replayed
         self.counters["rejected:too_late"] += len(outcome.too_late)
         return outcome.too_late
 

@@ -69,7 +69,6 @@ class RedisMirror:
         self.worker = f"{socket.gethostname()}-{os.getpid()}"
         self._staged: dict[BucketKey, Change] = {}
         self._watermarks: dict[int, tuple[int, int]] = {}
-        self.flushed_keys = 0
         self._script_sha: str | None = None
         # Buckets whose last write Redis refused as older than what it holds: the next write
         # of each must carry all its rows, or rows changed meanwhile could be left out.
@@ -87,10 +86,6 @@ class RedisMirror:
 
     def stage_watermark(self, partition: int, stream_ms: int, offset: int) -> None:
         self._watermarks[partition] = (stream_ms, offset)
-
-    @property
-    def pending(self) -> int:
-        return len(self._staged)
 
     async def run(self) -> None:
         client = aioredis.from_url(self.url)
@@ -112,23 +107,14 @@ class RedisMirror:
                     self._watermarks = watermarks | self._watermarks
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
-                    log.warning("Redis mirror: %s; %d keys kept, retrying in %.1fs", exc, self.pending, delay)
+                    log.warning(
+                        "Redis mirror: %s; %d keys kept, retrying in %.1fs", exc, len(self._staged), delay
+                    )
                     await asyncio.sleep(delay)
                 else:
                     if failures:
                         log.info("Redis mirror: caught up after %d failed flushes", failures)
                     failures = 0
-                    self.flushed_keys += len(staged)
-        finally:
-            await client.aclose()
-
-    async def flush_now(self) -> None:
-        """Write everything staged, once (used at shutdown and by tests)."""
-        client = aioredis.from_url(self.url)
-        try:
-            staged, self._staged = self._staged, {}
-            watermarks, self._watermarks = self._watermarks, {}
-            await self._write(client, staged, watermarks)
         finally:
             await client.aclose()
 
