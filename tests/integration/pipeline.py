@@ -18,8 +18,19 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from breakout.settings import Settings
+from tests import dataset
 
 RowKey = tuple[str, int, str, str, str, str]
+DESTINATIONS = 60
+CUSTOMERS = 24
+
+
+def with_dial_codes(settings: Settings, tmp_path: Path) -> tuple[Settings, dict[str, str]]:
+    """Settings using a generated dial-code table of ``DESTINATIONS`` countries, and that table."""
+    table = dataset.dial_code_table(DESTINATIONS)
+    path = tmp_path / "dial_codes.csv"
+    path.write_text("prefix,destination\n" + "".join(f"{p},{n}\n" for p, n in table.items()))
+    return settings.model_copy(update={"dial_codes": path, "store": "rocksdb://"}), table
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:

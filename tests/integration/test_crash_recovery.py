@@ -17,8 +17,16 @@ import pytest
 
 from breakout.settings import Settings
 from tests import dataset
-from tests.integration.pipeline import Worker, diff, eventually_equal, eventually_true, publish, read_mirror
-from tests.integration.test_pipeline import CUSTOMERS, _settings_with_dial_codes
+from tests.integration.pipeline import (
+    CUSTOMERS,
+    Worker,
+    diff,
+    eventually_equal,
+    eventually_true,
+    publish,
+    read_mirror,
+    with_dial_codes,
+)
 
 CHUNKS = 30
 
@@ -27,7 +35,7 @@ CHUNKS = 30
 async def test_sigkill_mid_stream_then_restart_keeps_totals_exact(
     settings: Settings, tmp_path: Path, second_worker: bool
 ) -> None:
-    settings, table = _settings_with_dial_codes(settings, tmp_path)
+    settings, table = with_dial_codes(settings, tmp_path)
     data = dataset.generate(
         seed=11, total=30_000, end_time=time.time() - 600, customers=CUSTOMERS, table=table
     )

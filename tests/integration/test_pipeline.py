@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 from breakout.settings import Settings
 from tests import dataset
 from tests.integration.pipeline import (
+    CUSTOMERS,
     Worker,
     diff,
     eventually_equal,
@@ -21,23 +22,14 @@ from tests.integration.pipeline import (
     read_counters,
     read_mirror,
     read_topic,
+    with_dial_codes,
 )
-
-DESTINATIONS = 60
-CUSTOMERS = 24
-
-
-def _settings_with_dial_codes(settings: Settings, tmp_path: Path) -> tuple[Settings, dict[str, str]]:
-    table = dataset.dial_code_table(DESTINATIONS)
-    path = tmp_path / "dial_codes.csv"
-    path.write_text("prefix,destination\n" + "".join(f"{p},{n}\n" for p, n in table.items()))
-    return settings.model_copy(update={"dial_codes": path, "store": "rocksdb://"}), table
 
 
 async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings, table = _settings_with_dial_codes(settings, tmp_path)
+    settings, table = with_dial_codes(settings, tmp_path)
     end_time = time.time() - 3600
     data = dataset.generate(seed=7, total=6000, end_time=end_time, customers=CUSTOMERS, table=table)
     valid = list(data.valid.values())

@@ -10,8 +10,15 @@ from pathlib import Path
 from breakout.settings import Settings
 from tests import dataset
 from tests.conftest import ROOT, free_port
-from tests.integration.pipeline import Worker, diff, eventually_equal, publish, read_mirror
-from tests.integration.test_pipeline import CUSTOMERS, _settings_with_dial_codes
+from tests.integration.pipeline import (
+    CUSTOMERS,
+    Worker,
+    diff,
+    eventually_equal,
+    publish,
+    read_mirror,
+    with_dial_codes,
+)
 
 
 def _redis(*args: str) -> None:
@@ -24,7 +31,7 @@ async def test_aggregation_goes_on_while_redis_is_down_and_the_mirror_catches_up
     port = free_port()
     own_redis = tmp_path / "redis"
     _redis("start", str(port), str(own_redis))
-    settings, table = _settings_with_dial_codes(settings, tmp_path)
+    settings, table = with_dial_codes(settings, tmp_path)
     settings = settings.model_copy(update={"redis": f"redis://127.0.0.1:{port}/0"})
     data = dataset.generate(seed=5, total=4000, end_time=time.time() - 600, customers=CUSTOMERS, table=table)
     half = len(data.messages) // 2
