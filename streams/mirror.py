@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -23,7 +24,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT, FieldT
 
-from breakout.buckets import Retention
+from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ def customer_key(app_id: str, key: BucketKey) -> str:
 
 def destination_key(app_id: str, key: BucketKey, destination: str) -> str:
     return f"{app_id}:rows:{key.granularity.value}:{key.start}:d:{destination}"
+
+
+def version_key(app_id: str, granularity: Granularity, start: int) -> str:
+    return f"{app_id}:version:{granularity.value}:{start}"
 
 
 def index_key(app_id: str, key: BucketKey, kind: str) -> str:
@@ -130,9 +135,11 @@ class RedisMirror:
             self._script_sha = await client.script_load(WRITE_BUCKET)
         pipe = client.pipeline(transaction=False)
         # A marker that only disappears with Redis's data: if SET NX succeeds, Redis is new.
-        pipe.set(f"{app_id}:mirror", "1", nx=True)
+        pipe.set(f"{app_id}:mirror", uuid.uuid4().hex, nx=True)
         scripted: list[tuple[int, BucketKey]] = []
+        changed_buckets: set[tuple[Granularity, int]] = set()
         for key, (bucket, changed) in staged.items():
+            changed_buckets.add((key.granularity, key.start))
             if bucket is None:
                 pipe.delete(customer_key(app_id, key))
                 pipe.srem(index_key(app_id, key, "customers"), key.customer)
@@ -156,6 +163,11 @@ class RedisMirror:
                 destination_key(app_id, key, ""),
                 payload,
             )
+        for granularity, start in changed_buckets:
+            # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
+            version = version_key(app_id, granularity, start)
+            pipe.incr(version)
+            pipe.expire(version, max(1, self.retention.expires_at(granularity, start) - stream_s))
         if self.counters:
             # This process's totals since it started: rejected CDRs by reason, duplicates.
             counters_key = f"{app_id}:counters:{self.worker}"
