@@ -1,0 +1,957 @@
+// The Breakout portal: reads breakout snapshots from the read API and shows them.
+//
+// Plain browser JavaScript, no build step, no dependency. Money, percentages and
+// durations arrive as exact decimal strings and are only ever formatted as strings:
+// nothing here turns a charge into a float, for display, sorting or CSV.
+
+const KEY_STORAGE = "breakout.apiKey";
+const AUTO_REFRESH_MS = 30_000;
+const ROW_LIMIT = 10_000; // the API's maximum page
+const GROUP_KEYS = ["customer", "destination", "provider"];
+const TIME_ZONES = [
+  "UTC",
+  "Europe/London",
+  "Europe/Paris",
+  "Europe/Berlin",
+  "Africa/Johannesburg",
+  "Asia/Dubai",
+  "Asia/Kolkata",
+  "Asia/Singapore",
+  "Asia/Tokyo",
+  "Australia/Sydney",
+  "America/New_York",
+  "America/Chicago",
+  "America/Los_Angeles",
+  "America/Sao_Paulo",
+];
+
+// kind: text | int | pct (percent string) | dur (seconds string) | money (decimal string)
+const COLUMNS = {
+  customer: { label: "Customer", kind: "text" },
+  destination: { label: "Destination", kind: "text" },
+  provider: { label: "Provider", kind: "text" },
+  currency: { label: "CCY", kind: "text", title: "Currency (ISO 4217)" },
+  attempts: { label: "Attempts", kind: "int" },
+  connected: { label: "Connected", kind: "int" },
+  asr: { label: "ASR", kind: "pct", title: "Answer-seizure ratio: connected / attempts" },
+  acd: { label: "ACD", kind: "dur", title: "Average call duration of connected calls (m:ss)" },
+  duration: { label: "Duration", kind: "dur", hours: true, title: "Billed time of connected calls (h:mm:ss)" },
+  provider_charge: { label: "Provider cost", kind: "money" },
+  customer_charge: { label: "Customer charge", kind: "money" },
+  profit: { label: "Profit", kind: "money", signed: true },
+  profit_pct: { label: "Margin", kind: "pct", signed: true, title: "Profit / customer charge" },
+  pending: { label: "Unrated", kind: "int", title: "CDRs not rated yet: no charge included" },
+  dtmf: { label: "DTMF", kind: "int", title: "Calls with DTMF digits" },
+  dtmf_pct: { label: "DTMF %", kind: "pct" },
+};
+const METRICS = [
+  "currency",
+  "attempts",
+  "connected",
+  "asr",
+  "acd",
+  "duration",
+  "provider_charge",
+  "customer_charge",
+  "profit",
+  "profit_pct",
+  "pending",
+  "dtmf",
+  "dtmf_pct",
+];
+const MONEY = new Set(["provider_charge", "customer_charge", "profit", "profit_pct"]);
+const DASH = "–";
+
+// ---------------------------------------------------------------- exact formatting
+
+const DECIMAL = /^(-?)(\d+)(?:\.(\d+))?$/;
+
+/** "-1234.5" -> {neg: true, int: "1234", frac: "5"}; null for anything else. */
+function parseDecimal(value) {
+  if (value === null || value === undefined) return null;
+  const match = DECIMAL.exec(String(value));
+  if (!match) return null;
+  const int = match[2].replace(/^0+(?=\d)/, "");
+  const frac = match[3] ?? "";
+  const zero = /^0*$/.test(int + frac);
+  return { neg: match[1] === "-" && !zero, int, frac };
+}
+
+/** "1234567" -> "1,234,567" */
+export function groupDigits(digits) {
+  return digits.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+}
+
+export function formatInt(value) {
+  if (value === null || value === undefined) return DASH;
+  const text = String(value);
+  return text.startsWith("-") ? `-${groupDigits(text.slice(1))}` : groupDigits(text);
+}
+
+/** "1234.500000" -> "1,234.500000": thousands separators, every decimal place kept. */
+export function formatDecimal(value) {
+  const d = parseDecimal(value);
+  if (!d) return value === null || value === undefined ? DASH : String(value);
+  return `${d.neg ? "-" : ""}${groupDigits(d.int)}${d.frac ? `.${d.frac}` : ""}`;
+}
+
+export function formatMoney(value, currency) {
+  if (value === null || value === undefined) return DASH;
+  return currency ? `${currency} ${formatDecimal(value)}` : formatDecimal(value);
+}
+
+export function formatPct(value) {
+  return value === null || value === undefined ? DASH : `${formatDecimal(value)}%`;
+}
+
+/** Whole seconds of a decimal seconds string, rounded half up, as a Number (exact below 2^53). */
+function wholeSeconds(value) {
+  const d = parseDecimal(value);
+  if (!d) return null;
+  const up = d.frac !== "" && d.frac[0] >= "5" ? 1 : 0;
+  return Number(d.int) + up;
+}
+
+/** Seconds string -> "m:ss" (or "h:mm:ss" from an hour on, or always with ``hours``). */
+export function formatDuration(value, hours = false) {
+  const total = wholeSeconds(value);
+  if (total === null) return DASH;
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  if (hours || h > 0) return `${groupDigits(String(h))}:${String(m).padStart(2, "0")}:${s}`;
+  return `${m}:${s}`;
+}
+
+/** Exact comparison of two decimal strings. */
+export function compareDecimal(a, b) {
+  const x = parseDecimal(a);
+  const y = parseDecimal(b);
+  if (x.neg !== y.neg) return x.neg ? -1 : 1;
+  const sign = x.neg ? -1 : 1;
+  if (x.int.length !== y.int.length) return sign * (x.int.length - y.int.length);
+  if (x.int !== y.int) return sign * (x.int < y.int ? -1 : 1);
+  const width = Math.max(x.frac.length, y.frac.length);
+  const fx = x.frac.padEnd(width, "0");
+  const fy = y.frac.padEnd(width, "0");
+  return fx === fy ? 0 : sign * (fx < fy ? -1 : 1);
+}
+
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+function compareValues(kind, a, b) {
+  if (kind === "text") return collator.compare(a, b);
+  if (kind === "int") return a - b;
+  return compareDecimal(a, b);
+}
+
+/** Rows sorted by ``col`` (stable; empty values last in both directions). */
+export function sortRows(rows, col, descending) {
+  const kind = COLUMNS[col]?.kind ?? "text";
+  const usable = (v) => v !== null && v !== undefined && (kind === "text" || kind === "int" || parseDecimal(v));
+  return rows
+    .map((row, index) => ({ row, index }))
+    .sort((p, q) => {
+      const a = p.row[col];
+      const b = q.row[col];
+      const ua = usable(a);
+      const ub = usable(b);
+      if (!ua || !ub) return ua === ub ? p.index - q.index : ua ? -1 : 1;
+      const order = compareValues(kind, a, b);
+      return (descending ? -order : order) || p.index - q.index;
+    })
+    .map((p) => p.row);
+}
+
+function escapeHtml(value) {
+  return String(value).replace(
+    /[&<>"']/g,
+    (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c],
+  );
+}
+
+/** The text a cell shows for ``col`` of ``row`` (money with the row's currency). */
+export function cellText(col, row) {
+  const spec = COLUMNS[col];
+  const value = row[col];
+  switch (spec.kind) {
+    case "int":
+      return formatInt(value);
+    case "pct":
+      return formatPct(value);
+    case "dur":
+      return formatDuration(value, spec.hours);
+    case "money":
+      return formatMoney(value, row.currency);
+    default:
+      return value === null || value === undefined ? DASH : String(value);
+  }
+}
+
+/** Cell HTML: money shows cents in full and the sub-cent digits dimmed. */
+function cellHtml(col, row) {
+  const spec = COLUMNS[col];
+  const value = row[col];
+  if (spec.kind === "money" && value !== null && value !== undefined) {
+    const text = formatDecimal(value);
+    const dot = text.indexOf(".");
+    const cents = dot < 0 ? text : text.slice(0, dot + 3);
+    const rest = dot < 0 ? "" : text.slice(dot + 3);
+    const cls = spec.signed && text.startsWith("-") ? ' class="neg"' : "";
+    const ccy = row.currency ? `<span class="ccy">${escapeHtml(row.currency)}</span> ` : "";
+    return `<td${cls}>${ccy}${escapeHtml(cents)}${rest ? `<span class="sub">${rest}</span>` : ""}</td>`;
+  }
+  const text = cellText(col, row);
+  const neg = spec.signed && typeof value === "string" && value.startsWith("-");
+  return `<td${neg ? ' class="neg"' : ""}>${escapeHtml(text)}</td>`;
+}
+
+// ---------------------------------------------------------------- CSV
+
+const CSV_HEADERS = {
+  currency: "Currency",
+  asr: "ASR %",
+  acd: "ACD (s)",
+  duration: "Duration (s)",
+  profit_pct: "Margin %",
+  dtmf_pct: "DTMF %",
+};
+
+function csvCell(value) {
+  if (value === null || value === undefined) return "";
+  let text = String(value);
+  if (/^[=+\-@\t\r]/.test(text) && !DECIMAL.test(text)) text = `'${text}`; // no formulas from names
+  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
+}
+
+/** CSV of exactly the rows and totals shown, in the order shown; values exact (no floats). */
+export function buildCsv(columns, rows, totalRows) {
+  const header = columns.map((c) => CSV_HEADERS[c] ?? COLUMNS[c].label);
+  const lines = [header.map(csvCell).join(",")];
+  for (const row of rows) lines.push(columns.map((c) => csvCell(row[c])).join(","));
+  for (const { label, row } of totalRows) {
+    lines.push(columns.map((c, i) => csvCell(i === 0 ? label : GROUP_KEYS.includes(c) ? "" : row[c])).join(","));
+  }
+  return `${lines.join("\r\n")}\r\n`;
+}
+
+// ---------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, detail) {
+    super(detail);
+    this.status = status;
+  }
+}
+
+function detailText(body) {
+  const detail = body?.detail;
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail
+      .map((d) => {
+        const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "query").join(".") : "";
+        return where ? `${where}: ${d.msg}` : d.msg;
+      })
+      .join("; ");
+  }
+  return null;
+}
+
+async function api(path, params = []) {
+  const url = new URL(path, window.location.origin);
+  for (const [name, value] of params) url.searchParams.append(name, value);
+  let response;
+  try {
+    response = await fetch(url, {
+      headers: { Authorization: `Bearer ${state.key}`, Accept: "application/json" },
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "The Breakout API cannot be reached. Check the connection and press Refresh.");
+  }
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, detailText(body) ?? `The API answered ${response.status} ${response.statusText}.`);
+  }
+  return body;
+}
+
+// ---------------------------------------------------------------- state and elements
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  key: null,
+  me: null,
+  data: null, // the last /v1/breakout response
+  view: [], // its rows in the order shown
+  columns: [],
+  sort: { col: "attempts", desc: true },
+  alerts: new Map(), // destination -> [alert]
+  refreshSeq: 0,
+  loading: false,
+  autoTimer: null,
+  dirty: false,
+};
+
+function showError(message) {
+  const banner = $("error");
+  banner.textContent = message ?? "";
+  banner.hidden = !message;
+}
+
+function showNotice(message) {
+  const banner = $("notice");
+  banner.textContent = message ?? "";
+  banner.hidden = !message;
+}
+
+function todayIn(tz) {
+  // en-CA formats dates as YYYY-MM-DD
+  return new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" }).format(
+    new Date(),
+  );
+}
+
+// ---------------------------------------------------------------- multi-select
+
+/** A searchable multi-select over the names an endpoint lists (destinations, customers, providers). */
+class MultiSelect {
+  constructor(root, onChange) {
+    this.root = root;
+    this.endpoint = root.dataset.endpoint;
+    this.noun = root.dataset.noun;
+    this.nouns = root.dataset.nouns;
+    this.onChange = onChange;
+    this.options = []; // [{name, attempts}]
+    this.selected = new Set();
+    this.seq = 0;
+    const labelledBy = root.previousElementSibling?.id ?? "";
+    root.innerHTML = `
+      <button type="button" class="ms-toggle" aria-haspopup="listbox" aria-expanded="false" aria-labelledby="${labelledBy}">
+        <span class="ms-value"></span><span class="ms-caret" aria-hidden="true"></span>
+      </button>
+      <div class="ms-panel" hidden>
+        <input type="search" class="ms-search" placeholder="Search ${this.nouns}" aria-label="Search ${this.nouns}" autocomplete="off">
+        <div class="ms-actions">
+          <button type="button" class="link-button" data-action="all">Select shown</button>
+          <button type="button" class="link-button" data-action="none">Clear</button>
+          <span class="ms-count"></span>
+        </div>
+        <div class="ms-options" role="listbox" aria-multiselectable="true"></div>
+      </div>`;
+    this.toggle = root.querySelector(".ms-toggle");
+    this.panel = root.querySelector(".ms-panel");
+    this.search = root.querySelector(".ms-search");
+    this.list = root.querySelector(".ms-options");
+    this.count = root.querySelector(".ms-count");
+    this.toggle.addEventListener("click", () => (this.panel.hidden ? this.open() : this.close()));
+    this.search.addEventListener("input", () => this.renderOptions());
+    this.list.addEventListener("change", (event) => {
+      const box = event.target;
+      if (box.type !== "checkbox") return;
+      if (box.checked) this.selected.add(box.value);
+      else this.selected.delete(box.value);
+      this.changed();
+    });
+    root.querySelector('[data-action="all"]').addEventListener("click", () => {
+      for (const o of this.filtered()) this.selected.add(o.name);
+      this.renderOptions();
+      this.changed();
+    });
+    root.querySelector('[data-action="none"]').addEventListener("click", () => {
+      this.selected.clear();
+      this.renderOptions();
+      this.changed();
+    });
+    root.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && !this.panel.hidden) {
+        event.preventDefault();
+        this.close();
+        this.toggle.focus();
+      }
+    });
+    document.addEventListener("click", (event) => {
+      if (!this.panel.hidden && !root.contains(event.target)) this.close();
+    });
+    this.renderValue();
+  }
+
+  open() {
+    for (const other of MultiSelect.all) if (other !== this) other.close();
+    this.panel.hidden = false;
+    this.toggle.setAttribute("aria-expanded", "true");
+    this.renderOptions();
+    this.search.focus();
+  }
+
+  close() {
+    this.panel.hidden = true;
+    this.toggle.setAttribute("aria-expanded", "false");
+  }
+
+  values() {
+    return [...this.selected];
+  }
+
+  filtered(options = this.options) {
+    const words = this.search.value.trim().toLowerCase().split(/\s+/).filter(Boolean);
+    return options.filter((o) => words.every((w) => o.name.toLowerCase().includes(w)));
+  }
+
+  changed() {
+    this.renderValue();
+    this.onChange(this);
+  }
+
+  renderValue() {
+    const n = this.selected.size;
+    const text = n === 0 ? `All ${this.nouns}` : n === 1 ? [...this.selected][0] : `${n} ${this.nouns}`;
+    this.root.querySelector(".ms-value").textContent = text;
+    this.toggle.title = n > 1 ? [...this.selected].join("\n") : text;
+    this.toggle.classList.toggle("ms-active", n > 0);
+  }
+
+  renderOptions() {
+    // Selected names the period does not list stay visible, so they can be cleared.
+    const known = new Set(this.options.map((o) => o.name));
+    const missing = [...this.selected].filter((name) => !known.has(name)).map((name) => ({ name, attempts: 0 }));
+    const shown = [...this.filtered(missing), ...this.filtered()];
+    this.list.innerHTML = shown
+      .map(
+        (o) =>
+          `<label class="ms-option" data-value="${escapeHtml(o.name)}"><input type="checkbox" value="${escapeHtml(o.name)}"${
+            this.selected.has(o.name) ? " checked" : ""
+          }><span class="ms-name">${escapeHtml(o.name)}</span><span class="ms-attempts">${formatInt(o.attempts)}</span></label>`,
+      )
+      .join("");
+    if (!shown.length) this.list.innerHTML = `<p class="ms-none">No ${this.nouns} in this period</p>`;
+    this.count.textContent = `${formatInt(shown.length)} of ${formatInt(this.options.length)}`;
+  }
+
+  async load(params) {
+    const seq = ++this.seq;
+    this.root.classList.add("ms-loading");
+    try {
+      const body = await api(`/v1/${this.endpoint}`, params);
+      if (seq !== this.seq) return;
+      this.options = body.values ?? [];
+      if (!this.panel.hidden) this.renderOptions();
+    } finally {
+      if (seq === this.seq) this.root.classList.remove("ms-loading");
+    }
+  }
+}
+MultiSelect.all = [];
+
+// ---------------------------------------------------------------- the query
+
+function periodParams() {
+  return [
+    ["from", $("from").value],
+    ["to", $("to").value],
+    ["tz", $("tz").value],
+  ];
+}
+
+function groupBy() {
+  return GROUP_KEYS.filter((key) => {
+    const box = document.querySelector(`[data-group="${key}"]`);
+    return box.checked && !box.closest("[hidden]");
+  });
+}
+
+function queryParams() {
+  const params = periodParams();
+  for (const name of selects.destination.values()) params.push(["destination", name]);
+  if (isAdmin()) {
+    for (const name of selects.customer.values()) params.push(["customer", name]);
+    for (const name of selects.provider.values()) params.push(["provider", name]);
+  }
+  params.push(["group_by", groupBy().join(",")]);
+  params.push(["sort", `${state.sort.desc ? "-" : ""}${state.sort.col}`]);
+  params.push(["limit", String(ROW_LIMIT)]);
+  return params;
+}
+
+function periodProblem() {
+  const from = $("from").value;
+  const to = $("to").value;
+  if (!from || !to) return "Choose both dates of the period.";
+  if (from > to) return "The start date is after the end date.";
+  return null;
+}
+
+const isAdmin = () => state.me?.role === "admin";
+
+// ---------------------------------------------------------------- loading
+
+async function loadOptions() {
+  if (periodProblem()) return;
+  const base = periodParams();
+  const scoped = [...base];
+  if (isAdmin()) for (const name of selects.customer.values()) scoped.push(["customer", name]);
+  const jobs = [selects.destination.load(scoped)];
+  if (isAdmin()) jobs.push(selects.customer.load(base), selects.provider.load(scoped));
+  const results = await Promise.allSettled(jobs);
+  const failed = results.find((r) => r.status === "rejected");
+  if (failed) handleApiError(failed.reason);
+}
+
+async function loadAlerts() {
+  if (!isAdmin()) return new Map();
+  try {
+    const body = await api("/v1/alerts");
+    const byDestination = new Map();
+    for (const alert of body.active ?? []) {
+      if (!byDestination.has(alert.destination)) byDestination.set(alert.destination, []);
+      byDestination.get(alert.destination).push(alert);
+    }
+    return byDestination;
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 403 || error.status === 404)) return new Map();
+    throw error;
+  }
+}
+
+async function refresh() {
+  const problem = periodProblem();
+  if (problem) {
+    showError(problem);
+    return;
+  }
+  const seq = ++state.refreshSeq;
+  setLoading(true);
+  try {
+    const [data, alerts] = await Promise.all([api("/v1/breakout", queryParams()), loadAlerts()]);
+    if (seq !== state.refreshSeq) return;
+    showError(null);
+    state.data = data;
+    state.alerts = alerts;
+    state.dirty = false;
+    $("refresh").classList.remove("stale");
+    render();
+  } catch (error) {
+    if (seq === state.refreshSeq) handleApiError(error);
+  } finally {
+    if (seq === state.refreshSeq) setLoading(false);
+  }
+}
+
+function setLoading(on) {
+  state.loading = on;
+  $("loading").hidden = !on;
+  $("refresh").disabled = on;
+  document.body.classList.toggle("is-loading", on);
+}
+
+function handleApiError(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    signOut(`The API did not accept the key: ${error.message}`);
+    return;
+  }
+  showError(error instanceof ApiError ? error.message : `Something went wrong in the page: ${error}`);
+  if (!(error instanceof ApiError)) console.error(error);
+}
+
+function markDirty() {
+  state.dirty = true;
+  if (state.data) $("refresh").classList.add("stale");
+}
+
+// ---------------------------------------------------------------- rendering
+
+function render() {
+  const data = state.data;
+  const keys = (data.group_by ?? []).filter((k) => GROUP_KEYS.includes(k));
+  state.columns = [...keys, ...METRICS];
+  if (!state.columns.includes(state.sort.col)) state.sort = { col: "attempts", desc: true };
+  renderHeader();
+  renderTotals();
+  sizeColumns();
+  renderBody();
+  renderAlerts();
+  renderStatus();
+  const shown = data.rows.length;
+  $("row-count").textContent = `${formatInt(shown)} ${shown === 1 ? "row" : "rows"}`;
+  $("empty").hidden = shown > 0;
+  $("download-csv").disabled = false;
+  showNotice(
+    data.total_rows > shown
+      ? `Showing the first ${formatInt(shown)} of ${formatInt(data.total_rows)} rows (sorted by ${COLUMNS[state.sort.col].label}); narrow the filters to see the rest. Totals cover all rows.`
+      : null,
+  );
+}
+
+function renderHeader() {
+  $("header-row").innerHTML = state.columns
+    .map((col) => {
+      const spec = COLUMNS[col];
+      const sorted = col === state.sort.col ? (state.sort.desc ? "descending" : "ascending") : "none";
+      const cls = spec.kind === "text" ? "k" : "n";
+      const title = spec.title ? ` title="${escapeHtml(spec.title)}"` : "";
+      return `<th scope="col" class="${cls}" data-col="${col}" aria-sort="${sorted}"${title}><button type="button">${escapeHtml(spec.label)}</button></th>`;
+    })
+    .join("");
+}
+
+// The body is windowed: only the rows in view (plus a margin) are in the DOM, between two
+// spacer rows, so sorting or scrolling 10,000 rows costs what 100 do. Columns have fixed
+// widths measured from all the values, so they do not move while scrolling.
+const OVERSCAN = 40;
+const win = { start: 0, end: 0, rowHeight: 25 };
+
+function renderBody() {
+  state.view = sortRows(state.data.rows, state.sort.col, state.sort.desc);
+  state.rowHtml = new Array(state.view.length);
+  paintRows(true);
+}
+
+function rowHtml(i) {
+  let html = state.rowHtml[i];
+  if (html !== undefined) return html;
+  const row = state.view[i];
+  html = i % 2 ? '<tr class="alt">' : "<tr>";
+  for (const col of state.columns) {
+    if (COLUMNS[col].kind === "text") {
+      const value = row[col] ?? "";
+      const flag = col === "destination" && state.alerts.has(value) ? alertFlag(value) : "";
+      html += `<td class="k">${escapeHtml(value)}${flag}</td>`;
+    } else {
+      html += cellHtml(col, row);
+    }
+  }
+  html += "</tr>";
+  state.rowHtml[i] = html;
+  return html;
+}
+
+function paintRows(force = false) {
+  const wrap = $("table-wrap");
+  const count = state.view.length;
+  const first = Math.floor(Math.max(0, wrap.scrollTop - $("header-row").offsetHeight) / win.rowHeight);
+  const shown = Math.ceil(Math.min(wrap.clientHeight, window.innerHeight) / win.rowHeight) + 1;
+  const aboveOk = win.start === 0 || first - 10 >= win.start;
+  const belowOk = win.end === count || first + shown + 10 <= win.end;
+  if (!force && aboveOk && belowOk) return;
+  win.start = Math.max(0, first - OVERSCAN);
+  win.end = Math.min(count, first + shown + OVERSCAN);
+  const parts = [`<tr class="pad" id="pad-top"><td colspan="${state.columns.length}"></td></tr>`];
+  for (let i = win.start; i < win.end; i++) parts.push(rowHtml(i));
+  parts.push(`<tr class="pad" id="pad-bottom"><td colspan="${state.columns.length}"></td></tr>`);
+  $("rows").innerHTML = parts.join("");
+  const measured = $("rows").rows[1]?.getBoundingClientRect().height;
+  if (measured && Math.abs(measured - win.rowHeight) > 0.01) win.rowHeight = measured;
+  setPad("pad-top", win.start * win.rowHeight);
+  setPad("pad-bottom", (count - win.end) * win.rowHeight);
+}
+
+function setPad(id, height) {
+  const row = $(id);
+  row.hidden = height <= 0;
+  row.firstElementChild.style.height = `${height}px`;
+}
+
+/** Fixed column widths from the widest value of each column (rows and totals), measured once. */
+function sizeColumns() {
+  const table = $("breakout-table");
+  let colgroup = table.querySelector("colgroup");
+  if (!colgroup) {
+    colgroup = document.createElement("colgroup");
+    table.prepend(colgroup);
+  }
+  const probe = document.createElement("canvas").getContext("2d");
+  // Built from the longhands: the `font` shorthand is empty when font-variant-numeric is set.
+  const fontOf = (el, weight) => {
+    const style = getComputedStyle(el);
+    return `${weight ?? style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+  };
+  const cellFont = fontOf(table);
+  const boldFont = fontOf(table, 600); // the totals rows
+  const headFont = fontOf($("header-row").firstElementChild ?? table);
+  const totals = totalRows().map((t) => t.row);
+  const text = (spec, col, row) => {
+    if (spec.kind === "money") return row[col] === null || row[col] === undefined ? DASH : formatDecimal(row[col]);
+    return spec.kind === "text" ? String(row[col] ?? "") : cellText(col, row);
+  };
+  const widest = (texts, font) => {
+    const longest = new Map(); // length -> a text of that length
+    for (const t of texts) if (!longest.has(t.length)) longest.set(t.length, t);
+    probe.font = font;
+    const candidates = [...longest.entries()].sort((a, b) => b[0] - a[0]).slice(0, 4);
+    return Math.max(0, ...candidates.map(([, t]) => probe.measureText(t).width));
+  };
+  const widths = state.columns.map((col) => {
+    const spec = COLUMNS[col];
+    let width = Math.max(
+      widest(state.data.rows.map((row) => text(spec, col, row)), cellFont),
+      widest(totals.map((row) => text(spec, col, row)), boldFont),
+    );
+    if (spec.kind === "money") width += 30; // the currency code, in smaller type
+    if (col === "destination" && state.data.rows.some((row) => state.alerts.has(row.destination))) width += 64;
+    probe.font = headFont;
+    const head = probe.measureText(spec.label.toUpperCase()).width * 1.06 + 12; // letter-spacing, arrow
+    width = Math.max(width, head, spec.kind === "text" ? 80 : 36) + 18; // padding
+    return Math.ceil(spec.kind === "text" ? Math.min(width, 300) : width);
+  });
+  colgroup.innerHTML = widths.map(() => "<col>").join("");
+  [...colgroup.children].forEach((c, i) => {
+    c.style.width = `${widths[i]}px`;
+  });
+  table.style.minWidth = `${widths.reduce((a, b) => a + b, 0)}px`;
+}
+
+function alertFlag(destination) {
+  const lines = state.alerts
+    .get(destination)
+    .map((a) => `${a.provider}: ASR ${formatPct(a.asr)} against ${formatPct(a.baseline_asr)} usually (${a.state})`);
+  return ` <span class="alert-flag" title="${escapeHtml(lines.join("\n"))}">ASR alert</span>`;
+}
+
+/** The totals rows shown under the table: the grand total, then one per currency when mixed. */
+function totalRows() {
+  const data = state.data;
+  const perCurrency = data.currency_totals ?? [];
+  const rows = [{ label: "Total", row: data.totals, id: "totals-row" }];
+  if (perCurrency.length > 1) {
+    for (const row of perCurrency) rows.push({ label: `Total ${row.currency}`, row, currency: row.currency });
+  }
+  return rows;
+}
+
+function renderTotals() {
+  const keys = state.columns.filter((c) => GROUP_KEYS.includes(c)).length;
+  const mixed = (state.data.currency_totals ?? []).length > 1;
+  $("totals").innerHTML = totalRows()
+    .map(({ label, row, id, currency }) => {
+      const attrs = id ? ` id="${id}"` : ` class="currency-total-row" data-currency="${escapeHtml(currency)}"`;
+      let html = `<tr${attrs}><th scope="row" class="k" colspan="${Math.max(keys, 1)}">${escapeHtml(label)}</th>`;
+      for (const col of state.columns.slice(keys || 1)) {
+        if (id && mixed && (MONEY.has(col) || col === "currency")) {
+          const text = col === "currency" ? "mixed" : "see below";
+          html += `<td data-col="${col}" class="mixed" title="Several currencies: one total per currency below">${text}</td>`;
+          continue;
+        }
+        const cell = COLUMNS[col].kind === "text" ? `<td class="k">${escapeHtml(row[col] ?? DASH)}</td>` : cellHtml(col, row);
+        const raw = row[col] === null || row[col] === undefined ? "" : String(row[col]);
+        html += cell.replace("<td", `<td data-col="${col}" data-value="${escapeHtml(raw)}"`);
+      }
+      return `${html}</tr>`;
+    })
+    .join("");
+}
+
+function renderAlerts() {
+  const panel = $("alerts");
+  const alerts = [...state.alerts.values()].flat();
+  panel.hidden = !isAdmin() || alerts.length === 0;
+  $("alert-count").textContent = String(alerts.length);
+  $("alert-list").innerHTML = alerts
+    .map(
+      (a) =>
+        `<li data-destination="${escapeHtml(a.destination)}"><strong>${escapeHtml(a.destination)}</strong> via ${escapeHtml(
+          a.provider,
+        )}: ASR ${escapeHtml(formatPct(a.asr))} against ${escapeHtml(formatPct(a.baseline_asr))} usually, ${formatInt(
+          a.attempts,
+        )} attempts <span class="muted">since ${escapeHtml(formatTime(a.window_start))} · ${escapeHtml(a.state)}</span></li>`,
+    )
+    .join("");
+}
+
+function formatTime(iso, withDate = false) {
+  if (!iso) return DASH;
+  const tz = $("tz").value;
+  const options = { timeZone: tz, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+  if (withDate) Object.assign(options, { day: "numeric", month: "short" });
+  const zone = tz === "UTC" ? "UTC" : tz.split("/").pop().replaceAll("_", " ");
+  return `${new Intl.DateTimeFormat("en-GB", options).format(new Date(iso))} ${zone}`;
+}
+
+function formatAge(seconds) {
+  if (seconds < 1) return "just now";
+  if (seconds < 90) return `${Math.round(seconds)} s ago`;
+  if (seconds < 5400) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 172800) return `${Math.round(seconds / 3600)} h ago`;
+  return `${Math.round(seconds / 86400)} days ago`;
+}
+
+function renderStatus() {
+  const el = $("as-of");
+  const data = state.data;
+  if (!data) return;
+  if (!data.as_of) {
+    el.textContent = "No complete snapshot yet for this period";
+    el.dataset.state = "empty";
+    return;
+  }
+  const asOf = new Date(data.as_of);
+  const age = Math.max(0, (Date.now() - asOf.getTime()) / 1000);
+  const today = todayIn($("tz").value) === new Intl.DateTimeFormat("en-CA", { timeZone: $("tz").value }).format(asOf);
+  el.textContent = `as of ${formatTime(data.as_of, !today)} · ${formatAge(age)}`;
+  el.title = `Complete up to ${data.as_of} (event time)`;
+  el.dataset.state = age > 300 ? "old" : "fresh";
+}
+
+// ---------------------------------------------------------------- CSV download
+
+function downloadCsv() {
+  if (!state.data) return;
+  const csv = buildCsv(state.columns, state.view, totalRows());
+  const blob = new Blob(["\ufeff", csv], { type: "text/csv;charset=utf-8" });
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  const tz = $("tz").value.replaceAll("/", "-");
+  link.download = `breakout_${$("from").value}_${$("to").value}_${tz}.csv`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10_000);
+}
+
+// ---------------------------------------------------------------- sign-in
+
+async function signIn(key) {
+  state.key = key;
+  const me = await api("/v1/me");
+  state.me = me;
+  window.localStorage.setItem(KEY_STORAGE, key);
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("account").hidden = false;
+  $("account-name").textContent = me.role === "admin" ? "Administrator" : `Account ${me.customer}`;
+  for (const el of document.querySelectorAll("[data-admin-only]")) el.hidden = me.role !== "admin";
+  if (me.role !== "admin") $("group-customer").checked = false;
+  loadOptions();
+  await refresh();
+}
+
+function signOut(message) {
+  window.localStorage.removeItem(KEY_STORAGE);
+  state.key = null;
+  state.me = null;
+  state.data = null;
+  $("auto-refresh").checked = false;
+  setAutoRefresh(false);
+  $("app").hidden = true;
+  $("account").hidden = true;
+  $("signin").hidden = false;
+  $("api-key").value = "";
+  const error = $("signin-error");
+  error.textContent = message ?? "";
+  error.hidden = !message;
+  $("api-key").focus();
+}
+
+function setAutoRefresh(on) {
+  clearInterval(state.autoTimer);
+  state.autoTimer = on
+    ? setInterval(() => {
+        if (!state.loading && document.visibilityState === "visible") refresh();
+      }, AUTO_REFRESH_MS)
+    : null;
+}
+
+// ---------------------------------------------------------------- wiring
+
+let selects;
+
+function init() {
+  const tz = $("tz");
+  const zones = [...TIME_ZONES];
+  const local = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  if (local && !zones.includes(local)) zones.push(local);
+  tz.innerHTML = zones.map((z) => `<option value="${escapeHtml(z)}">${escapeHtml(z.replaceAll("_", " "))}</option>`).join("");
+  tz.value = "UTC";
+  $("from").value = todayIn("UTC");
+  $("to").value = todayIn("UTC");
+
+  let optionsTimer = null;
+  const periodChanged = () => {
+    markDirty();
+    clearTimeout(optionsTimer);
+    optionsTimer = setTimeout(loadOptions, 250);
+  };
+  const made = {};
+  for (const name of ["destination", "customer", "provider"]) {
+    made[name] = new MultiSelect($(`${name}-select`), (select) => {
+      markDirty();
+      if (select === made.customer) periodChanged();
+    });
+    MultiSelect.all.push(made[name]);
+  }
+  selects = made;
+
+  for (const id of ["from", "to", "tz"]) $(id).addEventListener("change", periodChanged);
+  $("group-by").addEventListener("change", (event) => {
+    if (!groupBy().length) event.target.checked = true; // at least one grouping
+    markDirty();
+  });
+  $("filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    refresh();
+  });
+  $("auto-refresh").addEventListener("change", (event) => setAutoRefresh(event.target.checked));
+  $("download-csv").addEventListener("click", downloadCsv);
+  $("header-row").addEventListener("click", (event) => {
+    const th = event.target.closest("th[data-col]");
+    if (!th || !state.data) return;
+    const col = th.dataset.col;
+    const desc = col === state.sort.col ? !state.sort.desc : COLUMNS[col].kind !== "text";
+    state.sort = { col, desc };
+    renderHeader();
+    $("table-wrap").scrollTop = 0;
+    renderBody();
+  });
+  $("sign-out").addEventListener("click", () => signOut(null));
+  $("signin-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) return;
+    $("sign-in").disabled = true;
+    try {
+      await signIn(key);
+    } catch (error) {
+      signOut(error instanceof ApiError ? error.message : String(error));
+    } finally {
+      $("sign-in").disabled = false;
+    }
+  });
+  setInterval(renderStatus, 1000);
+  let scrollFrame = 0;
+  const onScroll = () => {
+    if (scrollFrame || !state.data) return;
+    scrollFrame = requestAnimationFrame(() => {
+      scrollFrame = 0;
+      paintRows();
+    });
+  };
+  $("table-wrap").addEventListener("scroll", onScroll, { passive: true });
+  window.addEventListener("resize", onScroll);
+
+  const saved = window.localStorage.getItem(KEY_STORAGE);
+  if (saved) {
+    signIn(saved).catch((error) => signOut(error instanceof ApiError ? error.message : String(error)));
+  } else {
+    signOut(null);
+  }
+}
+
+// For the browser test and the curious: the pure helpers, callable from the console.
+window.breakoutPortal = {
+  formatInt,
+  formatDecimal,
+  formatMoney,
+  formatPct,
+  formatDuration,
+  compareDecimal,
+  sortRows,
+  buildCsv,
+  csv: () => (state.data ? buildCsv(state.columns, state.view, totalRows()) : null),
+};
+
+init();
