@@ -112,8 +112,9 @@ def check_retention(buckets: list[Bucket], retention: Retention, stream_time: in
 
 
 def _first_kept(granularity: Granularity, kept_from: int) -> str:
+    """The first bucket start after ``kept_from`` (buckets starting there have expired)."""
     size = granularity.seconds
-    first = -(-kept_from // size) * size
+    first = (kept_from // size + 1) * size
     return datetime.fromtimestamp(first, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
