@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from breakout import __version__
+from breakout.auth import Role, key_entry, new_key, parse_role
 from breakout.errors import BreakoutError
 from breakout.settings import Settings, load_settings
 
@@ -67,6 +68,27 @@ def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _role(text: str) -> Role:
+    try:
+        return parse_role(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_api_key(settings: Settings, args: argparse.Namespace) -> int:
+    key = new_key()
+    entry = key_entry(key, args.role)
+    print(f"key:   {key}")
+    print(f"role:  {args.role}")
+    print(f"entry: {entry}")
+    print(
+        "Give the key to its user; it is not stored anywhere. Add the entry to BREAKOUT_API_KEYS "
+        "(comma-separated) and restart the API.",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from streams.publish import run_demo
 
@@ -102,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", help="JSON-lines file: one CDR object or one array of CDRs per line")
     publish.add_argument("--topic", help="topic to send to (default BREAKOUT_TOPIC)")
     publish.set_defaults(run=_cmd_publish)
+
+    api_key = commands.add_parser(
+        "api-key", help="create an API key: prints the key once and its BREAKOUT_API_KEYS entry"
+    )
+    api_key.add_argument(
+        "--role", type=_role, required=True, help="`admin` or `customer:<id>` (what the key may read)"
+    )
+    api_key.set_defaults(run=_cmd_api_key)
 
     demo = commands.add_parser("demo", help="publish synthetic CDRs to the topic until stopped")
     demo.add_argument("--rate", type=_positive_float, default=200.0, help="CDRs per second (default 200)")

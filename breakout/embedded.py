@@ -26,11 +26,13 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from breakout.auth import key_entry, new_key, parse_role
 from breakout.errors import ConfigError
 from breakout.settings import Settings
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 10.0
+DEMO_CUSTOMER = "cust-000"  # one of the synthetic generator's customers
 START_TIMEOUT_SECONDS = 60.0
 
 
@@ -122,6 +124,10 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
     if kafka_host not in ("localhost", "127.0.0.1"):
         raise ConfigError(f"BREAKOUT_KAFKA={settings.kafka}: `up` runs its own broker on localhost")
     data_dir = Path(tempfile.mkdtemp(prefix="breakout-up-"))
+    # Fresh keys for this run, so the page works at once; they die with it.
+    keys = {"admin": new_key(), f"customer:{DEMO_CUSTOMER}": new_key()}
+    entries = [settings.api_keys] if settings.api_keys else []
+    entries += [key_entry(key, parse_role(role)) for role, key in keys.items()]
     env = dict(os.environ)
     env.update(
         BREAKOUT_KAFKA=f"127.0.0.1:{kafka_port}",
@@ -129,6 +135,7 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
         BREAKOUT_STORE="memory://",  # the embedded broker keeps nothing either
         BREAKOUT_DATA_DIR=str(data_dir),
         BREAKOUT_REBALANCE_TIMEOUT="3",  # Tansu makes the first join wait the whole timeout
+        BREAKOUT_API_KEYS=",".join(entries),
     )
     me = [sys.executable, "-m", "breakout"]
     children = [
@@ -185,7 +192,8 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
         api = f"http://{settings.api_host}:{settings.api_port}"
         print(
             f"Breakout is up: {api}/  (health {api}/healthz, API reference {api}/docs; "
-            f"Kafka 127.0.0.1:{kafka_port}, Redis 127.0.0.1:{redis_port}). Ctrl-C stops everything.",
+            f"Kafka 127.0.0.1:{kafka_port}, Redis 127.0.0.1:{redis_port}). Ctrl-C stops everything.\n"
+            + "".join(f"  API key ({role}, valid while this runs): {key}\n" for role, key in keys.items()),
             flush=True,
         )
         while not supervisor.stopping:

@@ -2,7 +2,8 @@
 
 BreakoutError
 ├── ConfigError        a setting or CLI argument is invalid; start-up stops with one line
-└── InvalidCDR         an event breaks the CDR contract; it goes to the dead-letter topic
+├── InvalidCDR         an event breaks the CDR contract; it goes to the dead-letter topic
+└── QueryError         a read-API parameter is invalid; the client gets 422 and the message
 """
 
 
@@ -25,3 +26,7 @@ class InvalidCDR(BreakoutError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class QueryError(BreakoutError):
+    """A read-API request cannot be answered as asked. ``str()`` tells the person what to change."""

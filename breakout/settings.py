@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from breakout.auth import Role, parse_key_entries
 from breakout.errors import ConfigError
 
 ENV_PREFIX = "BREAKOUT_"
@@ -62,6 +63,16 @@ class Settings(BaseSettings):
     dedup_window: Seconds = Field(
         7 * 86400, description="Seconds a CDR id is remembered to drop re-deliveries."
     )
+    api_keys: str = Field(
+        "",
+        description="API keys the read API accepts: comma-separated `<sha256 hex>:<role>` entries "
+        "printed by `breakout api-key`; a role is `admin` or `customer:<id>`.",
+    )
+    api_cache_rows: int = Field(
+        2_000_000,
+        ge=0,
+        description="Rows the read API keeps cached from unchanged buckets (0 = no cache).",
+    )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$", description="Log level.")
 
     @field_validator("kafka")
@@ -80,6 +91,17 @@ class Settings(BaseSettings):
         if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
             raise ValueError(f"expected redis://host:port/db, got {value!r}")
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, value: str) -> str:
+        parse_key_entries(value)
+        return value
+
+    @property
+    def api_roles(self) -> dict[str, Role]:
+        """Key digest → role, from ``api_keys``."""
+        return parse_key_entries(self.api_keys)
 
     @property
     def dlq_topic(self) -> str:

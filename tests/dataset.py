@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
@@ -179,3 +180,77 @@ def expected_rows(
             row[5] += pending
             row[6] += cdr["dtmf"] > 0
     return dict(rows)
+
+
+def _pct(numerator: Decimal, denominator: Decimal) -> str | None:
+    if denominator == 0:
+        return None
+    return str((Decimal(100) * numerator / denominator).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+
+
+def _columns(cdrs: list[dict[str, Any]], currency: str | None) -> dict[str, Any]:
+    """A report row's columns from its CDRs, by the issue's definitions, in Decimal."""
+    attempts = len(cdrs)
+    connected = [c for c in cdrs if (c["status"] == "answered" if c.get("status") else c["duration"] > 0)]
+    rated = [c for c in cdrs if c["customer_charge"] is not None]
+    seconds = sum((Decimal(str(c["duration"])) for c in connected), Decimal(0))
+    provider = sum((Decimal(str(c["provider_charge"])) for c in rated), Decimal(0))
+    customer = sum((Decimal(str(c["customer_charge"])) for c in rated), Decimal(0))
+    dtmf = sum(1 for c in cdrs if c["dtmf"] > 0)
+    whole = int(seconds.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    row: dict[str, Any] = {
+        "currency": currency,
+        "attempts": attempts,
+        "connected": len(connected),
+        "asr": _pct(Decimal(len(connected)), Decimal(attempts)),
+        "acd": str((seconds / len(connected)).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+        if connected
+        else None,
+        "duration": str(seconds.quantize(Decimal("0.001"))),
+        "duration_hms": f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}",
+        "pending": attempts - len(rated),
+        "dtmf": dtmf,
+        "dtmf_pct": _pct(Decimal(dtmf), Decimal(attempts)),
+    }
+    money = currency is not None
+    row["provider_charge"] = f"{provider:.6f}" if money else None
+    row["customer_charge"] = f"{customer:.6f}" if money else None
+    row["profit"] = f"{customer - provider:.6f}" if money else None
+    row["profit_pct"] = _pct(customer - provider, customer) if money else None
+    return row
+
+
+def start_seconds(cdr: dict[str, Any]) -> float:
+    start: float = cdr["start_time"]
+    return start / 1000 if start > 1e11 else start
+
+
+def expected_report(
+    cdrs: list[dict[str, Any]],
+    table: dict[str, str],
+    start: float,
+    end: float,
+    group_by: tuple[str, ...],
+    admit: Callable[[dict[str, Any], str], bool] = lambda cdr, destination: True,
+) -> tuple[dict[tuple[str, ...], dict[str, Any]], dict[str, Any], list[dict[str, Any]]]:
+    """Rows keyed by (group values…, currency), the totals and the per-currency totals that
+    ``GET /v1/breakout`` must return for CDRs starting in ``[start, end)``."""
+    groups: defaultdict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for cdr in cdrs:
+        destination = cdr.get("destination") or expected_destination(cdr["dst"], table)
+        if not start <= start_seconds(cdr) < end or not admit(cdr, destination):
+            continue
+        values = {"customer": cdr["customer_id"], "destination": destination, "provider": cdr["provider_id"]}
+        groups[(*(values[name] for name in group_by), cdr["currency"].upper())].append(cdr)
+    rows = {}
+    for key, members in groups.items():
+        row = dict(zip(group_by, key, strict=False))
+        row.update(_columns(members, key[-1]))
+        rows[key] = row
+    by_currency: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    for key, members in groups.items():
+        by_currency[key[-1]].extend(members)
+    everything = [cdr for members in groups.values() for cdr in members]
+    totals = _columns(everything, next(iter(by_currency)) if len(by_currency) == 1 else None)
+    per_currency = [_columns(by_currency[currency], currency) for currency in sorted(by_currency)]
+    return rows, totals, per_currency

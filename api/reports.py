@@ -1,0 +1,226 @@
+"""``/v1``: breakout snapshots and the value lists behind the page's selectors.
+
+Parameters are declared here for the OpenAPI reference, then read from the raw query
+string by ``breakout.query``, which owns every rule and message (and refuses unknown
+parameters, which FastAPI alone would silently ignore).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Request, Response
+
+from api.reader import Freshness, MirrorReader
+from api.responses import OrjsonResponse
+from api.schemas import Me, Snapshot, ValueList
+from api.security import Caller
+from breakout.buckets import Retention
+from breakout.query import AccessDenied, RangeQuery, SnapshotQuery, parse_range_query, parse_snapshot_query
+from breakout.snapshot import currency_totals, order, present, to_csv, totals_row
+from breakout.timerange import TimeRange, check_retention, cover
+
+router = APIRouter(prefix="/v1", tags=["reports"])
+
+From = Annotated[
+    str | None,
+    Query(
+        alias="from",
+        description="First day (YYYY-MM-DD, in `tz`) or ISO datetime on a whole minute. Default: today.",
+    ),
+]
+To = Annotated[
+    str | None,
+    Query(
+        description="Last day, inclusive (YYYY-MM-DD), or ISO datetime, exclusive. Default: the `from` day."
+    ),
+]
+Tz = Annotated[str | None, Query(description="IANA time zone the dates are in. Default: UTC.")]
+Customers = Annotated[
+    list[str] | None, Query(alias="customer", description="Only these customers (repeatable).")
+]
+Destinations = Annotated[
+    list[str] | None, Query(alias="destination", description="Only these destinations (repeatable).")
+]
+Providers = Annotated[
+    list[str] | None, Query(alias="provider", description="Only these providers (repeatable).")
+]
+
+
+def _params(request: Request) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for name, value in request.query_params.multi_items():
+        params.setdefault(name, []).append(value)
+    return params
+
+
+def _today(request: Request) -> date:
+    tz_name = request.query_params.get("tz") or "UTC"
+    try:
+        return datetime.now(ZoneInfo(tz_name)).date()
+    except Exception:  # an invalid tz is reported by the parser, with its message
+        return datetime.now(UTC).date()
+
+
+def _iso(ms: int | None, time_range: TimeRange) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, time_range.tz).isoformat(timespec="milliseconds")
+
+
+async def _groups(
+    request: Request, query: RangeQuery | SnapshotQuery, group_by: tuple[str, ...]
+) -> tuple[dict[tuple[str, ...], list[int]], Freshness]:
+    reader: MirrorReader = request.app.state.reader
+    retention: Retention = request.app.state.retention
+    freshness = await reader.freshness()
+    stream_time = (freshness.stream_ms or int(datetime.now(UTC).timestamp() * 1000)) // 1000
+    buckets = cover(query.range.start, query.range.end)
+    check_retention(buckets, retention, stream_time)
+    return await reader.groups(buckets, query.filters, group_by), freshness
+
+
+@router.get("/me", response_model=Me, summary="The role of the caller's key")
+async def me(role: Caller) -> dict[str, Any]:
+    if role.customer is None:
+        return {"role": "admin", "customer": None}
+    return {"role": "customer", "customer": role.customer}
+
+
+@router.get(
+    "/breakout",
+    response_model=Snapshot,
+    summary="A breakout snapshot",
+    description="Rows grouped by `group_by` and currency over a date range, with totals. "
+    "Ratios are rebuilt from summed counts; money never sums across currencies. "
+    "`format=csv` returns the same rows (same order and page) as CSV.",
+    responses={200: {"content": {"text/csv": {}}}, 401: {}, 403: {}, 422: {}},
+)
+async def breakout(
+    request: Request,
+    role: Caller,
+    from_: From = None,
+    to: To = None,
+    tz: Tz = None,
+    customer: Customers = None,
+    destination: Destinations = None,
+    provider: Providers = None,
+    group_by: Annotated[
+        str | None,
+        Query(description="Comma-separated: customer, destination, provider. Default: customer,destination."),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(description="A column name; `-` in front for descending. Default: the group columns."),
+    ] = None,
+    limit: Annotated[int | None, Query(description="Rows per page, 1-10000. Default: 1000.")] = None,
+    offset: Annotated[int | None, Query(description="Rows to skip. Default: 0.")] = None,
+    format: Annotated[str | None, Query(description="`json` (default) or `csv`.")] = None,
+) -> Response:
+    query = parse_snapshot_query(_params(request), role, _today(request))
+    groups, freshness = await _groups(request, query, query.group_by)
+    ordered = order(groups, query.group_by, query.sort, query.descending)
+    costs = role.is_admin
+    page = [
+        present(query.group_by, group, with_costs=costs)
+        for group in ordered[query.offset : query.offset + query.limit]
+    ]
+    if query.format == "csv":
+        first, last = query.range.iso(query.range.start)[:10], query.range.iso(query.range.end - 1)[:10]
+        name = f"breakout-{first}-{last}.csv"
+        return Response(
+            to_csv(query.group_by, page),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "X-Breakout-As-Of": _iso(freshness.as_of_ms, query.range) or "",
+                "X-Breakout-Total-Rows": str(len(ordered)),
+            },
+        )
+    per_currency = currency_totals(ordered)
+    return OrjsonResponse(
+        {
+            "from": query.range.iso(query.range.start),
+            "to": query.range.iso(query.range.end),
+            "tz": query.range.tz.key,
+            "group_by": list(query.group_by),
+            "as_of": _iso(freshness.as_of_ms, query.range),
+            "as_of_ms": freshness.as_of_ms,
+            "total_rows": len(ordered),
+            "offset": query.offset,
+            "limit": query.limit,
+            "rows": page,
+            "totals": totals_row(per_currency, with_costs=costs),
+            "currency_totals": [
+                totals_row({currency: counters}, with_costs=costs)
+                for currency, counters in per_currency.items()
+            ],
+        }
+    )
+
+
+async def _values(request: Request, role: Caller, dimension: str) -> dict[str, Any]:
+    if dimension == "provider" and not role.is_admin:
+        raise AccessDenied("the provider list is for admin keys")
+    query = parse_range_query(_params(request), role, _today(request))
+    groups, freshness = await _groups(request, query, (dimension,))
+    attempts: dict[str, int] = {}
+    for (name, _currency), counters in groups.items():
+        attempts[name] = attempts.get(name, 0) + counters[0]
+    return {
+        "from": query.range.iso(query.range.start),
+        "to": query.range.iso(query.range.end),
+        "tz": query.range.tz.key,
+        "as_of": _iso(freshness.as_of_ms, query.range),
+        "values": [
+            {"name": name, "attempts": count}
+            for name, count in sorted(attempts.items(), key=lambda item: (-item[1], item[0]))
+        ],
+    }
+
+
+_LIST = {"response_model": ValueList, "responses": {401: {}, 403: {}, 422: {}}}
+
+
+@router.get("/destinations", summary="Destinations with traffic in a range", **_LIST)  # type: ignore[arg-type]
+async def destinations(
+    request: Request,
+    role: Caller,
+    from_: From = None,
+    to: To = None,
+    tz: Tz = None,
+    customer: Customers = None,
+    destination: Destinations = None,
+    provider: Providers = None,
+) -> dict[str, Any]:
+    return await _values(request, role, "destination")
+
+
+@router.get("/customers", summary="Customers with traffic in a range", **_LIST)  # type: ignore[arg-type]
+async def customers(
+    request: Request,
+    role: Caller,
+    from_: From = None,
+    to: To = None,
+    tz: Tz = None,
+    customer: Customers = None,
+    destination: Destinations = None,
+    provider: Providers = None,
+) -> dict[str, Any]:
+    return await _values(request, role, "customer")
+
+
+@router.get("/providers", summary="Providers with traffic in a range", **_LIST)  # type: ignore[arg-type]
+async def providers(
+    request: Request,
+    role: Caller,
+    from_: From = None,
+    to: To = None,
+    tz: Tz = None,
+    customer: Customers = None,
+    destination: Destinations = None,
+    provider: Providers = None,
+) -> dict[str, Any]:
+    return await _values(request, role, "provider")

@@ -1,0 +1,69 @@
+"""Response shapes, for the OpenAPI reference. Handlers return plain dicts through orjson."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Figures(BaseModel):
+    """The columns of a row. Money and ratios are decimal strings, never floats."""
+
+    currency: str | None = Field(description="ISO 4217; null in `totals` when several currencies are present")
+    attempts: int = Field(description="CDRs (call attempts)")
+    connected: int = Field(description="Answered calls")
+    asr: str | None = Field(description="100 x connected / attempts, 2 places; null without attempts")
+    acd: str | None = Field(description="Billed seconds / connected, 2 places; null without connected calls")
+    duration: str = Field(description="Billed seconds of connected calls, 3 places")
+    duration_hms: str = Field(description="`duration` as H:MM:SS")
+    provider_charge: str | None = Field(
+        description="Sum of provider charges, 6 places; null for customer keys"
+    )
+    customer_charge: str | None = Field(description="Sum of customer charges (rated CDRs), 6 places")
+    profit: str | None = Field(description="customer_charge - provider_charge; null for customer keys")
+    profit_pct: str | None = Field(description="100 x profit / customer_charge, 2 places")
+    pending: int = Field(
+        description="CDRs not rated yet (customer_charge null); their money is not in the sums"
+    )
+    dtmf: int = Field(description="Calls with DTMF detected")
+    dtmf_pct: str | None = Field(description="100 x dtmf / attempts, 2 places")
+
+
+class Row(Figures):
+    customer: str | None = Field(None, description="Present when grouped by customer")
+    destination: str | None = Field(None, description="Present when grouped by destination")
+    provider: str | None = Field(None, description="Present when grouped by provider")
+
+
+class Snapshot(BaseModel):
+    from_: str = Field(alias="from", description="Start of the range (inclusive), ISO 8601 in `tz`")
+    to: str = Field(description="End of the range (exclusive), ISO 8601 in `tz`")
+    tz: str
+    group_by: list[str]
+    as_of: str | None = Field(
+        description="Event time up to which every partition is mirrored; null before any"
+    )
+    as_of_ms: int | None
+    total_rows: int = Field(description="Rows before paging")
+    offset: int
+    limit: int
+    rows: list[Row]
+    totals: Figures = Field(description="Over all rows (not only the page); money only with one currency")
+    currency_totals: list[Figures] = Field(description="Totals per currency")
+
+
+class Value(BaseModel):
+    name: str
+    attempts: int
+
+
+class ValueList(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    tz: str
+    as_of: str | None
+    values: list[Value] = Field(description="Most attempts first")
+
+
+class Me(BaseModel):
+    role: str = Field(description="`admin` or `customer`")
+    customer: str | None

@@ -1,0 +1,257 @@
+"""A breakout snapshot: stored rows grouped, summed, ordered and shown as people read them.
+
+Rows come from several buckets and keys; a group's counters are their element-wise sum
+and every ratio is rebuilt from that sum (a total is never an average of rows). Money is
+summed per currency only. Ratios are rounded half-even to two places in integer
+arithmetic, so the API, the CSV and the tests agree to the digit.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
+
+from breakout.aggregate import (
+    ATTEMPTS,
+    CONNECTED,
+    CUSTOMER_CHARGE,
+    DTMF,
+    DURATION_MS,
+    PENDING,
+    PROVIDER_CHARGE,
+    Counters,
+)
+from breakout.money import format_micros
+
+# A stored row: customer, destination, provider, currency, counters.
+SourceRow = tuple[str, str, str, str, Counters]
+DIMENSIONS = ("customer", "destination", "provider")
+METRICS = (
+    "attempts",
+    "connected",
+    "asr",
+    "acd",
+    "duration",
+    "duration_hms",
+    "provider_charge",
+    "customer_charge",
+    "profit",
+    "profit_pct",
+    "pending",
+    "dtmf",
+    "dtmf_pct",
+)
+MONEY = ("provider_charge", "customer_charge", "profit", "profit_pct")
+COSTS = ("provider_charge", "profit", "profit_pct")
+Group = tuple[tuple[str, ...], Counters]  # (dimension values…, currency), summed counters
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which stored rows a snapshot keeps; None means no restriction on that dimension."""
+
+    customers: frozenset[str] | None = None
+    destinations: frozenset[str] | None = None
+    providers: frozenset[str] | None = None
+
+    def admits(self, row: SourceRow) -> bool:
+        return (
+            (self.customers is None or row[0] in self.customers)
+            and (self.destinations is None or row[1] in self.destinations)
+            and (self.providers is None or row[2] in self.providers)
+        )
+
+
+def group_rows(
+    rows: Iterable[SourceRow], group_by: tuple[str, ...], filters: Filters
+) -> dict[tuple[str, ...], Counters]:
+    """Sum the admitted rows per (group_by values…, currency). Counters are copied, never shared."""
+    indexes = [DIMENSIONS.index(name) for name in group_by] + [3]
+    key_of = itemgetter(*indexes)
+    unfiltered = filters == Filters()
+    groups: dict[tuple[str, ...], Counters] = {}
+    for row in rows:
+        if not unfiltered and not filters.admits(row):
+            continue
+        key = key_of(row)
+        counters = row[4]
+        total = groups.get(key)
+        if total is None:
+            groups[key] = list(counters)
+        else:
+            total[0] += counters[0]
+            total[1] += counters[1]
+            total[2] += counters[2]
+            total[3] += counters[3]
+            total[4] += counters[4]
+            total[5] += counters[5]
+            total[6] += counters[6]
+    return groups
+
+
+def merge_groups(parts: Iterable[dict[tuple[str, ...], Counters]]) -> dict[tuple[str, ...], Counters]:
+    """Sum group dicts of several buckets into a new one (the parts are left as they were)."""
+    merged: dict[tuple[str, ...], Counters] = {}
+    for part in parts:
+        for key, counters in part.items():
+            total = merged.get(key)
+            if total is None:
+                merged[key] = list(counters)
+            else:
+                for i, value in enumerate(counters):
+                    total[i] += value
+    return merged
+
+
+def _rounded(numerator: int, denominator: int, places: int = 2) -> str | None:
+    """``numerator / denominator`` rounded half-even to ``places`` decimals, as text."""
+    if denominator == 0:
+        return None
+    sign = "-" if (numerator < 0) != (denominator < 0) and numerator != 0 else ""
+    quotient, remainder = divmod(abs(numerator) * 10**places, abs(denominator))
+    if 2 * remainder > abs(denominator) or (2 * remainder == abs(denominator) and quotient % 2):
+        quotient += 1
+    whole, fraction = divmod(quotient, 10**places)
+    if quotient == 0:
+        sign = ""
+    return f"{sign}{whole}.{fraction:0{places}d}"
+
+
+def hms(duration_ms: int) -> str:
+    """Whole seconds (half-even) as ``H:MM:SS``; hours are not wrapped into days."""
+    seconds, remainder = divmod(duration_ms, 1000)
+    if remainder > 500 or (remainder == 500 and seconds % 2):
+        seconds += 1
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def figures(counters: Counters, with_money: bool = True, with_costs: bool = True) -> dict[str, Any]:
+    """The columns of one row: counts as integers, money and ratios as decimal strings.
+
+    ``with_costs=False`` blanks what the provider charges and the margin: a customer
+    sees what it is charged, not what its calls cost us.
+    """
+    attempts, connected = counters[ATTEMPTS], counters[CONNECTED]
+    duration_ms = counters[DURATION_MS]
+    out: dict[str, Any] = {
+        "attempts": attempts,
+        "connected": connected,
+        "asr": _rounded(100 * connected, attempts),
+        "acd": _rounded(duration_ms, 1000 * connected),
+        "duration": _rounded(duration_ms, 1000, 3),
+        "duration_hms": hms(duration_ms),
+    }
+    if with_money:
+        provider, customer = counters[PROVIDER_CHARGE], counters[CUSTOMER_CHARGE]
+        out["provider_charge"] = format_micros(provider)
+        out["customer_charge"] = format_micros(customer)
+        out["profit"] = format_micros(customer - provider)
+        out["profit_pct"] = _rounded(100 * (customer - provider), customer)
+        if not with_costs:
+            out.update(dict.fromkeys(COSTS))
+    else:
+        out.update(dict.fromkeys(MONEY))
+    out["pending"] = counters[PENDING]
+    out["dtmf"] = counters[DTMF]
+    out["dtmf_pct"] = _rounded(100 * counters[DTMF], attempts)
+    return out
+
+
+def present(group_by: tuple[str, ...], group: Group, *, with_costs: bool) -> dict[str, Any]:
+    """One group as an API row: its dimension values, its currency, its figures."""
+    key, counters = group
+    row: dict[str, Any] = dict(zip(group_by, key, strict=False))
+    row["currency"] = key[-1]
+    row.update(figures(counters, with_costs=with_costs))
+    return row
+
+
+def _sort_value(column: str, counters: Counters) -> float | int | None:
+    """A number ordering rows by ``column`` exactly as its shown value would (None: undefined)."""
+    attempts, connected = counters[ATTEMPTS], counters[CONNECTED]
+    profit = counters[CUSTOMER_CHARGE] - counters[PROVIDER_CHARGE]
+    match column:
+        case "attempts":
+            return attempts
+        case "connected":
+            return connected
+        case "duration" | "duration_hms":
+            return counters[DURATION_MS]
+        case "provider_charge":
+            return counters[PROVIDER_CHARGE]
+        case "customer_charge":
+            return counters[CUSTOMER_CHARGE]
+        case "profit":
+            return profit
+        case "pending":
+            return counters[PENDING]
+        case "dtmf":
+            return counters[DTMF]
+        case "asr":
+            return connected / attempts if attempts else None
+        case "acd":
+            return counters[DURATION_MS] / connected if connected else None
+        case "profit_pct":
+            return profit / counters[CUSTOMER_CHARGE] if counters[CUSTOMER_CHARGE] else None
+        case "dtmf_pct":
+            return counters[DTMF] / attempts if attempts else None
+    raise ValueError(f"not a sortable column: {column}")
+
+
+def sortable_columns(group_by: tuple[str, ...]) -> tuple[str, ...]:
+    return (*group_by, "currency", *METRICS)
+
+
+def order(
+    groups: dict[tuple[str, ...], Counters], group_by: tuple[str, ...], sort: str | None, descending: bool
+) -> list[Group]:
+    """Groups in report order: by ``sort`` (undefined ratios last), ties by the group keys."""
+    ordered = sorted(groups.items())
+    if sort is None:
+        if descending:
+            ordered.reverse()
+        return ordered
+    if sort in group_by or sort == "currency":
+        position = -1 if sort == "currency" else group_by.index(sort)
+        ordered.sort(key=lambda group: group[0][position], reverse=descending)
+        return ordered
+    keyed = [(_sort_value(sort, group[1]), group) for group in ordered]
+    defined = [item for item in keyed if item[0] is not None]
+    defined.sort(key=itemgetter(0), reverse=descending)
+    return [group for _, group in defined] + [group for value, group in keyed if value is None]
+
+
+def currency_totals(groups: Iterable[Group]) -> dict[str, Counters]:
+    """Summed counters per currency: money is never added across currencies."""
+    totals: dict[str, Counters] = {}
+    for key, counters in groups:
+        total = totals.setdefault(key[-1], [0] * len(counters))
+        for i, value in enumerate(counters):
+            total[i] += value
+    return dict(sorted(totals.items()))
+
+
+def totals_row(per_currency: dict[str, Counters], *, with_costs: bool) -> dict[str, Any]:
+    """The report's totals: counts over everything; money only when there is one currency."""
+    all_counts = [sum(values) for values in zip(*per_currency.values(), strict=True)] or [0] * 7
+    single = len(per_currency) == 1
+    row: dict[str, Any] = {"currency": next(iter(per_currency)) if single else None}
+    row.update(figures(all_counts, with_money=single, with_costs=with_costs))
+    return row
+
+
+def to_csv(group_by: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    """The rows as CSV with a header; an undefined ratio is an empty cell."""
+    columns = [*group_by, "currency", *METRICS]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row[column] is None else row[column] for column in columns])
+    return out.getvalue()

@@ -1,0 +1,143 @@
+"""Snapshot arithmetic: grouping, exact ratios, ordering, totals per currency, CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+
+from breakout.snapshot import (
+    Filters,
+    currency_totals,
+    figures,
+    group_rows,
+    hms,
+    merge_groups,
+    order,
+    present,
+    to_csv,
+    totals_row,
+)
+
+#          attempts connected duration_ms provider customer pending dtmf
+ROWS = [
+    ("acme", "UK - Mobile", "p1", "USD", [10, 5, 300_500, 1_000_000, 1_500_000, 1, 2]),
+    ("acme", "UK - Mobile", "p2", "USD", [5, 0, 0, 0, 0, 0, 0]),
+    ("acme", "France", "p1", "EUR", [4, 4, 240_000, 2_000_000, 1_000_000, 0, 0]),
+    ("beta", "UK - Mobile", "p1", "USD", [1, 1, 61_000, 10, 20, 0, 1]),
+]
+
+
+def test_group_rows_sums_per_group_and_currency_without_touching_the_input() -> None:
+    before = [list(row[4]) for row in ROWS]
+    groups = group_rows(ROWS, ("destination",), Filters())
+    assert groups == {
+        ("UK - Mobile", "USD"): [16, 6, 361_500, 1_000_010, 1_500_020, 1, 3],
+        ("France", "EUR"): [4, 4, 240_000, 2_000_000, 1_000_000, 0, 0],
+    }
+    assert [row[4] for row in ROWS] == before
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (Filters(customers=frozenset({"beta"})), {("beta", "USD"): 1}),
+        (Filters(providers=frozenset({"p2"})), {("acme", "USD"): 5}),
+        (Filters(destinations=frozenset({"France"}), customers=frozenset({"acme"})), {("acme", "EUR"): 4}),
+        (Filters(destinations=frozenset({"Nowhere"})), {}),
+    ],
+)
+def test_filters(filters: Filters, expected: dict[tuple[str, ...], int]) -> None:
+    groups = group_rows(ROWS, ("customer",), filters)
+    assert {key: counters[0] for key, counters in groups.items()} == expected
+
+
+def test_merge_groups_copies() -> None:
+    part = {("a", "USD"): [1, 1, 1, 1, 1, 1, 1]}
+    merged = merge_groups([part, part])
+    assert merged == {("a", "USD"): [2, 2, 2, 2, 2, 2, 2]} and part[("a", "USD")] == [1] * 7
+
+
+@pytest.mark.parametrize(
+    ("counters", "column", "expected"),
+    [
+        ([3, 1, 0, 0, 0, 0, 0], "asr", "33.33"),
+        ([3, 2, 0, 0, 0, 0, 0], "asr", "66.67"),
+        ([8, 1, 0, 0, 0, 0, 0], "asr", "12.50"),  # exact half stays
+        ([0, 0, 0, 0, 0, 0, 0], "asr", None),
+        ([1, 0, 0, 0, 0, 0, 0], "acd", None),
+        ([2, 2, 1_005, 0, 0, 0, 0], "acd", "0.50"),  # 0.5025 s
+        ([2, 2, 1_010, 0, 0, 0, 0], "acd", "0.50"),  # 0.505 → half-even → 0.50
+        ([2, 2, 1_030, 0, 0, 0, 0], "acd", "0.52"),  # 0.515 → 0.52
+        ([1, 1, 90_500, 0, 0, 0, 0], "duration", "90.500"),
+        ([1, 1, 90_500, 0, 0, 0, 0], "duration_hms", "0:01:30"),  # 90.5 → 90 (half-even)
+        ([1, 1, 91_500, 0, 0, 0, 0], "duration_hms", "0:01:32"),
+        ([1, 1, 0, 3_000_000, 2_000_000, 0, 0], "profit", "-1.000000"),
+        ([1, 1, 0, 3_000_000, 2_000_000, 0, 0], "profit_pct", "-50.00"),
+        ([1, 1, 0, 2_000_001, 2_000_000, 0, 0], "profit_pct", "0.00"),  # -0.00005 % is shown as 0.00
+        ([1, 1, 0, 5, 0, 0, 0], "profit_pct", None),
+        ([3, 0, 0, 0, 0, 0, 1], "dtmf_pct", "33.33"),
+        ([1, 0, 0, 1, 0, 0, 0], "provider_charge", "0.000001"),
+    ],
+)
+def test_figures(counters: list[int], column: str, expected: str | None) -> None:
+    assert figures(counters)[column] == expected
+
+
+def test_hms_does_not_wrap_days() -> None:
+    assert hms(100 * 3600 * 1000 + 61_000) == "100:01:01"
+
+
+def test_customer_rows_hide_costs() -> None:
+    row = present(("customer",), (("acme", "USD"), [1, 1, 1000, 5, 9, 0, 0]), with_costs=False)
+    assert row["customer_charge"] == "0.000009"
+    assert row["provider_charge"] is row["profit"] is row["profit_pct"] is None
+
+
+def test_order_by_column_then_by_group_keys_with_undefined_last() -> None:
+    groups = {
+        ("b", "USD"): [2, 1, 0, 0, 0, 0, 0],
+        ("a", "USD"): [2, 1, 0, 0, 0, 0, 0],
+        ("c", "USD"): [0, 0, 0, 0, 0, 0, 0],
+        ("d", "USD"): [4, 4, 0, 0, 0, 0, 0],
+    }
+    names = lambda ordered: [key[0] for key, _ in ordered]  # noqa: E731
+    assert names(order(groups, ("customer",), "asr", False)) == ["a", "b", "d", "c"]
+    assert names(order(groups, ("customer",), "asr", True)) == ["d", "a", "b", "c"]
+    assert names(order(groups, ("customer",), None, False)) == ["a", "b", "c", "d"]
+    assert names(order(groups, ("customer",), "customer", True)) == ["d", "c", "b", "a"]
+    assert names(order(groups, ("customer",), "attempts", True)) == ["d", "a", "b", "c"]
+
+
+def test_totals_never_add_money_across_currencies() -> None:
+    groups = group_rows(ROWS, ("customer", "destination"), Filters())
+    per_currency = currency_totals(groups.items())
+    assert list(per_currency) == ["EUR", "USD"]
+    mixed = totals_row(per_currency, with_costs=True)
+    assert mixed["attempts"] == 20 and mixed["connected"] == 10 and mixed["asr"] == "50.00"
+    assert mixed["currency"] is None and mixed["customer_charge"] is None and mixed["profit"] is None
+    usd = totals_row({"USD": per_currency["USD"]}, with_costs=True)
+    assert usd["currency"] == "USD" and usd["customer_charge"] == "1.500020"
+
+
+def test_ratio_of_totals_is_not_the_average_of_rows() -> None:
+    rows = [("a", "X", "p", "USD", [1, 1, 0, 0, 0, 0, 0]), ("b", "X", "p", "USD", [99, 0, 0, 0, 0, 0, 0])]
+    groups = group_rows(rows, ("customer",), Filters())
+    assert totals_row(currency_totals(groups.items()), with_costs=True)["asr"] == "1.00"  # not 50.00
+
+
+def test_csv_has_every_column_and_blank_undefined_ratios() -> None:
+    groups = group_rows(ROWS, ("customer", "destination"), Filters())
+    rows = [
+        present(("customer", "destination"), group, with_costs=True)
+        for group in order(groups, ("customer", "destination"), None, False)
+    ]
+    table = list(csv.DictReader(io.StringIO(to_csv(("customer", "destination"), rows))))
+    assert table[0].keys() == rows[0].keys()
+    assert [r["customer"] for r in table] == [r["customer"] for r in rows]
+    assert all(
+        cell == ("" if value is None else str(value))
+        for r, t in zip(rows, table, strict=True)
+        for cell, value in zip(t.values(), r.values(), strict=True)
+    )

@@ -1,0 +1,156 @@
+"""Report ranges: parsing in a zone, the coarsest exact cover, retention refusals."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from breakout.buckets import Granularity, Retention
+from breakout.errors import QueryError
+from breakout.timerange import check_retention, cover, parse_range, parse_tz
+
+M, H, D = Granularity.MINUTE, Granularity.HOUR, Granularity.DAY
+TODAY = date(2026, 11, 25)
+
+
+def epoch(text: str) -> int:
+    return int(datetime.fromisoformat(text).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (
+            "2026-11-01T00:00+00:00",
+            "2026-11-03T00:00+00:00",
+            [(D, "2026-11-01T00:00+00:00"), (D, "2026-11-02T00:00+00:00")],
+        ),
+        (
+            "2026-11-01T23:58+00:00",
+            "2026-11-02T00:01+00:00",
+            [(M, "2026-11-01T23:58+00:00"), (M, "2026-11-01T23:59+00:00"), (M, "2026-11-02T00:00+00:00")],
+        ),
+        (
+            "2026-11-01T22:00+00:00",
+            "2026-11-03T01:00+00:00",
+            [
+                (H, "2026-11-01T22:00+00:00"),
+                (H, "2026-11-01T23:00+00:00"),
+                (D, "2026-11-02T00:00+00:00"),
+                (H, "2026-11-03T00:00+00:00"),
+            ],
+        ),
+        (
+            "2026-11-01T10:15+00:00",
+            "2026-11-01T10:30+00:00",
+            [(M, f"2026-11-01T10:{m}+00:00") for m in range(15, 30)],
+        ),
+    ],
+)
+def test_cover_uses_the_coarsest_buckets_that_tile_the_range(
+    start: str, end: str, expected: list[tuple[Granularity, str]]
+) -> None:
+    assert cover(epoch(start), epoch(end)) == [(g, epoch(s)) for g, s in expected]
+
+
+def test_cover_of_thirteen_months_is_days_plus_edges() -> None:
+    buckets = cover(epoch("2025-10-25T07:30+00:00"), epoch("2026-11-25T12:45+00:00"))
+    kinds = [g for g, _ in buckets]
+    assert kinds.count(D) == 395 and kinds.count(H) == 16 + 12 and kinds.count(M) == 30 + 45
+    # Contiguous and exact.
+    at = epoch("2025-10-25T07:30+00:00")
+    for granularity, start in buckets:
+        assert start == at
+        at += granularity.seconds
+    assert at == epoch("2026-11-25T12:45+00:00")
+
+
+@pytest.mark.parametrize(
+    ("from_text", "to_text", "tz", "start", "end"),
+    [
+        (None, None, "UTC", "2026-11-25T00:00+00:00", "2026-11-26T00:00+00:00"),
+        ("2026-11-01", None, "UTC", "2026-11-01T00:00+00:00", "2026-11-02T00:00+00:00"),
+        ("2026-11-01", "2026-11-03", "Europe/London", "2026-11-01T00:00+00:00", "2026-11-04T00:00+00:00"),
+        ("2026-07-01", "2026-07-01", "Europe/London", "2026-07-01T00:00+01:00", "2026-07-02T00:00+01:00"),
+        ("2026-11-01", "2026-11-01", "Asia/Kolkata", "2026-11-01T00:00+05:30", "2026-11-02T00:00+05:30"),
+        # The spring-forward day is 23 hours long.
+        ("2026-03-29", "2026-03-29", "Europe/London", "2026-03-29T00:00+00:00", "2026-03-30T00:00+01:00"),
+        (
+            "2026-11-25T10:00",
+            "2026-11-25T10:15",
+            "Asia/Kolkata",
+            "2026-11-25T10:00+05:30",
+            "2026-11-25T10:15+05:30",
+        ),
+        (
+            "2026-11-25T10:00Z",
+            "2026-11-25T12:00+01:00",
+            "Asia/Kolkata",
+            "2026-11-25T10:00+00:00",
+            "2026-11-25T11:00+00:00",
+        ),
+    ],
+)
+def test_parse_range(from_text: str | None, to_text: str | None, tz: str, start: str, end: str) -> None:
+    time_range = parse_range(from_text, to_text, parse_tz(tz), TODAY)
+    assert (time_range.start, time_range.end) == (epoch(start), epoch(end))
+
+
+@pytest.mark.parametrize(
+    ("from_text", "to_text", "message"),
+    [
+        ("2026-11-02", "2026-11-01", "must be before"),
+        ("2026-11-25T10:00Z", "2026-11-25T10:00Z", "must be before"),
+        ("2026-02-30", None, "is not a date"),
+        ("25/11/2026", None, "is not a date"),
+        ("2026-11-25 at noon", None, "neither a date"),
+        ("2026-11-25T10:00:30", None, "whole minute"),
+        ("2026-11-25", "tomorrow", "neither a date"),
+    ],
+)
+def test_parse_range_refuses(from_text: str, to_text: str | None, message: str) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_range(from_text, to_text, parse_tz("UTC"), TODAY)
+
+
+@pytest.mark.parametrize("name", ["Mars/Olympus", "../etc/passwd", "/etc/localtime", "", "utc+1"])
+def test_parse_tz_refuses_unknown_zones(name: str) -> None:
+    if name == "":
+        assert parse_tz(name).key == "UTC"
+        return
+    with pytest.raises(QueryError, match="unknown time zone"):
+        parse_tz(name)
+
+
+RETENTION = Retention(minute=48 * 3600, hour=35 * 86400, day=400 * 86400)
+NOW = epoch("2026-11-25T12:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2026-11-23T12:00+00:00", "2026-11-23T12:30+00:00", None),  # minutes within 48 h
+        ("2026-11-23T11:59+00:00", "2026-11-23T12:30+00:00", "per-minute totals"),
+        ("2026-10-30T10:00+00:00", "2026-10-30T11:00+00:00", None),
+        ("2026-10-01T10:00+00:00", "2026-10-01T11:00+00:00", "hourly totals"),
+        ("2025-11-01T00:00+00:00", "2025-11-02T00:00+00:00", None),
+        ("2025-01-01T00:00+00:00", "2025-01-02T00:00+00:00", "daily totals"),
+    ],
+)
+def test_retention(start: str, end: str, message: str | None) -> None:
+    buckets = cover(epoch(start), epoch(end))
+    if message is None:
+        check_retention(buckets, RETENTION, NOW)
+    else:
+        with pytest.raises(QueryError, match=message):
+            check_retention(buckets, RETENTION, NOW)
+
+
+def test_retention_message_says_from_when_data_is_kept() -> None:
+    with pytest.raises(QueryError) as caught:
+        check_retention(
+            cover(epoch("2026-10-01T10:00+00:00"), epoch("2026-10-01T11:00+00:00")), RETENTION, NOW
+        )
+    first_hour = datetime.fromtimestamp(NOW - 35 * 86400, UTC)  # its bucket ends 35 days before now
+    assert first_hour.strftime("%Y-%m-%d %H:%M UTC") in str(caught.value)
