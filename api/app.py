@@ -18,6 +18,7 @@ from fastapi.responses import PlainTextResponse
 from redis.exceptions import RedisError
 
 from api.metrics import ApiMetrics
+from api.portal import mount_portal
 from api.reader import MirrorReader
 from api.reports import router as reports
 from api.responses import OrjsonResponse
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    mount_portal(app)
     return app
 
 

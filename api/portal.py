@@ -27,7 +27,11 @@ def mount_portal(app: FastAPI) -> None:
     """Serve the portal page at ``/`` and its assets under ``/static``."""
     # The version in the asset URLs makes browsers fetch new assets after an upgrade.
     page = (STATIC / "index.html").read_text(encoding="utf-8").replace("{{version}}", __version__)
-    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff"}
+    headers = {
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": CSP,
+        "X-Content-Type-Options": "nosniff",
+    }
 
     @app.get("/", include_in_schema=False, response_class=HTMLResponse)
     async def portal() -> HTMLResponse:

@@ -60,6 +60,7 @@ const METRICS = [
   "dtmf_pct",
 ];
 const MONEY = new Set(["provider_charge", "customer_charge", "profit", "profit_pct"]);
+const COSTS = new Set(["provider_charge", "profit", "profit_pct"]); // not shown to customer keys
 const DASH = "–";
 
 // ---------------------------------------------------------------- exact formatting
@@ -104,12 +105,14 @@ export function formatPct(value) {
   return value === null || value === undefined ? DASH : `${formatDecimal(value)}%`;
 }
 
-/** Whole seconds of a decimal seconds string, rounded half up, as a Number (exact below 2^53). */
+/** Whole seconds of a decimal seconds string, rounded half-even like the API's ``duration_hms``. */
 function wholeSeconds(value) {
   const d = parseDecimal(value);
   if (!d) return null;
-  const up = d.frac !== "" && d.frac[0] >= "5" ? 1 : 0;
-  return Number(d.int) + up;
+  const whole = Number(d.int); // exact below 2^53 seconds
+  const half = d.frac[0] === "5" && /^0*$/.test(d.frac.slice(1));
+  const up = d.frac[0] > "5" || (d.frac[0] === "5" && (!half || whole % 2 === 1));
+  return whole + (up ? 1 : 0);
 }
 
 /** Seconds string -> "m:ss" (or "h:mm:ss" from an hour on, or always with ``hours``). */
@@ -294,6 +297,7 @@ const state = {
   sort: { col: "attempts", desc: true },
   alerts: new Map(), // destination -> [alert]
   refreshSeq: 0,
+  answered: 0,
   loading: false,
   autoTimer: null,
   dirty: false,
@@ -331,6 +335,7 @@ class MultiSelect {
     this.options = []; // [{name, attempts}]
     this.selected = new Set();
     this.seq = 0;
+    this.loads = 0;
     const labelledBy = root.previousElementSibling?.id ?? "";
     root.innerHTML = `
       <button type="button" class="ms-toggle" aria-haspopup="listbox" aria-expanded="false" aria-labelledby="${labelledBy}">
@@ -440,8 +445,13 @@ class MultiSelect {
     try {
       const body = await api(`/v1/${this.endpoint}`, params);
       if (seq !== this.seq) return;
-      this.options = body.values ?? [];
-      if (!this.panel.hidden) this.renderOptions();
+      const options = body.values ?? [];
+      const same =
+        options.length === this.options.length &&
+        options.every((o, i) => o.name === this.options[i].name && o.attempts === this.options[i].attempts);
+      this.options = options;
+      if (!same && !this.panel.hidden) this.renderOptions(); // not under the pointer for nothing
+      this.root.dataset.loaded = String(++this.loads); // for tests: a list has arrived
     } finally {
       if (seq === this.seq) this.root.classList.remove("ms-loading");
     }
@@ -474,7 +484,9 @@ function queryParams() {
     for (const name of selects.provider.values()) params.push(["provider", name]);
   }
   params.push(["group_by", groupBy().join(",")]);
-  params.push(["sort", `${state.sort.desc ? "-" : ""}${state.sort.col}`]);
+  const keys = groupBy();
+  const sortable = !GROUP_KEYS.includes(state.sort.col) || keys.includes(state.sort.col);
+  params.push(["sort", sortable ? `${state.sort.desc ? "-" : ""}${state.sort.col}` : "-attempts"]);
   params.push(["limit", String(ROW_LIMIT)]);
   return params;
 }
@@ -539,7 +551,11 @@ async function refresh() {
   } catch (error) {
     if (seq === state.refreshSeq) handleApiError(error);
   } finally {
-    if (seq === state.refreshSeq) setLoading(false);
+    if (seq === state.refreshSeq) {
+      setLoading(false);
+      state.answered += 1;
+      $("app").dataset.answered = String(state.answered); // for tests: a refresh has finished
+    }
   }
 }
 
@@ -569,7 +585,7 @@ function markDirty() {
 function render() {
   const data = state.data;
   const keys = (data.group_by ?? []).filter((k) => GROUP_KEYS.includes(k));
-  state.columns = [...keys, ...METRICS];
+  state.columns = [...keys, ...METRICS.filter((col) => isAdmin() || !COSTS.has(col))];
   if (!state.columns.includes(state.sort.col)) state.sort = { col: "attempts", desc: true };
   renderHeader();
   renderTotals();
@@ -692,11 +708,11 @@ function sizeColumns() {
       widest(state.data.rows.map((row) => text(spec, col, row)), cellFont),
       widest(totals.map((row) => text(spec, col, row)), boldFont),
     );
-    if (spec.kind === "money") width += 30; // the currency code, in smaller type
+    if (spec.kind === "money") width += 26; // the currency code, in smaller type
     if (col === "destination" && state.data.rows.some((row) => state.alerts.has(row.destination))) width += 64;
     probe.font = headFont;
-    const head = probe.measureText(spec.label.toUpperCase()).width * 1.06 + 12; // letter-spacing, arrow
-    width = Math.max(width, head, spec.kind === "text" ? 80 : 36) + 18; // padding
+    const head = probe.measureText(spec.label.toUpperCase()).width * 1.05 + 10; // letter-spacing, arrow
+    width = Math.max(width, head, spec.kind === "text" ? 80 : 36) + 17; // padding
     return Math.ceil(spec.kind === "text" ? Math.min(width, 300) : width);
   });
   colgroup.innerHTML = widths.map(() => "<col>").join("");

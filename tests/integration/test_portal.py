@@ -1,0 +1,412 @@
+"""The portal page in a real headless Chromium, against the real API on Redis filled by the real
+pipeline: a person's steps (key, dates, Select Destination, Refresh) must show the totals that
+``tests.dataset.expected_report`` computes independently, in Decimal, from the raw CDRs.
+
+Chromium and chromedriver are Debian's (``scripts/chromium.sh``, which ``scripts/test`` runs).
+The screenshot lands in ``test-artifacts/portal.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import uvicorn
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import WebDriverWait
+
+from api.app import create_app
+from breakout.auth import ADMIN, Role, key_entry, new_key
+from breakout.settings import Settings, load_settings
+from tests import dataset
+from tests.conftest import ROOT, free_port
+from tests.integration.pipeline import (
+    CUSTOMERS,
+    Worker,
+    diff,
+    eventually_equal,
+    publish,
+    read_mirror,
+    with_dial_codes,
+)
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = ROOT / "test-artifacts"
+OWN = "cust-05"  # the customer key's account
+T = TypeVar("T")
+
+
+@dataclass
+class Mirrored:
+    settings: Settings
+    table: dict[str, str]
+    cdrs: list[dict[str, Any]]
+    keys: dict[str, str]  # "admin" / "customer" -> key
+    first_day: str  # UTC dates covering every CDR
+    last_day: str
+
+
+@pytest.fixture(scope="module")
+async def mirrored(
+    kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Mirrored:
+    """A generated dataset, run through a real worker into Redis once for this module."""
+    tmp = tmp_path_factory.mktemp("portal")
+    token = tmp.name.replace("_", "-")[-12:]
+    keys = {"admin": new_key(), "customer": new_key()}
+    settings = load_settings(
+        kafka=kafka_bootstrap,
+        redis=redis_url,
+        topic=f"cdrs-portal-{token}",
+        app_id=f"breakout-portal-{token}",
+        data_dir=tmp / "data",
+        store="memory://",
+        rebalance_timeout=10,
+        api_keys=f"{key_entry(keys['admin'], ADMIN)},{key_entry(keys['customer'], Role(OWN))}",
+    )
+    settings, table = with_dial_codes(settings, tmp)
+    data = dataset.generate(
+        seed=23, total=3000, end_time=time.time() - 3600, customers=CUSTOMERS, table=table
+    )
+    cdrs = list(data.valid.values())
+    worker = Worker(settings, tmp / "w", tmp / "worker.log")
+    try:
+        await publish(settings, data.messages)
+        expected = dataset.expected_rows(cdrs, table)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+        assert got == expected, diff(got, expected)
+    finally:
+        worker.stop()
+    starts = [dataset.start_seconds(c) for c in cdrs]
+    return Mirrored(
+        settings=settings,
+        table=table,
+        cdrs=cdrs,
+        keys=keys,
+        first_day=datetime.fromtimestamp(min(starts), UTC).date().isoformat(),
+        last_day=datetime.fromtimestamp(max(starts), UTC).date().isoformat(),
+    )
+
+
+@pytest.fixture(scope="module")
+def portal(mirrored: Mirrored) -> Iterator[str]:
+    """The real API (and its page) served by uvicorn on a free loopback port, in a thread."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(mirrored.settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="uvicorn-portal", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("downloads")
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator[WebDriver]:
+    """Debian's headless Chromium through Debian's chromedriver: nothing is downloaded."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    assert not missing, f"{', '.join(missing)} missing: run scripts/chromium.sh (scripts/test does)"
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1600,1000",
+        "--lang=en-US",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
+        options.add_argument(argument)
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, until: Callable[[WebDriver], T], timeout: float = 30) -> T:
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(until)
+
+
+def css(driver: WebDriver, selector: str) -> WebElement:
+    return driver.find_element(By.CSS_SELECTOR, selector)
+
+
+def answered(driver: WebDriver) -> int:
+    return int(css(driver, "#app").get_attribute("data-answered") or 0)
+
+
+def sign_in(driver: WebDriver, url: str, key: str) -> None:
+    driver.get(url + "/")
+    driver.execute_script("window.localStorage.clear()")
+    driver.get(url + "/")
+    field = css(driver, "#api-key")
+    wait(driver, lambda d: field.is_displayed())  # once the module has run
+    field.send_keys(key)
+    css(driver, "#sign-in").click()
+    wait(driver, lambda d: answered(d) >= 1)  # the first snapshot (today) has been answered
+
+
+def set_period(driver: WebDriver, first: str, last: str) -> None:
+    """Type-independent: set the date inputs as the picker would, firing their change events."""
+    driver.execute_script(
+        """for (const [id, value] of [["from", arguments[0]], ["to", arguments[1]]]) {
+             const input = document.getElementById(id);
+             input.value = value;
+             input.dispatchEvent(new Event("change", { bubbles: true }));
+           }""",
+        first,
+        last,
+    )
+
+
+def select_destination(driver: WebDriver, name: str) -> None:
+    css(driver, "#destination-select .ms-toggle").click()
+    css(driver, "#destination-select .ms-search").send_keys(name)
+
+    def tick(d: WebDriver) -> bool:  # the list may be redrawn when the new period's names arrive
+        try:
+            box = d.find_element(By.CSS_SELECTOR, f'#destination-select [data-value="{name}"] input')
+            if box.is_selected():
+                return True
+            box.click()
+        except (NoSuchElementException, StaleElementReferenceException):
+            pass
+        return False
+
+    wait(driver, tick)
+    css(driver, "#destination-select .ms-search").send_keys(Keys.ESCAPE)
+    assert css(driver, "#destination-select .ms-value").text == name
+
+
+def refresh(driver: WebDriver) -> None:
+    before = answered(driver)
+    css(driver, "#refresh").click()
+    wait(driver, lambda d: answered(d) > before)
+    error = css(driver, "#error")
+    assert not error.is_displayed(), error.text
+
+
+def column(driver: WebDriver, name: str) -> list[str]:
+    """The texts of one column over the rows in the DOM (the first screenfuls)."""
+    headers = [th.get_attribute("data-col") for th in driver.find_elements(By.CSS_SELECTOR, "#header-row th")]
+    index = headers.index(name) + 1
+    cells = driver.find_elements(By.CSS_SELECTOR, f"#rows tr:not(.pad) td:nth-child({index})")
+    return [cell.text for cell in cells]
+
+
+def total(driver: WebDriver, row: str, col: str) -> tuple[str, str]:
+    """(text shown, exact value) of one totals cell."""
+    cell = css(driver, f"{row} [data-col={col}]")
+    return cell.text, cell.get_attribute("data-value") or ""
+
+
+def money(value: str, currency: str) -> str:
+    return f"{currency} {Decimal(value):,f}"
+
+
+def duration(hms: str) -> str:
+    """The API's H:MM:SS as the page shows it: hours with thousands separators."""
+    hours, rest = hms.split(":", 1)
+    return f"{int(hours):,}:{rest}"
+
+
+def test_totals_for_one_destination_equal_the_independent_sums(
+    mirrored: Mirrored, portal: str, browser: WebDriver, downloads: Path
+) -> None:
+    by_destination, _, _ = dataset.expected_report(mirrored.cdrs, mirrored.table, 0, 2e10, ("destination",))
+    busiest = max(by_destination.values(), key=lambda row: (row["attempts"], row["destination"]))
+    name = busiest["destination"]
+    start = datetime.fromisoformat(mirrored.first_day).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(mirrored.last_day).replace(tzinfo=UTC) + timedelta(days=1)
+    rows, totals, per_currency = dataset.expected_report(
+        mirrored.cdrs,
+        mirrored.table,
+        start.timestamp(),
+        end.timestamp(),
+        ("customer", "destination"),
+        admit=lambda cdr, destination: destination == name,
+    )
+
+    sign_in(browser, portal, mirrored.keys["admin"])
+    assert css(browser, "#account-name").text == "Administrator"
+    assert css(browser, "#customer-select").is_displayed() and css(browser, "#provider-select").is_displayed()
+    set_period(browser, mirrored.first_day, mirrored.last_day)
+    select_destination(browser, name)
+    refresh(browser)
+
+    # The totals row: counts and ratios over every currency, exactly as computed in Decimal.
+    assert total(browser, "#totals-row", "attempts") == (f"{totals['attempts']:,}", str(totals["attempts"]))
+    assert total(browser, "#totals-row", "connected") == (
+        f"{totals['connected']:,}",
+        str(totals["connected"]),
+    )
+    assert total(browser, "#totals-row", "pending")[1] == str(totals["pending"])
+    assert total(browser, "#totals-row", "dtmf")[1] == str(totals["dtmf"])
+    assert total(browser, "#totals-row", "asr") == (f"{totals['asr']}%", totals["asr"])
+    assert total(browser, "#totals-row", "duration") == (duration(totals["duration_hms"]), totals["duration"])
+    # Money is per currency (never summed across them), to the micro-unit.
+    if len(per_currency) == 1:
+        lines = [("#totals-row", totals)]
+    else:
+        assert total(browser, "#totals-row", "customer_charge")[1] == ""
+        lines = [(f'tr.currency-total-row[data-currency="{t["currency"]}"]', t) for t in per_currency]
+    for selector, expected in lines:
+        currency = expected["currency"]
+        for col in ("customer_charge", "provider_charge", "profit"):
+            assert total(browser, selector, col) == (money(expected[col], currency), expected[col]), col
+        assert total(browser, selector, "attempts")[1] == str(expected["attempts"])
+
+    # The rows: one per customer and currency, all of the chosen destination.
+    assert css(browser, "#row-count").text == f"{len(rows)} rows"
+    assert set(column(browser, "destination")) == {name}
+    shown = {
+        (c, name, cur)
+        for c, cur in zip(column(browser, "customer"), column(browser, "currency"), strict=True)
+    }
+    assert shown == set(rows)
+
+    # Click-to-sort, numeric-aware, both directions (the first click on a number sorts descending).
+    css(browser, "[data-col=customer_charge] button").click()
+    css(browser, "[data-col=attempts] button").click()
+    descending = [int(v.replace(",", "")) for v in column(browser, "attempts")]
+    assert descending == sorted(descending, reverse=True)
+    assert css(browser, "[data-col=attempts]").get_attribute("aria-sort") == "descending"
+    css(browser, "[data-col=attempts] button").click()
+    ascending = [int(v.replace(",", "")) for v in column(browser, "attempts")]
+    assert ascending == sorted(ascending)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "portal.png"
+    browser.save_screenshot(str(screenshot))
+    print(f"portal screenshot: {screenshot}")
+
+    # CSV: exactly the rows shown, in the order shown, then the totals lines; values exact.
+    css(browser, "#download-csv").click()
+    path = wait(browser, lambda d: next((p for p in downloads.glob("*.csv")), None))
+    text = path.read_text(encoding="utf-8-sig")
+    lines_csv = list(csv.DictReader(io.StringIO(text)))
+    body = [line for line in lines_csv if not line["Customer"].startswith("Total")]
+    assert [int(line["Attempts"]) for line in body] == ascending
+    assert {(line["Customer"], line["Destination"], line["Currency"]) for line in body} == set(rows)
+    for line in body:
+        expected_row = rows[(line["Customer"], line["Destination"], line["Currency"])]
+        assert line["Customer charge"] == expected_row["customer_charge"]
+        assert line["Duration (s)"] == expected_row["duration"]
+    grand = next(line for line in lines_csv if line["Customer"] == "Total")
+    assert grand["Attempts"] == str(totals["attempts"]) and grand["Connected"] == str(totals["connected"])
+    for t in per_currency if len(per_currency) > 1 else []:
+        line = next(line for line in lines_csv if line["Customer"] == f"Total {t['currency']}")
+        assert line["Customer charge"] == t["customer_charge"] and line["Profit"] == t["profit"]
+
+
+def test_a_customer_key_sees_its_own_account_without_costs(
+    mirrored: Mirrored, portal: str, browser: WebDriver
+) -> None:
+    start = datetime.fromisoformat(mirrored.first_day).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(mirrored.last_day).replace(tzinfo=UTC) + timedelta(days=1)
+    rows, totals, _ = dataset.expected_report(
+        mirrored.cdrs,
+        mirrored.table,
+        start.timestamp(),
+        end.timestamp(),
+        ("destination",),
+        admit=lambda cdr, destination: cdr["customer_id"] == OWN,
+    )
+    sign_in(browser, portal, mirrored.keys["customer"])
+    assert css(browser, "#account-name").text == f"Account {OWN}"
+    assert not css(browser, "#customer-select").is_displayed()
+    assert not css(browser, "#provider-select").is_displayed()
+    set_period(browser, mirrored.first_day, mirrored.last_day)
+    refresh(browser)
+    headers = [
+        th.get_attribute("data-col") for th in browser.find_elements(By.CSS_SELECTOR, "#header-row th")
+    ]
+    assert "customer" not in headers and "destination" in headers
+    assert not {"provider_charge", "profit", "profit_pct"} & set(headers)
+    assert total(browser, "#totals-row", "attempts")[1] == str(totals["attempts"])
+    assert css(browser, "#row-count").text == f"{len(rows)} rows"
+
+    css(browser, "#sign-out").click()
+    assert css(browser, "#signin").is_displayed()
+    assert browser.execute_script("return window.localStorage.length") == 0
+
+
+def test_an_unknown_key_is_refused_with_the_apis_sentence(portal: str, browser: WebDriver) -> None:
+    browser.get(portal + "/")
+    browser.execute_script("window.localStorage.clear()")
+    browser.get(portal + "/")
+    field = css(browser, "#api-key")
+    wait(browser, lambda d: field.is_displayed())
+    field.send_keys("bk_not-a-key")
+    css(browser, "#sign-in").click()
+    error = css(browser, "#signin-error")
+    wait(browser, lambda d: error.is_displayed())
+    assert "not known" in error.text
+    assert not css(browser, "#app").is_displayed()
+
+
+def test_formatting_is_exact_string_arithmetic(portal: str, browser: WebDriver) -> None:
+    browser.get(portal + "/")
+    wait(browser, lambda d: d.execute_script("return Boolean(window.breakoutPortal)"))
+    got = browser.execute_script(
+        """const P = window.breakoutPortal;
+           return {
+             money: P.formatMoney("-1234567.120001", "EUR"),
+             big: P.formatMoney("90071992547409931.999999", "USD"),
+             pct: P.formatPct("38.28"),
+             none: P.formatPct(null),
+             acd: ["61.20", "59.50", "60.50", "3725.51"].map((s) => P.formatDuration(s)),
+             dur: P.formatDuration("306.500", true),
+             cmp: [["-0.5", "-0.25"], ["10.000001", "10.0000009"], ["2.10", "2.1"]].map(
+               ([a, b]) => P.compareDecimal(a, b)),
+             sorted: P.sortRows(
+               [{c: "b", profit: "2.5"}, {c: "a", profit: null}, {c: "c", profit: "10.0"},
+                {c: "d", profit: "2.50"}, {c: "e", profit: "-1"}],
+               "profit", true).map((r) => r.c),
+           };"""
+    )
+    assert got["money"] == "EUR -1,234,567.120001"
+    assert got["big"] == "USD 90,071,992,547,409,931.999999"  # beyond a double's precision
+    assert got["pct"] == "38.28%" and got["none"] == "\u2013"
+    assert got["acd"] == ["1:01", "1:00", "1:00", "1:02:06"]  # half-even, like the API's duration_hms
+    assert got["dur"] == "0:05:06"
+    assert got["cmp"][0] < 0 and got["cmp"][1] > 0 and got["cmp"][2] == 0
+    assert got["sorted"] == ["c", "b", "d", "e", "a"]  # stable on ties, empty values last

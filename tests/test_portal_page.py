@@ -1,0 +1,47 @@
+"""The portal page is served by the API app as it is: no build step, nothing from another origin."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from fnmatch import fnmatch
+
+import httpx
+
+from api.app import create_app
+from api.portal import STATIC
+from breakout import __version__
+from breakout.settings import load_settings
+from tests.conftest import ROOT
+
+
+async def test_the_page_and_its_assets_are_served_from_this_origin() -> None:
+    app = create_app(load_settings())
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client,
+    ):
+        page = await client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assets = re.findall(r'(?:src|href)="(/static/[^"?]+)\?v=([^"]+)"', page.text)
+        assert sorted(path for path, _ in assets) == ["/static/portal.css", "/static/portal.js"]
+        assert {version for _, version in assets} == {__version__}
+        for path, _ in assets:
+            response = await client.get(path)
+            assert response.status_code == 200, path
+            assert "http://" not in response.text and "https://" not in response.text, path
+        script = await client.get("/static/portal.js")
+        assert script.headers["content-type"].startswith("text/javascript")
+        for element in ("destination-select", "refresh", "auto-refresh", "download-csv", "as-of", "error"):
+            assert f'id="{element}"' in page.text, element
+        assert "/" not in (await client.get("/openapi.json")).json()["paths"]
+
+
+def test_every_static_file_is_packaged() -> None:
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "api"
+    ]
+    for path in STATIC.iterdir():
+        relative = path.relative_to(STATIC.parent).as_posix()
+        assert any(fnmatch(relative, pattern) for pattern in patterns), relative
