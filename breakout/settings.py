@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     dedup_window: Seconds = Field(
         7 * 86400, description="Seconds a CDR id is remembered to drop re-deliveries."
     )
+    alert_rules: Path | None = Field(
+        None,
+        description="TOML file of the NOC ASR-drop alert rules (docs/noc-alerts.md); "
+        "unset: the built-in defaults.",
+    )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$", description="Log level.")
 
     @field_validator("kafka")
