@@ -12,17 +12,22 @@ import asyncio
 import contextlib
 import random
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import redis.asyncio as aioredis
+import uvicorn
 from aiokafka import AIOKafkaProducer
 
-from api.alerts import active_alerts, alert_events, alert_history
+from api.alerts import active_alerts, alert_history
+from api.app import create_app
+from breakout.auth import ADMIN, key_entry, new_key
 from breakout.noc.keys import cursor_key
 from breakout.settings import Settings
+from tests.conftest import free_port
 from tests.integration.pipeline import Worker, eventually_true, read_topic
 
 DESTINATIONS = 12  # busy ones, three providers each; as many again of noise
@@ -95,58 +100,118 @@ def epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp())
 
 
+class ApiServer:
+    """The read API served by uvicorn on a free port, in this event loop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> ApiServer:
+        self.task = asyncio.create_task(self.server.serve())
+        await eventually_true(self._started, wait=10)
+        return self
+
+    async def _started(self) -> bool:
+        return self.server.started
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        await self.task
+
+
+async def listen(
+    url: str, key: str, received: list[tuple[str, dict[str, Any]]], connected: asyncio.Event
+) -> None:
+    """A Server-Sent Events client: every event's name and JSON data, in order."""
+    async with (
+        httpx.AsyncClient(timeout=None) as http,
+        http.stream("GET", url, headers={"Authorization": f"Bearer {key}"}) as response,
+    ):
+        assert response.status_code == 200 and response.headers["content-type"].startswith(
+            "text/event-stream"
+        )
+        event: dict[str, str] = {}
+        async for line in response.aiter_lines():
+            if line == ": connected":
+                connected.set()
+            elif line.startswith(("event: ", "data: ", "id: ")):
+                name, _, value = line.partition(": ")
+                event[name] = value
+            elif line == "" and "data" in event:
+                received.append((event["event"], orjson.loads(event["data"])))
+                event = {}
+
+
 async def test_one_raise_and_one_clear_for_the_dropped_pair_only(settings: Settings, tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text(RULES)
-    settings = settings.model_copy(update={"dial_codes": dial_codes(tmp_path), "alert_rules": rules})
+    key = new_key()
+    settings = settings.model_copy(
+        update={"dial_codes": dial_codes(tmp_path), "alert_rules": rules, "api_keys": key_entry(key, ADMIN)}
+    )
     topic = f"{settings.app_id}.alerts"
     start = (int(time.time()) - 6 * 3600) // 3600 * 3600
     rng = random.Random(17)
     client = aioredis.from_url(settings.redis)
-    events = alert_events(aioredis.from_url(settings.redis), settings.app_id)
-    first_event: asyncio.Future[dict[str, Any]] | None = None
-    worker = Worker(settings, tmp_path / "w", tmp_path / "worker.log")
-    try:
-        await publish_in_order(settings, traffic(rng, start, 0, RECOVER_AT))
-        raised = await read_topic(settings, topic, 1, wait=90)
-        assert [(a["destination"], a["provider"], a["state"]) for a in raised] == [(*DROP_PAIR, "raised")], (
-            raised or worker.tail()
-        )
-        alert = raised[0]
-        drop = start + DROP_AT * 60
-        assert drop + 60 <= epoch(alert["detected_at"]) <= drop + 120
-        assert alert["asr"] < 20 and 45 < alert["baseline_asr"] < 55 and alert["attempts"] >= 30
-        assert await eventually_true(lambda: active_alerts(client, settings.app_id), wait=10) == [alert]
+    streamed: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
+    async with ApiServer(settings) as api:
+        listener = asyncio.create_task(listen(f"{api.url}/v1/alerts/stream", key, streamed, connected))
+        worker = Worker(settings, tmp_path / "w", tmp_path / "worker.log")
+        try:
+            await asyncio.wait_for(connected.wait(), 10)
+            await publish_in_order(settings, traffic(rng, start, 0, RECOVER_AT))
+            raised = await read_topic(settings, topic, 1, wait=90)
+            assert [(a["destination"], a["provider"], a["state"]) for a in raised] == [
+                (*DROP_PAIR, "raised")
+            ], raised or worker.tail()
+            alert = raised[0]
+            drop = start + DROP_AT * 60
+            assert drop + 60 <= epoch(alert["detected_at"]) <= drop + 120
+            assert alert["asr"] < 20 and 45 < alert["baseline_asr"] < 55 and alert["attempts"] >= 30
+            assert await eventually_true(lambda: active_alerts(client, settings.app_id), wait=10) == [alert]
+            async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": key}) as http:
+                assert (await http.get("/v1/alerts")).json() == {"active": [alert]}
 
-        # A new leader takes over mid-incident: it resumes from Redis and raises nothing again.
-        worker.stop()
-        worker = Worker(settings, tmp_path / "w2", tmp_path / "worker2.log")
-        first_event = asyncio.ensure_future(anext(events))
-        await asyncio.sleep(0.5)  # subscribed before the recovery is published
-        await publish_in_order(settings, traffic(rng, start, RECOVER_AT, END))
-        cleared = await asyncio.wait_for(first_event, 90)
-        assert (cleared["key"], cleared["state"], cleared["incident"]) == (
-            alert["key"],
-            "cleared",
-            alert["incident"],
-        )
-        recovery = start + RECOVER_AT * 60
-        assert recovery + 5 * 60 <= epoch(cleared["detected_at"]) <= recovery + 10 * 60
+            # A new leader takes over mid-incident: it resumes from Redis and raises nothing again.
+            worker.stop()
+            worker = Worker(settings, tmp_path / "w2", tmp_path / "worker2.log")
+            await publish_in_order(settings, traffic(rng, start, RECOVER_AT, END))
+            await eventually_true(lambda: _streamed(streamed, 2), wait=90)
+            cleared = streamed[1][1]
+            assert streamed == [("raised", alert), ("cleared", cleared)]
+            assert (cleared["key"], cleared["incident"]) == (alert["key"], alert["incident"])
+            recovery = start + RECOVER_AT * 60
+            assert recovery + 5 * 60 <= epoch(cleared["detected_at"]) <= recovery + 10 * 60
 
-        # The detector has evaluated every minute the traffic completed; still nothing else.
-        last_due = start + END * 60 - SETTLE - 120  # the last minute that ended SETTLE before the last CDR
-        await eventually_true(lambda: _evaluated_past(client, settings.app_id, last_due), wait=30)
-        assert await read_topic(settings, topic, 3, wait=2) == [alert, cleared]
-        assert await alert_history(client, settings.app_id, since_ms=0) == [alert, cleared]
-        assert await active_alerts(client, settings.app_id) == []
-    finally:
-        worker.stop()
-        if first_event is not None:
-            first_event.cancel()
+            # The detector has evaluated every minute the traffic completed; still nothing else.
+            last_due = (
+                start + END * 60 - SETTLE - 120
+            )  # the last minute that ended SETTLE before the last CDR
+            await eventually_true(lambda: _evaluated_past(client, settings.app_id, last_due), wait=30)
+            assert await read_topic(settings, topic, 3, wait=2) == [alert, cleared]
+            assert await alert_history(client, settings.app_id, since_ms=0) == [alert, cleared]
+            assert await active_alerts(client, settings.app_id) == []
+            assert streamed == [("raised", alert), ("cleared", cleared)]
+            async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": key}) as http:
+                since = datetime.fromtimestamp(start, UTC).isoformat()
+                assert (await http.get("/v1/alerts", params={"since": since})).json() == {
+                    "active": [],
+                    "history": [alert, cleared],
+                }
+        finally:
+            worker.stop()
+            listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await first_event
-        await events.aclose()  # unsubscribes and closes its connection
-        await client.aclose()
+                await listener
+            await client.aclose()
+
+
+async def _streamed(streamed: list[tuple[str, dict[str, Any]]], count: int) -> bool:
+    return len(streamed) >= count
 
 
 async def _evaluated_past(client: aioredis.Redis, app_id: str, minute: int) -> bool:
