@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from redis.exceptions import RedisError
 
+from api.alerts import router as alerts
 from api.metrics import ApiMetrics
 from api.portal import mount_portal
 from api.reader import MirrorReader
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.metrics = metrics = ApiMetrics()
     app.include_router(reports)
+    app.include_router(alerts)
 
     @app.exception_handler(QueryError)
     async def query_error(request: Request, exc: QueryError) -> OrjsonResponse:

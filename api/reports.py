@@ -19,7 +19,7 @@ from api.schemas import Me, Snapshot, ValueList
 from api.security import Caller
 from breakout.buckets import Retention
 from breakout.query import AccessDenied, RangeQuery, SnapshotQuery, parse_range_query, parse_snapshot_query
-from breakout.snapshot import currency_totals, order, present, to_csv, totals_row
+from breakout.snapshot import Summary, present, to_csv, totals_row
 from breakout.timerange import TimeRange, check_retention, cover
 
 router = APIRouter(prefix="/v1", tags=["reports"])
@@ -70,16 +70,16 @@ def _iso(ms: int | None, time_range: TimeRange) -> str | None:
     return datetime.fromtimestamp(ms / 1000, time_range.tz).isoformat(timespec="milliseconds")
 
 
-async def _groups(
+async def _summary(
     request: Request, query: RangeQuery | SnapshotQuery, group_by: tuple[str, ...]
-) -> tuple[dict[tuple[str, ...], list[int]], Freshness]:
+) -> tuple[Summary, Freshness]:
     reader: MirrorReader = request.app.state.reader
     retention: Retention = request.app.state.retention
     freshness = await reader.freshness()
     stream_time = (freshness.stream_ms or int(datetime.now(UTC).timestamp() * 1000)) // 1000
     buckets = cover(query.range.start, query.range.end)
     check_retention(buckets, retention, stream_time)
-    return await reader.groups(buckets, query.filters, group_by), freshness
+    return await reader.summary(buckets, query.filters, group_by), freshness
 
 
 @router.get("/me", response_model=Me, summary="The role of the caller's key")
@@ -120,8 +120,8 @@ async def breakout(
     format: Annotated[str | None, Query(description="`json` (default) or `csv`.")] = None,
 ) -> Response:
     query = parse_snapshot_query(_params(request), role, _today(request))
-    groups, freshness = await _groups(request, query, query.group_by)
-    ordered = order(groups, query.group_by, query.sort, query.descending)
+    summary, freshness = await _summary(request, query, query.group_by)
+    ordered = summary.ordered(query.sort, query.descending)
     costs = role.is_admin
     page = [
         present(query.group_by, group, with_costs=costs)
@@ -139,7 +139,7 @@ async def breakout(
                 "X-Breakout-Total-Rows": str(len(ordered)),
             },
         )
-    per_currency = currency_totals(ordered)
+    per_currency = summary.currency_totals()
     return OrjsonResponse(
         {
             "from": query.range.iso(query.range.start),
@@ -165,9 +165,9 @@ async def _values(request: Request, role: Caller, dimension: str) -> dict[str, A
     if dimension == "provider" and not role.is_admin:
         raise AccessDenied("the provider list is for admin keys")
     query = parse_range_query(_params(request), role, _today(request))
-    groups, freshness = await _groups(request, query, (dimension,))
+    summary, freshness = await _summary(request, query, (dimension,))
     attempts: dict[str, int] = {}
-    for (name, _currency), counters in groups.items():
+    for (name, _currency), counters in summary.groups.items():
         attempts[name] = attempts.get(name, 0) + counters[0]
     return {
         "from": query.range.iso(query.range.start),

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Rows the read API keeps cached from unchanged buckets (0 = no cache).",
     )
+    alert_rules: Path | None = Field(
+        None,
+        description="TOML file of the NOC ASR-drop alert rules (docs/noc-alerts.md); "
+        "unset: the built-in defaults.",
+    )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$", description="Log level.")
 
     @field_validator("kafka")

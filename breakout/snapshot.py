@@ -255,3 +255,28 @@ def to_csv(group_by: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow(["" if row[column] is None else row[column] for column in columns])
     return out.getvalue()
+
+
+class Summary:
+    """A snapshot's summed groups, with each ordering and the totals computed once.
+
+    The read API caches a Summary while none of its buckets changes, so repeated
+    Refreshes and further pages cost only the rows shown.
+    """
+
+    def __init__(self, groups: dict[tuple[str, ...], Counters], group_by: tuple[str, ...]) -> None:
+        self.groups = groups
+        self.group_by = group_by
+        self._orders: dict[tuple[str | None, bool], list[Group]] = {}
+        self._totals: dict[str, Counters] | None = None
+
+    def ordered(self, sort: str | None, descending: bool) -> list[Group]:
+        found = self._orders.get((sort, descending))
+        if found is None:
+            found = self._orders[(sort, descending)] = order(self.groups, self.group_by, sort, descending)
+        return found
+
+    def currency_totals(self) -> dict[str, Counters]:
+        if self._totals is None:
+            self._totals = currency_totals(self.groups.items())
+        return self._totals

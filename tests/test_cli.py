@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,17 @@ def test_publish_missing_file_is_one_clear_line(tmp_path: object) -> None:
     result = _breakout("publish", "/nonexistent/cdrs.jsonl")
     assert result.returncode == 2
     assert result.stderr.strip() == "breakout publish: no such file: /nonexistent/cdrs.jsonl"
+
+
+def test_worker_with_bad_alert_rules_stops_with_one_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[defaults]\ndrop_points = -5\n")
+    result = _breakout("worker", BREAKOUT_ALERT_RULES=str(rules))
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"breakout worker: {rules}: defaults.drop_points: "
+        "expected ASR percentage points, more than 0 and at most 100, got -5"
+    )
+    result = _breakout("worker", BREAKOUT_MINUTE_RETENTION="3600")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("breakout worker: BREAKOUT_MINUTE_RETENTION=3600: shorter than")

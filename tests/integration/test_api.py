@@ -273,6 +273,8 @@ async def test_a_customer_key_sees_only_its_own_account(
         ("/v1/destinations", span | {"customer": "cust-04"}),
         ("/v1/breakout", span | {"group_by": "provider"}),
         ("/v1/providers", span),
+        ("/v1/alerts", {}),
+        ("/v1/alerts/stream", {}),
     ]:
         response = await client.get(path, params=params, headers=headers)
         assert response.status_code == 403, (path, params, response.text)

@@ -1,0 +1,262 @@
+"""Latency of ``GET /v1/breakout`` over a month of a large deployment, one API process.
+
+    .venv/bin/python bench/api.py [--customers 1000] [--destinations 300] [--days 31] [--requests 300]
+
+Starts Redis through scripts/redis.sh (or uses BREAKOUT_REDIS), writes the mirror's
+documented layout (docs/redis-layout.md) for ``--days`` whole UTC days: every customer
+calls its own ~30 of the ``--destinations`` destinations, 20 of them each day, through
+one or two providers (about 30,000 rows a day, 930,000 for a month). Then it starts
+``breakout api`` as a subprocess and times, over HTTP, the report for the whole month:
+
+* all rows (default grouping customer x destination, first page of 1,000 rows, totals
+  over everything) and one destination's rows;
+* ``warm``: nothing changed between requests; ``live``: before each request the newest
+  day's bucket is rewritten, as a worker does every second during live traffic.
+
+The baseline is the same API with its cache off (``BREAKOUT_API_CACHE_ROWS=0``), every
+request reading and summing every bucket; ratios are baseline p50 / p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from breakout.auth import ADMIN, key_entry, new_key  # noqa: E402
+
+DAY = 86400
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def day_rows(
+    rng: random.Random, customer: int, destinations: list[str]
+) -> dict[tuple[str, str, str], list[int]]:
+    """One customer's rows of one day: 20 of its destinations, one or two providers each."""
+    currency = "EUR" if customer % 10 == 0 else "USD"
+    rows = {}
+    for destination in rng.sample(destinations, 20):
+        for provider in rng.sample(["carrier-a", "carrier-b", "carrier-c", "carrier-d"], rng.choice((1, 2))):
+            attempts = rng.randint(1, 400)
+            connected = rng.randint(0, attempts)
+            duration_ms = connected * rng.randint(5_000, 300_000)
+            cost = duration_ms * rng.randint(1, 200)
+            rows[(destination, provider, currency)] = [
+                attempts,
+                connected,
+                duration_ms,
+                cost,
+                cost + duration_ms * rng.randint(0, 50),
+                rng.randint(0, 3),
+                rng.randint(0, connected),
+            ]
+    return rows
+
+
+async def write_bucket(
+    client: aioredis.Redis, app: str, start: int, customer: str, rows: dict[tuple[str, str, str], list[int]]
+) -> None:
+    """One customer-bucket in the mirror's layout, as the worker's Lua script writes it."""
+    prefix = f"{app}:rows:d:{start}"
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(
+        f"{prefix}:c:{customer}",
+        mapping={orjson.dumps(list(key)): orjson.dumps(value) for key, value in rows.items()}
+        | {"@applied": 1},
+    )
+    for (destination, provider, currency), value in rows.items():
+        pipe.hset(
+            f"{prefix}:d:{destination}", orjson.dumps([customer, provider, currency]), orjson.dumps(value)
+        )
+        pipe.sadd(f"{app}:idx:d:{start}:destinations", destination)
+    pipe.sadd(f"{app}:idx:d:{start}:customers", customer)
+    pipe.zadd(f"{app}:buckets:d", {str(start): start})
+    pipe.incr(f"{app}:version:d:{start}")
+    await pipe.execute()
+
+
+async def fill(
+    redis_url: str, app: str, customers: int, destinations: int, days: int
+) -> tuple[int, int, int]:
+    """Write the month; return (first day, last day start, rows written)."""
+    rng = random.Random(7)
+    names = [f"Destination {n:03d}" for n in range(destinations)]
+    own = {c: rng.sample(names, 30) for c in range(customers)}
+    today = int(time.time()) // DAY * DAY
+    first = today - days * DAY
+    client = aioredis.from_url(redis_url)
+    written = 0
+    try:
+        await client.set(f"{app}:mirror", uuid.uuid4().hex)
+        for day in range(days):
+            start = first + day * DAY
+            batch = []
+            for c in range(customers):
+                rows = day_rows(rng, c, own[c])
+                written += len(rows)
+                batch.append(write_bucket(client, app, start, f"cust-{c:04d}", rows))
+                if len(batch) == 50:
+                    await asyncio.gather(*batch)
+                    batch = []
+            await asyncio.gather(*batch)
+        mark = {"event_ms": today * 1000 - 1, "offset": 0, "written_ms": int(time.time() * 1000)}
+        await client.hset(f"{app}:watermark", mapping={str(p): orjson.dumps(mark) for p in range(4)})
+    finally:
+        await client.aclose()
+    return first, first + (days - 1) * DAY, written
+
+
+class Api:
+    """``breakout api`` in a subprocess."""
+
+    def __init__(self, redis_url: str, app: str, key: str, cache_rows: int) -> None:
+        self.port = free_port()
+        env = dict(
+            os.environ,
+            BREAKOUT_REDIS=redis_url,
+            BREAKOUT_APP_ID=app,
+            BREAKOUT_API_PORT=str(self.port),
+            BREAKOUT_API_KEYS=key_entry(key, ADMIN),
+            BREAKOUT_API_CACHE_ROWS=str(cache_rows),
+            BREAKOUT_LOG_LEVEL="warning",
+        )
+        self.process = subprocess.Popen([sys.executable, "-m", "breakout", "api"], env=env, cwd=ROOT)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(f"{self.url}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise RuntimeError("the API did not start") from None
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+async def touch_newest(redis_url: str, app: str, start: int) -> None:
+    """What a worker's flush does to the newest bucket during live traffic: rows and version move."""
+    client = aioredis.from_url(redis_url)
+    try:
+        key = f"{app}:rows:d:{start}:c:cust-0001"
+        fields = await client.hgetall(key)
+        field, value = next((f, v) for f, v in fields.items() if f != b"@applied")
+        counters = orjson.loads(value)
+        counters[0] += 1
+        await client.hset(key, field, orjson.dumps(counters))
+        await client.incr(f"{app}:version:d:{start}")
+    finally:
+        await client.aclose()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def measure(
+    api: Api, key: str, params: dict[str, str], requests: int, live: tuple[str, str, int] | None
+) -> list[float]:
+    latencies = []
+    async with httpx.AsyncClient(
+        base_url=api.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+    ) as http:
+        for n in range(requests + 2):
+            if live is not None:
+                await touch_newest(*live)
+            began = time.perf_counter()
+            response = await http.get("/v1/breakout", params=params)
+            elapsed = time.perf_counter() - began
+            if response.status_code != 200:
+                raise RuntimeError(f"{response.status_code}: {response.text[:300]}")
+            if n >= 2:  # the first two fill the cache
+                latencies.append(elapsed * 1000)
+    return latencies
+
+
+async def run(args: argparse.Namespace, redis_url: str) -> None:
+    app = f"bench-api-{uuid.uuid4().hex[:8]}"
+    key = new_key()
+    began = time.perf_counter()
+    first, last, written = await fill(redis_url, app, args.customers, args.destinations, args.days)
+    print(
+        f"mirrored {written:,} rows ({args.customers} customers x {args.destinations} destinations, "
+        f"{args.days} days) in {time.perf_counter() - began:.0f} s"
+    )
+    span = {
+        "from": time.strftime("%Y-%m-%d", time.gmtime(first)),
+        "to": time.strftime("%Y-%m-%d", time.gmtime(last)),
+    }
+    cases = {"all rows": span, "one destination": span | {"destination": "Destination 007"}}
+    live = (redis_url, app, last)
+    results: dict[tuple[str, str], list[float]] = {}
+    baseline = Api(redis_url, app, key, cache_rows=0)
+    try:
+        for case, params in cases.items():
+            results[(case, "baseline")] = await measure(baseline, key, params, args.baseline_requests, None)
+    finally:
+        baseline.stop()
+    api = Api(redis_url, app, key, cache_rows=2_000_000)
+    try:
+        for case, params in cases.items():
+            results[(case, "warm")] = await measure(api, key, params, args.requests, None)
+            results[(case, "live")] = await measure(api, key, params, args.requests, live)
+    finally:
+        api.stop()
+    print(f"{'case':<17}{'mode':<10}{'requests':>9}{'p50 ms':>10}{'p99 ms':>10}{'vs baseline p50':>17}")
+    for (case, mode), latencies in results.items():
+        p50 = statistics.median(latencies)
+        base = statistics.median(results[(case, "baseline")])
+        print(
+            f"{case:<17}{mode:<10}{len(latencies):>9}{p50:>10.1f}{percentile(latencies, 0.99):>10.1f}"
+            f"{base / p50:>16.1f}x"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--destinations", type=int, default=300)
+    parser.add_argument("--days", type=int, default=31)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--baseline-requests", type=int, default=10)
+    args = parser.parse_args()
+    redis_url = os.environ.get("BREAKOUT_REDIS")
+    if redis_url:
+        asyncio.run(run(args, redis_url))
+        return
+    directory = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    port = free_port()
+    subprocess.run([str(ROOT / "scripts" / "redis.sh"), "start", str(port), str(directory)], check=True)
+    try:
+        asyncio.run(run(args, f"redis://127.0.0.1:{port}/0"))
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "redis.sh"), "stop", str(directory)], check=False)
+
+
+if __name__ == "__main__":
+    main()
