@@ -709,10 +709,10 @@ function sizeColumns() {
       widest(totals.map((row) => text(spec, col, row)), boldFont),
     );
     if (spec.kind === "money") width += 26; // the currency code, in smaller type
-    if (col === "destination" && state.data.rows.some((row) => state.alerts.has(row.destination))) width += 64;
+    if (col === "destination" && state.data.rows.some((row) => state.alerts.has(row.destination))) width += 40;
     probe.font = headFont;
     const head = probe.measureText(spec.label.toUpperCase()).width * 1.05 + 10; // letter-spacing, arrow
-    width = Math.max(width, head, spec.kind === "text" ? 80 : 36) + 17; // padding
+    width = Math.max(width, head, GROUP_KEYS.includes(col) ? 80 : 36) + 17; // padding
     return Math.ceil(spec.kind === "text" ? Math.min(width, 300) : width);
   });
   colgroup.innerHTML = widths.map(() => "<col>").join("");
@@ -722,11 +722,24 @@ function sizeColumns() {
   table.style.minWidth = `${widths.reduce((a, b) => a + b, 0)}px`;
 }
 
+/** An alert's ASR figures (numbers with 2 decimals in the alert document) as text. */
+function alertPct(value) {
+  if (value === null || value === undefined) return DASH;
+  return formatPct(typeof value === "number" ? value.toFixed(2) : value);
+}
+
+function alertSummary(a) {
+  const route = a.provider ? `via ${a.provider}` : "all providers";
+  const usual =
+    a.baseline_asr === null || a.baseline_asr === undefined
+      ? `threshold ${alertPct(a.threshold)}`
+      : `usually ${alertPct(a.baseline_asr)}`;
+  return `${route}: ASR ${alertPct(a.asr)} (${usual}) over ${formatInt(a.attempts)} attempts`;
+}
+
 function alertFlag(destination) {
-  const lines = state.alerts
-    .get(destination)
-    .map((a) => `${a.provider}: ASR ${formatPct(a.asr)} against ${formatPct(a.baseline_asr)} usually (${a.state})`);
-  return ` <span class="alert-flag" title="${escapeHtml(lines.join("\n"))}">ASR alert</span>`;
+  const lines = state.alerts.get(destination).map(alertSummary);
+  return ` <span class="alert-flag" title="ASR alert\n${escapeHtml(lines.join("\n"))}">ASR</span>`;
 }
 
 /** The totals rows shown under the table: the grand total, then one per currency when mixed. */
@@ -749,8 +762,7 @@ function renderTotals() {
       let html = `<tr${attrs}><th scope="row" class="k" colspan="${Math.max(keys, 1)}">${escapeHtml(label)}</th>`;
       for (const col of state.columns.slice(keys || 1)) {
         if (id && mixed && (MONEY.has(col) || col === "currency")) {
-          const text = col === "currency" ? "mixed" : "see below";
-          html += `<td data-col="${col}" class="mixed" title="Several currencies: one total per currency below">${text}</td>`;
+          html += `<td data-col="${col}" class="mixed" title="Several currencies: one total per currency below">${DASH}</td>`;
           continue;
         }
         const cell = COLUMNS[col].kind === "text" ? `<td class="k">${escapeHtml(row[col] ?? DASH)}</td>` : cellHtml(col, row);
@@ -770,11 +782,8 @@ function renderAlerts() {
   $("alert-list").innerHTML = alerts
     .map(
       (a) =>
-        `<li data-destination="${escapeHtml(a.destination)}"><strong>${escapeHtml(a.destination)}</strong> via ${escapeHtml(
-          a.provider,
-        )}: ASR ${escapeHtml(formatPct(a.asr))} against ${escapeHtml(formatPct(a.baseline_asr))} usually, ${formatInt(
-          a.attempts,
-        )} attempts <span class="muted">since ${escapeHtml(formatTime(a.window_start))} · ${escapeHtml(a.state)}</span></li>`,
+        `<li data-destination="${escapeHtml(a.destination)}"><strong>${escapeHtml(a.destination)}</strong> ` +
+        `${escapeHtml(alertSummary(a))} <span class="muted">since ${escapeHtml(formatTime(a.window_start, true))}</span></li>`,
     )
     .join("");
 }

@@ -19,7 +19,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
+import redis.asyncio as aioredis
 import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -32,6 +34,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from api.app import create_app
 from breakout.auth import ADMIN, Role, key_entry, new_key
+from breakout.noc.keys import active_key
 from breakout.settings import Settings, load_settings
 from tests import dataset
 from tests.conftest import ROOT, free_port
@@ -248,7 +251,7 @@ def duration(hms: str) -> str:
     return f"{int(hours):,}:{rest}"
 
 
-def test_totals_for_one_destination_equal_the_independent_sums(
+async def test_totals_for_one_destination_equal_the_independent_sums(
     mirrored: Mirrored, portal: str, browser: WebDriver, downloads: Path
 ) -> None:
     by_destination, _, _ = dataset.expected_report(mirrored.cdrs, mirrored.table, 0, 2e10, ("destination",))
@@ -264,6 +267,28 @@ def test_totals_for_one_destination_equal_the_independent_sums(
         ("customer", "destination"),
         admit=lambda cdr, destination: destination == name,
     )
+
+    # An open NOC incident on that destination, as the worker's detector records it.
+    alert = {
+        "key": orjson.dumps([name, "prov-1"]).decode(),
+        "incident": "0123456789abcdef",
+        "destination": name,
+        "provider": "prov-1",
+        "state": "raised",
+        "asr": 6.67,
+        "baseline_asr": 50.72,
+        "threshold": 30.72,
+        "attempts": 60,
+        "window_start": "2026-11-25T13:45:00Z",
+        "window_end": "2026-11-25T13:46:00Z",
+        "detected_at": "2026-11-25T13:46:00Z",
+        "emitted_at": "2026-11-25T19:57:02.448Z",
+    }
+    client = aioredis.from_url(mirrored.settings.redis)
+    try:
+        await client.hset(active_key(mirrored.settings.app_id), alert["key"], orjson.dumps(alert))
+    finally:
+        await client.aclose()
 
     sign_in(browser, portal, mirrored.keys["admin"])
     assert css(browser, "#account-name").text == "Administrator"
@@ -294,9 +319,17 @@ def test_totals_for_one_destination_equal_the_independent_sums(
             assert total(browser, selector, col) == (money(expected[col], currency), expected[col]), col
         assert total(browser, selector, "attempts")[1] == str(expected["attempts"])
 
+    # The open alert: in the panel, and flagged on the destination's rows.
+    assert css(browser, "#alerts").is_displayed()
+    assert (
+        "via prov-1: ASR 6.67% (usually 50.72%)"
+        in css(browser, f'#alert-list [data-destination="{name}"]').text
+    )
+    assert browser.find_elements(By.CSS_SELECTOR, "#rows td .alert-flag")
+
     # The rows: one per customer and currency, all of the chosen destination.
     assert css(browser, "#row-count").text == f"{len(rows)} rows"
-    assert set(column(browser, "destination")) == {name}
+    assert {cell.removesuffix(" ASR") for cell in column(browser, "destination")} == {name}
     shown = {
         (c, name, cur)
         for c, cur in zip(column(browser, "customer"), column(browser, "currency"), strict=True)
