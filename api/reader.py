@@ -126,7 +126,8 @@ class MirrorReader:
         rows = await self._read(wanted, sources)
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
         if prefix is None:
-            prefix = merge_groups(parts[:-1])
+            # In key order, so that the merged result needs only a cheap re-sort.
+            prefix = dict(sorted(merge_groups(parts[:-1]).items()))
             self._groups.put(prefix_key, prefix)
         return merge_groups([prefix, parts[-1]])
 
