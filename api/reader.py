@@ -81,20 +81,23 @@ class MirrorReader:
         self._summaries: LRU[Hashable, Summary] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
 
     async def freshness(self) -> Freshness:
-        marks = [
-            orjson.loads(value) for value in (await self.client.hgetall(f"{self.app_id}:watermark")).values()
-        ]
-        if not marks:
-            return Freshness(None, None, None)
-        return Freshness(
-            as_of_ms=min(mark["event_ms"] for mark in marks),
-            stream_ms=max(mark["event_ms"] for mark in marks),
-            written_ms=max(mark["written_ms"] for mark in marks),
-        )
+        return _freshness(await self.client.hgetall(f"{self.app_id}:watermark"))
 
-    async def summary(self, buckets: list[Bucket], filters: Filters, group_by: tuple[str, ...]) -> Summary:
+    async def state(self, buckets: list[Bucket]) -> tuple[Freshness, list[Token]]:
+        """How fresh the mirror is and the version of each bucket, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(f"{self.app_id}:watermark")
+        pipe.mget(
+            [f"{self.app_id}:mirror"] + [f"{self.app_id}:version:{g.value}:{start}" for g, start in buckets]
+        )
+        marks, replies = await pipe.execute()
+        marker, versions = replies[0] or b"", replies[1:]
+        return _freshness(marks), [None if version is None else (marker, version) for version in versions]
+
+    async def summary(
+        self, buckets: list[Bucket], tokens: list[Token], filters: Filters, group_by: tuple[str, ...]
+    ) -> Summary:
         """The summed rows of ``buckets`` that ``filters`` admits, per group_by values and currency."""
-        tokens = await self._tokens(buckets)
         key = (filters, group_by, tuple(tokens))
         summary = self._summaries.get(key)
         if summary is None:
@@ -123,17 +126,10 @@ class MirrorReader:
         rows = await self._read(wanted, sources)
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
         if prefix is None:
-            prefix = merge_groups(parts[:-1])
+            # In key order, so that the merged result needs only a cheap re-sort.
+            prefix = dict(sorted(merge_groups(parts[:-1]).items()))
             self._groups.put(prefix_key, prefix)
         return merge_groups([prefix, parts[-1]])
-
-    async def _tokens(self, buckets: list[Bucket]) -> list[Token]:
-        names = [f"{self.app_id}:mirror"] + [
-            f"{self.app_id}:version:{g.value}:{start}" for g, start in buckets
-        ]
-        replies: list[bytes | None] = await self.client.mget(names)  # type: ignore[assignment]
-        marker, versions = replies[0] or b"", replies[1:]
-        return [None if version is None else (marker, version) for version in versions]
 
     async def _read(
         self, buckets: list[tuple[Bucket, Token]], sources: list[Source]
@@ -189,6 +185,17 @@ class MirrorReader:
                 rows.extend(_parse(kind, name, next(replies)))
             results.append(rows)
         return results
+
+
+def _freshness(marks: dict[bytes, bytes] | dict[bytes | str, bytes | str]) -> Freshness:
+    documents = [orjson.loads(value) for value in marks.values()]
+    if not documents:
+        return Freshness(None, None, None)
+    return Freshness(
+        as_of_ms=min(mark["event_ms"] for mark in documents),
+        stream_ms=max(mark["event_ms"] for mark in documents),
+        written_ms=max(mark["written_ms"] for mark in documents),
+    )
 
 
 def _sources(filters: Filters) -> list[Source]:

@@ -75,11 +75,11 @@ async def _summary(
 ) -> tuple[Summary, Freshness]:
     reader: MirrorReader = request.app.state.reader
     retention: Retention = request.app.state.retention
-    freshness = await reader.freshness()
-    stream_time = (freshness.stream_ms or int(datetime.now(UTC).timestamp() * 1000)) // 1000
     buckets = cover(query.range.start, query.range.end)
+    freshness, tokens = await reader.state(buckets)
+    stream_time = (freshness.stream_ms or int(datetime.now(UTC).timestamp() * 1000)) // 1000
     check_retention(buckets, retention, stream_time)
-    return await reader.summary(buckets, query.filters, group_by), freshness
+    return await reader.summary(buckets, tokens, query.filters, group_by), freshness
 
 
 @router.get("/me", response_model=Me, summary="The role of the caller's key")

@@ -12,7 +12,7 @@ import csv
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import add, itemgetter
 from typing import Any
 
 from breakout.aggregate import (
@@ -93,17 +93,20 @@ def group_rows(
     return groups
 
 
-def merge_groups(parts: Iterable[dict[tuple[str, ...], Counters]]) -> dict[tuple[str, ...], Counters]:
-    """Sum group dicts of several buckets into a new one (the parts are left as they were)."""
-    merged: dict[tuple[str, ...], Counters] = {}
-    for part in parts:
+def merge_groups(parts: list[dict[tuple[str, ...], Counters]]) -> dict[tuple[str, ...], Counters]:
+    """Sum group dicts of several buckets into a new dict; the parts are never modified.
+
+    The first part is copied shallowly and its counter lists are shared, never added to:
+    a sum is always a new list. Keys keep the first part's order, then new keys follow,
+    so a first part built in key order stays nearly sorted (cheap to sort again).
+    """
+    if not parts:
+        return {}
+    merged = dict(parts[0])
+    for part in parts[1:]:
         for key, counters in part.items():
             total = merged.get(key)
-            if total is None:
-                merged[key] = list(counters)
-            else:
-                for i, value in enumerate(counters):
-                    total[i] += value
+            merged[key] = list(counters) if total is None else list(map(add, total, counters))
     return merged
 
 
@@ -229,12 +232,13 @@ def order(
 
 def currency_totals(groups: Iterable[Group]) -> dict[str, Counters]:
     """Summed counters per currency: money is never added across currencies."""
-    totals: dict[str, Counters] = {}
+    by_currency: dict[str, list[Counters]] = {}
     for key, counters in groups:
-        total = totals.setdefault(key[-1], [0] * len(counters))
-        for i, value in enumerate(counters):
-            total[i] += value
-    return dict(sorted(totals.items()))
+        by_currency.setdefault(key[-1], []).append(counters)
+    return {
+        currency: [sum(column) for column in zip(*rows, strict=True)]
+        for currency, rows in sorted(by_currency.items())
+    }
 
 
 def totals_row(per_currency: dict[str, Counters], *, with_costs: bool) -> dict[str, Any]:

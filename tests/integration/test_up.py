@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import free_port
 
@@ -39,7 +42,43 @@ def _alive(pid: int) -> bool:
     return status.exists() and status.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_up_serves_healthz_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
+def _collect(process: subprocess.Popen[bytes], lines: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line.decode(errors="replace"))
+
+
+def _printed_keys(lines: list[str], wait: float = 30) -> dict[str, str]:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        keys = {}
+        for line in list(lines):
+            if "API key (" in line:
+                role = line.split("API key (")[1].split(",")[0]
+                keys[role] = line.rsplit(" ", 1)[1].strip()
+        if len(keys) == 2:
+            return keys
+        time.sleep(0.2)
+    return {}
+
+
+def _eventually_rows(port: int, key: str, wait: float = 90) -> dict[str, Any]:
+    """The report of today once it has rows (the demo's first CDRs take a moment)."""
+    deadline = time.monotonic() + wait
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/breakout", headers={"Authorization": f"Bearer {key}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            body = json.loads(response.read())
+        if body["rows"]:
+            return body
+        time.sleep(1)
+    raise AssertionError(f"no rows within {wait} s: {body}")
+
+
+def test_up_serves_reports_with_the_printed_keys_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
     api_port = free_port()
     env = {
         **os.environ,
@@ -54,6 +93,9 @@ def test_up_serves_healthz_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
     )
+    lines: list[str] = []
+    reader = threading.Thread(target=_collect, args=(up, lines), daemon=True)
+    reader.start()
     try:
         started = time.monotonic()
         status = None
@@ -64,6 +106,13 @@ def test_up_serves_healthz_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
             except OSError:
                 time.sleep(0.5)
         assert status == 200, "no 200 from /healthz within 60 s"
+        keys = _printed_keys(lines)
+        assert set(keys) == {"admin", "customer:cust-000"}, lines
+        # The printed keys work at once: the demo's traffic shows up in the report.
+        body = _eventually_rows(api_port, keys["admin"])
+        assert len({row["customer"] for row in body["rows"]}) > 1
+        own = _eventually_rows(api_port, keys["customer:cust-000"])
+        assert {row["customer"] for row in own["rows"]} == {"cust-000"}
         children = _descendants(up.pid)
         assert len(children) >= 5  # broker, redis, worker, api, demo
         up.send_signal(signal.SIGINT)
@@ -72,6 +121,6 @@ def test_up_serves_healthz_and_ctrl_c_stops_every_child(tmp_path: Path) -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
-    output = up.stdout.read().decode() if up.stdout else ""
-    assert up.returncode == 0, output
+    reader.join(10)
+    assert up.returncode == 0, "".join(lines)
     assert [pid for pid in children if _alive(pid)] == []
