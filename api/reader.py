@@ -18,14 +18,13 @@ from typing import Generic, TypeVar
 import orjson
 import redis.asyncio as aioredis
 
-from breakout.snapshot import Filters, SourceRow, Summary, group_rows, merge_groups
+from breakout.snapshot import Filters, Settled, SourceRow, Summary, group_rows, merge_groups
 from breakout.timerange import Bucket
 
 # Beyond this many named customers (or destinations) one read of everything is cheaper.
 MAX_NAMED_KEYS = 64
 GROUP_CACHE_ENTRIES = 256
 
-Groups = dict[tuple[str, ...], list[int]]
 Source = tuple[str, str]  # ("all", ""), ("c", customer) or ("d", destination)
 Token = tuple[bytes, bytes] | None  # (mirror marker, bucket version); None: the bucket is empty
 
@@ -77,7 +76,11 @@ class MirrorReader:
         self.client = client
         self.app_id = app_id
         self._rows: LRU[tuple[Bucket, Source, Token], list[SourceRow]] = LRU(cache_rows)
-        self._groups: LRU[Hashable, Groups] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
+        # Per bucket (and mirror marker): customer → (its hash's @applied, its rows).
+        self._customers: LRU[tuple[Bucket, bytes], dict[str, tuple[bytes | None, list[SourceRow]]]] = LRU(
+            cache_rows
+        )
+        self._settled: LRU[Hashable, Settled] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
         self._summaries: LRU[Hashable, Summary] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
 
     async def freshness(self) -> Freshness:
@@ -101,7 +104,7 @@ class MirrorReader:
         key = (filters, group_by, tuple(tokens))
         summary = self._summaries.get(key)
         if summary is None:
-            summary = Summary(await self._groups_of(buckets, tokens, filters, group_by), group_by)
+            summary = await self._summarize(buckets, tokens, filters, group_by)
             self._summaries.put(key, summary)
             # The cache holds millions of small lists and tuples without reference cycles;
             # left to the cyclic collector they make every full collection scan them all
@@ -110,26 +113,25 @@ class MirrorReader:
             gc.freeze()
         return summary
 
-    async def _groups_of(
+    async def _summarize(
         self, buckets: list[Bucket], tokens: list[Token], filters: Filters, group_by: tuple[str, ...]
-    ) -> Groups:
+    ) -> Summary:
         present: list[tuple[Bucket, Token]] = [
             (bucket, token) for bucket, token in zip(buckets, tokens, strict=True) if token is not None
         ]
         if not present:
-            return {}
+            return Summary(group_by, Settled({}), {})
         sources = _sources(filters)
         *older, newest = present
-        prefix_key = (filters, group_by, tuple(older))
-        prefix = self._groups.get(prefix_key)
-        wanted: list[tuple[Bucket, Token]] = present if prefix is None else [newest]
+        settled_key = (filters, group_by, tuple(older))
+        settled = self._settled.get(settled_key)
+        wanted: list[tuple[Bucket, Token]] = present if settled is None else [newest]
         rows = await self._read(wanted, sources)
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
-        if prefix is None:
-            # In key order, so that the merged result needs only a cheap re-sort.
-            prefix = dict(sorted(merge_groups(parts[:-1]).items()))
-            self._groups.put(prefix_key, prefix)
-        return merge_groups([prefix, parts[-1]])
+        if settled is None:
+            settled = Settled(merge_groups(parts[:-1]))
+            self._settled.put(settled_key, settled)
+        return Summary(group_by, settled, parts[-1])
 
     async def _read(
         self, buckets: list[tuple[Bucket, Token]], sources: list[Source]
@@ -151,40 +153,70 @@ class MirrorReader:
         return found
 
     async def _fetch(self, wanted: list[tuple[Bucket, Source, Token]]) -> list[list[SourceRow]]:
-        app = self.app_id
-        customers_of: list[list[str]] = []
-        if any(source[0] == "all" for _, source, _ in wanted):
-            pipe = self.client.pipeline(transaction=False)
-            for (g, start), source, _ in wanted:
-                if source[0] == "all":
-                    pipe.smembers(f"{app}:idx:{g.value}:{start}:customers")
-            members = iter(await pipe.execute())
-            customers_of = [
-                sorted(member.decode() for member in next(members)) if source[0] == "all" else []
-                for _, source, _ in wanted
-            ]
-        else:
-            customers_of = [[] for _ in wanted]
+        everything = [(bucket, token) for bucket, (kind, _), token in wanted if kind == "all"]
+        all_rows = await self._fetch_everything(everything) if everything else {}
+        named = [(bucket, source) for bucket, source, _ in wanted if source[0] != "all"]
+        named_rows = iter(await self._fetch_named(named) if named else [])
+        return [all_rows[bucket] if source[0] == "all" else next(named_rows) for bucket, source, _ in wanted]
+
+    async def _fetch_named(self, wanted: list[tuple[Bucket, Source]]) -> list[list[SourceRow]]:
+        """One customer's or one destination's hash per bucket."""
         pipe = self.client.pipeline(transaction=False)
-        plan: list[tuple[str, list[str]]] = []
-        for ((g, start), (kind, name), _), customers in zip(wanted, customers_of, strict=True):
-            prefix = f"{app}:rows:{g.value}:{start}"
-            if kind == "d":
-                pipe.hgetall(f"{prefix}:d:{name}")
-                plan.append(("d", [name]))
-            else:
-                names = customers if kind == "all" else [name]
-                for customer in names:
-                    pipe.hgetall(f"{prefix}:c:{customer}")
-                plan.append(("c", names))
-        replies = iter(await pipe.execute())
-        results: list[list[SourceRow]] = []
-        for kind, names in plan:
-            rows: list[SourceRow] = []
-            for name in names:
-                rows.extend(_parse(kind, name, next(replies)))
-            results.append(rows)
-        return results
+        for (g, start), (kind, name) in wanted:
+            pipe.hgetall(f"{self.app_id}:rows:{g.value}:{start}:{kind}:{name}")
+        replies = await pipe.execute()
+        return [
+            _parse(kind, name, fields) for ((_, (kind, name)), fields) in zip(wanted, replies, strict=True)
+        ]
+
+    async def _fetch_everything(self, buckets: list[tuple[Bucket, Token]]) -> dict[Bucket, list[SourceRow]]:
+        """Every customer's rows of each bucket, reading again only the customers that moved.
+
+        A customer hash's ``@applied`` offset changes with every write of it, so the
+        bucket live traffic keeps changing costs one small read per customer plus the
+        hashes that changed, not every hash.
+        """
+        app = self.app_id
+        pipe = self.client.pipeline(transaction=False)
+        for (g, start), _ in buckets:
+            pipe.smembers(f"{app}:idx:{g.value}:{start}:customers")
+        members = await pipe.execute()
+        plan: list[tuple[str, list[str], dict[str, tuple[bytes | None, list[SourceRow]]] | None]] = []
+        pipe = self.client.pipeline(transaction=False)
+        for ((g, start), token), names in zip(buckets, members, strict=True):
+            prefix = f"{app}:rows:{g.value}:{start}:c:"
+            customers = sorted(name.decode() for name in names)
+            known = self._customers.get(((g, start), token[0] if token else b""))
+            plan.append((prefix, customers, known))
+            if known is not None:
+                for customer in customers:
+                    pipe.hget(prefix + customer, "@applied")
+        applied = iter(await pipe.execute())
+        pipe = self.client.pipeline(transaction=False)
+        stale: list[list[str]] = []
+        for prefix, customers, known in plan:
+            moved = customers if known is None else []
+            if known is not None:
+                for customer in customers:
+                    now = next(applied)
+                    before = known.get(customer)
+                    if now is None or before is None or before[0] != now:
+                        moved.append(customer)
+            for customer in moved:
+                pipe.hgetall(prefix + customer)
+            stale.append(moved)
+        fresh = iter(await pipe.execute())
+        found: dict[Bucket, list[SourceRow]] = {}
+        for (bucket, token), (_, customers, known), moved in zip(buckets, plan, stale, strict=True):
+            by_customer = dict(known or {})
+            for customer in moved:
+                fields = next(fresh)
+                by_customer[customer] = (fields.get(b"@applied"), _parse("c", customer, fields))
+            by_customer = {customer: by_customer[customer] for customer in customers}
+            rows = [row for _, customer_rows in by_customer.values() for row in customer_rows]
+            self._customers.put((bucket, token[0] if token else b""), by_customer, len(rows) + 1)
+            found[bucket] = rows
+        return found
 
 
 def _freshness(marks: dict[bytes, bytes] | dict[bytes | str, bytes | str]) -> Freshness:

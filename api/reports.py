@@ -121,12 +121,9 @@ async def breakout(
 ) -> Response:
     query = parse_snapshot_query(_params(request), role, _today(request))
     summary, freshness = await _summary(request, query, query.group_by)
-    ordered = summary.ordered(query.sort, query.descending)
+    rows = summary.page(query.sort, query.descending, query.offset, query.limit)
     costs = role.is_admin
-    page = [
-        present(query.group_by, group, with_costs=costs)
-        for group in ordered[query.offset : query.offset + query.limit]
-    ]
+    page = [present(query.group_by, group, with_costs=costs) for group in rows]
     if query.format == "csv":
         first, last = query.range.iso(query.range.start)[:10], query.range.iso(query.range.end - 1)[:10]
         name = f"breakout-{first}-{last}.csv"
@@ -136,7 +133,7 @@ async def breakout(
             headers={
                 "Content-Disposition": f'attachment; filename="{name}"',
                 "X-Breakout-As-Of": _iso(freshness.as_of_ms, query.range) or "",
-                "X-Breakout-Total-Rows": str(len(ordered)),
+                "X-Breakout-Total-Rows": str(summary.total_rows),
             },
         )
     per_currency = summary.currency_totals()
@@ -148,7 +145,7 @@ async def breakout(
             "group_by": list(query.group_by),
             "as_of": _iso(freshness.as_of_ms, query.range),
             "as_of_ms": freshness.as_of_ms,
-            "total_rows": len(ordered),
+            "total_rows": summary.total_rows,
             "offset": query.offset,
             "limit": query.limit,
             "rows": page,

@@ -9,9 +9,11 @@ arithmetic, so the API, the CSV and the tests agree to the digit.
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from operator import add, itemgetter
 from typing import Any
 
@@ -261,26 +263,89 @@ def to_csv(group_by: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-class Summary:
-    """A snapshot's summed groups, with each ordering and the totals computed once.
+class Settled:
+    """The summed groups of every bucket but the newest, in key order, with their totals.
 
-    The read API caches a Summary while none of its buckets changes, so repeated
-    Refreshes and further pages cost only the rows shown.
+    These buckets rarely change (only a late CDR moves them), so the read API keeps them
+    summed once and adds the newest bucket, the one live traffic keeps changing, on top.
     """
 
-    def __init__(self, groups: dict[tuple[str, ...], Counters], group_by: tuple[str, ...]) -> None:
-        self.groups = groups
-        self.group_by = group_by
-        self._orders: dict[tuple[str | None, bool], list[Group]] = {}
+    def __init__(self, groups: dict[tuple[str, ...], Counters]) -> None:
+        self.groups = dict(sorted(groups.items()))
+        self.keys = list(self.groups)
         self._totals: dict[str, Counters] | None = None
-
-    def ordered(self, sort: str | None, descending: bool) -> list[Group]:
-        found = self._orders.get((sort, descending))
-        if found is None:
-            found = self._orders[(sort, descending)] = order(self.groups, self.group_by, sort, descending)
-        return found
 
     def currency_totals(self) -> dict[str, Counters]:
         if self._totals is None:
             self._totals = currency_totals(self.groups.items())
+        return self._totals
+
+
+class Summary:
+    """A snapshot: the settled groups plus the newest bucket's, summed only as far as needed.
+
+    A page in the default order (by the group columns) merges the two key orders lazily,
+    so it costs the rows shown; totals add the two parts' totals. Other orders sum every
+    group once and keep the result. The read API caches a Summary while none of its
+    buckets changes, so repeated Refreshes and further pages cost only the rows shown.
+    """
+
+    def __init__(
+        self, group_by: tuple[str, ...], settled: Settled, newest: dict[tuple[str, ...], Counters]
+    ) -> None:
+        self.group_by = group_by
+        self.settled = settled
+        self.newest = newest
+        self._groups: dict[tuple[str, ...], Counters] | None = None
+        self._orders: dict[tuple[str, bool], list[Group]] = {}
+        self._new_keys: list[tuple[str, ...]] | None = None
+        self._totals: dict[str, Counters] | None = None
+
+    @property
+    def groups(self) -> dict[tuple[str, ...], Counters]:
+        """Every group, summed."""
+        if self._groups is None:
+            self._groups = merge_groups([self.settled.groups, self.newest])
+        return self._groups
+
+    def _keys_only_newest(self) -> list[tuple[str, ...]]:
+        if self._new_keys is None:
+            settled = self.settled.groups
+            self._new_keys = sorted(key for key in self.newest if key not in settled)
+        return self._new_keys
+
+    @property
+    def total_rows(self) -> int:
+        return len(self.settled.groups) + len(self._keys_only_newest())
+
+    def page(self, sort: str | None, descending: bool, offset: int, limit: int) -> list[Group]:
+        """Rows ``offset`` to ``offset + limit`` in report order (see ``order``)."""
+        if sort is not None:
+            ordered = self._orders.get((sort, descending))
+            if ordered is None:
+                ordered = self._orders[(sort, descending)] = order(
+                    self.groups, self.group_by, sort, descending
+                )
+            return ordered[offset : offset + limit]
+        settled, newest = self.settled.groups, self.newest
+        old_keys, new_keys = self.settled.keys, self._keys_only_newest()
+        if descending:
+            old_keys, new_keys = old_keys[::-1], new_keys[::-1]
+        rows: list[Group] = []
+        for key in islice(heapq.merge(old_keys, new_keys, reverse=descending), offset, offset + limit):
+            total, fresh = settled.get(key), newest.get(key)
+            if total is None:
+                rows.append((key, list(fresh or ())))
+            else:
+                rows.append((key, total if fresh is None else list(map(add, total, fresh))))
+        return rows
+
+    def currency_totals(self) -> dict[str, Counters]:
+        if self._totals is None:
+            totals = {
+                currency: list(counters) for currency, counters in self.settled.currency_totals().items()
+            }
+            for currency, counters in currency_totals(self.newest.items()).items():
+                totals[currency] = list(map(add, totals.get(currency, [0] * len(counters)), counters))
+            self._totals = dict(sorted(totals.items()))
         return self._totals

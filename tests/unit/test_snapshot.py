@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 
 import pytest
 
 from breakout.snapshot import (
     Filters,
+    Settled,
+    Summary,
     currency_totals,
     figures,
     group_rows,
@@ -141,3 +144,25 @@ def test_csv_has_every_column_and_blank_undefined_ratios() -> None:
         for r, t in zip(rows, table, strict=True)
         for cell, value in zip(t.values(), r.values(), strict=True)
     )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_summary_pages_and_totals_equal_those_of_all_groups_summed(seed: int) -> None:
+    """The lazy merge of the settled buckets and the newest one answers like a full sum."""
+    rng = random.Random(seed)
+
+    def part() -> dict[tuple[str, ...], list[int]]:
+        keys = {(f"c{rng.randrange(30)}", rng.choice(["USD", "EUR"])) for _ in range(rng.randrange(0, 40))}
+        return {key: [rng.randrange(0, 9) for _ in range(7)] for key in keys}
+
+    settled, newest = part(), part()
+    everything = merge_groups([settled, newest])
+    summary = Summary(("customer",), Settled(settled), newest)
+    assert summary.total_rows == len(everything)
+    assert summary.currency_totals() == currency_totals(everything.items())
+    for sort in (None, "attempts", "asr", "customer"):
+        for descending in (False, True):
+            full = order(everything, ("customer",), sort, descending)
+            for offset, limit in ((0, 1000), (0, 7), (5, 9), (len(full) - 2, 10), (len(full) + 3, 5)):
+                assert summary.page(sort, descending, offset, limit) == full[offset : offset + limit]
+    assert summary.groups == everything and settled == merge_groups([settled])
