@@ -120,6 +120,7 @@ def _first_kept(granularity: Granularity, kept_from: int) -> str:
 
 _NAMES = {Granularity.MINUTE: "per-minute", Granularity.HOUR: "hourly", Granularity.DAY: "daily"}
 _HINT = {
-    Granularity.MINUTE: "; start and end older times on a whole hour (UTC) or a date",
+    Granularity.MINUTE: "; older ranges must start and end on whole UTC hours (in a half-hour zone such as "
+    "Asia/Kolkata a date starts at :30 UTC: use tz=UTC or datetimes on whole UTC hours)",
     Granularity.HOUR: "; for older ranges use dates with tz=UTC, whose days are stored whole",
 }
