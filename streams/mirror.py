@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import orjson
 import redis.asyncio as aioredis
+from orjson import Fragment, dumps
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT, FieldT
 
@@ -147,7 +148,8 @@ class RedisMirror:
             ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
             rows = bucket.rows.items() if changed is None else [(r, bucket.rows[r]) for r in changed]
             # One JSON argument per bucket: packing a command costs per argument, not per byte.
-            payload = orjson.dumps([(*row_id, orjson.dumps(row).decode()) for row_id, row in rows])
+            # A row id is JSON text already: it goes in as is, the counters as JSON text.
+            payload = orjson.dumps([(Fragment(row_id), dumps(row).decode()) for row_id, row in rows])
             scripted.append((len(pipe), key))
             pipe.evalsha(
                 self._script_sha,
@@ -199,8 +201,10 @@ class RedisMirror:
 # equal offset is written: both workers computed the same state from the same messages.
 # KEYS: customer hash, customers index, destinations index, buckets zset.
 # ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, and a JSON
-# array of rows [destination, provider, currency, counters as JSON text]. Counters stay text:
+# array of rows [[destination, provider, currency], counters as JSON text]. Counters stay text:
 # Lua numbers would round integers past 2^53, and cjson prints only 14 digits.
+# Fields are written with one HSET per hash (in chunks: unpack has a stack limit), because
+# each redis.call costs more than the field it writes.
 # The destination hashes are named from the prefix, so this assumes one Redis, not a cluster.
 WRITE_BUCKET = """
 local applied = tonumber(ARGV[1])
@@ -208,22 +212,39 @@ local current = tonumber(redis.call('HGET', KEYS[1], '@applied') or '-1')
 if current > applied then return 0 end
 local ttl = tonumber(ARGV[2])
 local customer = ARGV[3]
-redis.call('HSET', KEYS[1], '@applied', applied)
+local function hset(key, fields)
+  for i = 1, #fields, 1000 do
+    redis.call('HSET', key, unpack(fields, i, math.min(i + 999, #fields)))
+  end
+end
+local by_customer = {'@applied', applied}
+local by_destination = {}
+local destinations = {}
+for _, row in ipairs(cjson.decode(ARGV[6])) do
+  local destination, provider, currency = row[1][1], row[1][2], row[1][3]
+  by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
+  by_customer[#by_customer + 1] = row[2]
+  local fields = by_destination[destination]
+  if not fields then
+    fields = {}
+    by_destination[destination] = fields
+    destinations[#destinations + 1] = destination
+  end
+  fields[#fields + 1] = cjson.encode({customer, provider, currency})
+  fields[#fields + 1] = row[2]
+end
+hset(KEYS[1], by_customer)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('SADD', KEYS[2], customer)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[4])
-local seen = {}
-for _, row in ipairs(cjson.decode(ARGV[6])) do
-  local destination, provider, currency, counters = row[1], row[2], row[3], row[4]
+for _, destination in ipairs(destinations) do
   local destination_key = ARGV[5] .. destination
-  redis.call('HSET', KEYS[1], cjson.encode({destination, provider, currency}), counters)
-  redis.call('HSET', destination_key, cjson.encode({customer, provider, currency}), counters)
-  if not seen[destination] then
-    seen[destination] = true
-    redis.call('EXPIRE', destination_key, ttl)
-    redis.call('SADD', KEYS[3], destination)
-  end
+  hset(destination_key, by_destination[destination])
+  redis.call('EXPIRE', destination_key, ttl)
+end
+for i = 1, #destinations, 1000 do
+  redis.call('SADD', KEYS[3], unpack(destinations, i, math.min(i + 999, #destinations)))
 end
 redis.call('EXPIRE', KEYS[3], ttl)
 return 1
