@@ -95,8 +95,12 @@ class Outcome:
 
 
 class _Targets(NamedTuple):
-    rows: list[tuple[dict[RowId, Counters], set[RowId]]]  # per kept, not replayed bucket: rows, changed
-    replayed: bool
+    """Where the CDRs of one customer and minute go, and what they changed there."""
+
+    keys: list[BucketKey]  # the kept buckets that have not absorbed this message yet
+    rows: list[dict[RowId, Counters]]  # their rows
+    changed: set[RowId]  # the rows these CDRs added to, in each of those buckets
+    replayed: bool  # a kept bucket had absorbed this message already
 
 
 _UNSET: Any = object()
@@ -182,17 +186,21 @@ class PartitionLedger:
                     row_ids.clear()
                 row = row_ids[(destination, provider, currency)] = row_id(destination, provider, currency)
             contribution = counters_of(connected, duration_ms, charge, charged, dtmf)
-            for rows, changed in target.rows:
+            for rows in target.rows:
                 counters = rows.get(row)
                 if counters is None:
                     rows[row] = contribution.copy()
                 else:
                     add(counters, contribution)
-                changed.add(row)
+            target.changed.add(row)
             outcome.replayed += target.replayed
             counted.append(cdr_id)
             if start_ms > newest_ms:
                 newest_ms = start_ms
+        for target in targets.values():
+            if target is not None:
+                for key in target.keys:
+                    outcome.changed_rows[key] |= target.changed
         for key in outcome.updates:
             key_bucket = (key.granularity, key.start)
             live = self._live.get(key_bucket)
@@ -222,7 +230,8 @@ class PartitionLedger:
 
         A bucket that has already absorbed ``offset`` (a replay) is left out and noted.
         """
-        found: list[tuple[dict[RowId, Counters], set[RowId]]] = []
+        keys: list[BucketKey] = []
+        rows: list[dict[RowId, Counters]] = []
         replayed = any_kept = False
         for granularity, size, first in kept:
             start = minute_s // size * size
@@ -242,8 +251,9 @@ class PartitionLedger:
                     continue
                 outcome.updates[key] = bucket
                 outcome.changed_rows[key] = set()
-            found.append((bucket.rows, outcome.changed_rows[key]))
-        return _Targets(found, replayed) if any_kept else None
+            keys.append(key)
+            rows.append(bucket.rows)
+        return _Targets(keys, rows, set(), replayed) if any_kept else None
 
     def _expire(self, outcome: Outcome) -> None:
         """Drop buckets past retention and ids past the dedup window, at the new stream time."""

@@ -21,7 +21,6 @@ from collections.abc import Callable
 
 import orjson
 import redis.asyncio as aioredis
-from orjson import Fragment, dumps
 from redis.exceptions import NoScriptError, RedisError
 from redis.typing import EncodableT, FieldT
 
@@ -146,10 +145,11 @@ class RedisMirror:
                 pipe.srem(index_key(app_id, key, "customers"), key.customer)
                 continue
             ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
-            rows = bucket.rows.items() if changed is None else [(r, bucket.rows[r]) for r in changed]
-            # One JSON argument per bucket: packing a command costs per argument, not per byte.
-            # A row id is JSON text already: it goes in as is, the counters as JSON text.
-            payload = orjson.dumps([(Fragment(row_id), dumps(row).decode()) for row_id, row in rows])
+            row_ids = list(bucket.rows) if changed is None else list(changed)
+            # Two JSON arguments per bucket (packing a command costs per argument, not per
+            # byte), built in C: the row ids, which are JSON text already, and their counters.
+            ids = "[" + ",".join(row_ids) + "]"
+            counters = orjson.dumps([bucket.rows[r] for r in row_ids])
             scripted.append((len(pipe), key))
             pipe.evalsha(
                 self._script_sha,
@@ -163,7 +163,8 @@ class RedisMirror:
                 key.customer,
                 key.start,
                 destination_key(app_id, key, ""),
-                payload,
+                ids,
+                counters,
             )
         for granularity, start in changed_buckets:
             # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
@@ -200,9 +201,11 @@ class RedisMirror:
 # rebalance the worker that lost a partition may still be flushing older values of it. An
 # equal offset is written: both workers computed the same state from the same messages.
 # KEYS: customer hash, customers index, destinations index, buckets zset.
-# ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, and a JSON
-# array of rows [[destination, provider, currency], counters as JSON text]. Counters stay text:
-# Lua numbers would round integers past 2^53, and cjson prints only 14 digits.
+# ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, a JSON array
+# of row ids [destination, provider, currency] and a JSON array of their counters. Counters are
+# cut out of that text as they are, never decoded: Lua numbers would round integers past 2^53,
+# and cjson prints only 14 digits. Counters are never negative, so each is a run of digits
+# and commas in brackets.
 # Fields are written with one HSET per hash (in chunks: unpack has a stack limit), because
 # each redis.call costs more than the field it writes.
 # The destination hashes are named from the prefix, so this assumes one Redis, not a cluster.
@@ -220,10 +223,12 @@ end
 local by_customer = {'@applied', applied}
 local by_destination = {}
 local destinations = {}
+local next_counters = string.gmatch(ARGV[7], '%[[%d,]+%]')
 for _, row in ipairs(cjson.decode(ARGV[6])) do
-  local destination, provider, currency = row[1][1], row[1][2], row[1][3]
+  local destination, provider, currency = row[1], row[2], row[3]
+  local counters = next_counters()
   by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
-  by_customer[#by_customer + 1] = row[2]
+  by_customer[#by_customer + 1] = counters
   local fields = by_destination[destination]
   if not fields then
     fields = {}
@@ -231,7 +236,7 @@ for _, row in ipairs(cjson.decode(ARGV[6])) do
     destinations[#destinations + 1] = destination
   end
   fields[#fields + 1] = cjson.encode({customer, provider, currency})
-  fields[#fields + 1] = row[2]
+  fields[#fields + 1] = counters
 end
 hset(KEYS[1], by_customer)
 redis.call('EXPIRE', KEYS[1], ttl)

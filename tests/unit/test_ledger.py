@@ -170,6 +170,26 @@ def test_buckets_split_by_time() -> None:
     }
 
 
+def test_changed_rows_per_bucket() -> None:
+    """The mirror writes only these rows: each bucket's own, the hour and day the union."""
+    us = row_id("US", "p1", "EUR")
+    store, ledger, _ = applied_once(offset=7)
+    outcome = store.apply(
+        ledger,
+        8,
+        rec("a"),
+        rec("b", start_ms=T0 + 60_000, destination="US"),
+        rec("c", customer="B", destination="US"),
+    )
+    assert outcome.changed_rows == {
+        key(M): {UK},
+        key(M, start=M0 + 60): {us},
+        key(H): {UK, us},
+        key(D): {UK, us},
+        **{k: {us} for k in keys("B")},
+    }
+
+
 # --- (2) replaying the same offset --------------------------------------------------------
 
 
