@@ -77,7 +77,10 @@ class CustomerBucket:
     @classmethod
     def decode(cls, raw: bytes) -> CustomerBucket:
         document = orjson.loads(raw)
-        return cls(document["o"], document["r"])
+        rows = document["r"]
+        if isinstance(rows, list):  # written before rows were keyed by id: [[d, p, c, *counters]]
+            rows = {row_id(*row[:3]): row[3:] for row in rows}
+        return cls(document["o"], rows)
 
 
 @dataclass(slots=True)

@@ -429,3 +429,11 @@ def test_customer_bucket_round_trip(bucket: CustomerBucket, encoded: bytes | Non
 )
 def test_row_id_round_trip(parts: tuple[str, str, str]) -> None:
     assert row_parts(row_id(*parts)) == parts
+
+
+def test_customer_bucket_decodes_the_earlier_list_format() -> None:
+    """Tables (and their changelogs) written by earlier versions still restore."""
+    old = b'{"o":7,"r":[["UK","p1","EUR",2,1,60000,20,30,0,0],["A|B","","USD",1,0,0,0,0,1,0]]}'
+    assert CustomerBucket.decode(old) == CustomerBucket(
+        7, {UK: [2, 1, 60_000, 20, 30, 0, 0], row_id("A|B", "", "USD"): [1, 0, 0, 0, 0, 1, 0]}
+    )
