@@ -1,6 +1,6 @@
 """Ingest throughput of one worker process, against a real Apache Kafka broker and Redis.
 
-    .venv/bin/python bench/ingest.py [--runs 3] [--single 100000] [--batched 500000]
+    .venv/bin/python bench/ingest.py [--runs 3] [--single 100000] [--batched 500000] [--wide]
 
 Starts Kafka and Redis through scripts/kafka.sh and scripts/redis.sh (or uses
 BREAKOUT_KAFKA / BREAKOUT_REDIS), pre-publishes synthetic CDRs, then times one
@@ -8,6 +8,14 @@ BREAKOUT_KAFKA / BREAKOUT_REDIS), pre-publishes synthetic CDRs, then times one
 watermarks cover everything: validated, aggregated, stored in the tables and mirrored.
 In the same run it times the baseline, bench/naive_worker.py (a Faust agent doing one
 table increment per event), and prints medians and the ratios against the baseline.
+
+The traffic: 1,000 customers sending 5,000 CDRs a second between them, uniformly (no
+big accounts, which would make rows repeat more and the bench easier). Each customer calls
+its own 30 of the 64 dial prefixes through its own 3 of 4 providers, as accounts do: they
+serve a few dozen destinations over a few routes. That is up to ~90 rows per customer and
+bucket. ``--wide`` gives every customer every prefix and provider (up to ~220 rows each),
+the mix used before: the worst case for the per-bucket table writes and the Redis mirror,
+which grow with the rows a customer has, not with the CDRs.
 """
 
 from __future__ import annotations
@@ -56,7 +64,13 @@ EVENT_RATE = 5_000  # CDRs per second of event time: a busy platform's live traf
 CUSTOMERS = 1_000
 
 
-async def prepublish(kafka: str, topic: str, total: int, per_message: int) -> None:
+PROFILE = Profile(customers=CUSTOMERS, prefixes_per_customer=30, providers_per_customer=3)
+WIDE_PROFILE = Profile(customers=CUSTOMERS)
+
+
+async def prepublish(
+    kafka: str, topic: str, total: int, per_message: int, profile: Profile = PROFILE
+) -> None:
     """``total`` CDRs in messages of ``per_message`` CDRs, keyed by customer, as a platform with
     ``CUSTOMERS`` accounts sending ``EVENT_RATE`` CDRs a second would produce them."""
     await create_topic(kafka, topic)
@@ -65,7 +79,7 @@ async def prepublish(kafka: str, topic: str, total: int, per_message: int) -> No
     )
     await producer.start()
     start = time.time() - total / EVENT_RATE - 60
-    cdrs = cdr_stream(seed=1, start_time=start, rate=EVENT_RATE, profile=Profile(customers=CUSTOMERS))
+    cdrs = cdr_stream(seed=1, start_time=start, rate=EVENT_RATE, profile=profile)
     try:
         futures = []
         for _ in range(total // per_message):
@@ -204,9 +218,10 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
     single_topic, batched_topic, naive_topic = (
         f"bench-{kind}-{uuid.uuid4().hex[:6]}" for kind in ("single", "batched", "naive")
     )
-    await prepublish(kafka, single_topic, args.single, 1)
-    await prepublish(kafka, batched_topic, args.batched, 500)
-    await prepublish(kafka, naive_topic, args.naive, 1)
+    profile = WIDE_PROFILE if args.wide else PROFILE
+    await prepublish(kafka, single_topic, args.single, 1, profile)
+    await prepublish(kafka, batched_topic, args.batched, 500, profile)
+    await prepublish(kafka, naive_topic, args.naive, 1, profile)
     results: dict[str, list[float]] = {"naive": [], "single": [], "batched": []}
     for run in range(args.runs):
         results["naive"].append(time_naive(kafka, naive_topic, args.naive))
@@ -220,7 +235,8 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
             f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} CDR/s" for k, v in results.items()), flush=True
         )
     baseline = statistics.median(results["naive"])
-    print(f"\nmedians over {args.runs} runs (one worker process, {os.cpu_count()} cores):")
+    mix = "wide" if args.wide else "concentrated"
+    print(f"\nmedians over {args.runs} runs ({mix} mix, one worker process, {os.cpu_count()} cores):")
     print(f"  baseline, Faust agent, one table increment per event: {baseline:>10,.0f} CDR/s")
     for kind, label in (
         ("single", "Breakout, single-CDR messages"),
@@ -238,6 +254,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=100_000, help="CDRs sent one per message")
     parser.add_argument("--batched", type=int, default=500_000, help="CDRs sent 500 per message")
     parser.add_argument("--naive", type=int, default=20_000, help="CDRs for the baseline agent")
+    parser.add_argument(
+        "--wide", action="store_true", help="every customer calls every destination via every provider"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="breakout-bench-") as workdir:
         kafka, redis_url, stops = start_services(Path(workdir))

@@ -15,6 +15,7 @@ from pathlib import Path
 from breakout.errors import ConfigError
 
 UNKNOWN = "Unknown"
+_HEAD = 3
 
 
 class DialCodes:
@@ -22,7 +23,14 @@ class DialCodes:
 
     def __init__(self, table: Mapping[str, str]) -> None:
         self._table = dict(table)
-        self._longest = max((len(prefix) for prefix in self._table), default=0)
+        # The longest code that can match a number, by its first three digits: a number can
+        # only match codes of at most three digits or codes that start with those three, so
+        # a lookup starts there rather than at the table's longest code (most are 5 to 7
+        # digits long, a few 9).
+        self._reach: dict[str, int] = {}
+        for prefix in self._table:
+            head = prefix[:_HEAD]
+            self._reach[head] = max(self._reach.get(head, _HEAD), len(prefix))
 
     def __len__(self) -> int:
         return len(self._table)
@@ -30,7 +38,7 @@ class DialCodes:
     def lookup(self, number: str) -> str:
         """The name of the longest prefix of ``number`` (digits only), or ``Unknown``."""
         table = self._table
-        for length in range(min(len(number), self._longest), 0, -1):
+        for length in range(min(len(number), self._reach.get(number[:_HEAD], _HEAD)), 0, -1):
             name = table.get(number[:length])
             if name is not None:
                 return name

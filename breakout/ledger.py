@@ -19,15 +19,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 
-from breakout.aggregate import Contribution, Counters, add, empty
-from breakout.buckets import GRANULARITIES, Granularity, Retention, bucket_start
+from breakout.aggregate import Counters, add, counters_of
+from breakout.buckets import GRANULARITIES, Granularity, Retention
 from breakout.normalize import Record
 
-RowId = tuple[str, str, str]  # destination, provider, currency
+# A row's id is the JSON text of ``[destination, provider, currency]``: a string key keeps a
+# bucket's rows a plain ``dict[str, list[int]]``, which orjson encodes and decodes whole in C
+# (a bucket holds hundreds of rows and is written once a second), and JSON text can hold
+# any destination or provider name without an escaping scheme of its own.
+RowId = str
+
+
+def row_id(destination: str, provider: str, currency: str) -> RowId:
+    return orjson.dumps((destination, provider, currency)).decode()
+
+
+def row_parts(row: RowId) -> tuple[str, str, str]:
+    """``(destination, provider, currency)`` of a row id."""
+    destination, provider, currency = orjson.loads(row)
+    return destination, provider, currency
 
 
 class BucketKey(NamedTuple):
@@ -58,12 +72,15 @@ class CustomerBucket:
     rows: dict[RowId, Counters] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return orjson.dumps({"o": self.applied, "r": [[*row_id, *c] for row_id, c in self.rows.items()]})
+        return orjson.dumps({"o": self.applied, "r": self.rows})
 
     @classmethod
     def decode(cls, raw: bytes) -> CustomerBucket:
         document = orjson.loads(raw)
-        return cls(document["o"], {(r[0], r[1], r[2]): r[3:] for r in document["r"]})
+        rows = document["r"]
+        if isinstance(rows, list):  # written before rows were keyed by id: [[d, p, c, *counters]]
+            rows = {row_id(*row[:3]): row[3:] for row in rows}
+        return cls(document["o"], rows)
 
 
 @dataclass(slots=True)
@@ -78,6 +95,19 @@ class Outcome:
     too_late: list[Record] = field(default_factory=list)
     duplicates: int = 0
     replayed: int = 0
+
+
+class _Targets(NamedTuple):
+    """Where the CDRs of one customer and minute go, and what they changed there."""
+
+    keys: list[BucketKey]  # the kept buckets that have not absorbed this message yet
+    rows: list[dict[RowId, Counters]]  # their rows
+    changed: set[RowId]  # the rows these CDRs added to, in each of those buckets
+    replayed: bool  # a kept bucket had absorbed this message already
+
+
+_UNSET: Any = object()
+ROW_ID_CACHE = 100_000  # (destination, provider, currency) → row id, cleared when it grows past this
 
 
 class PartitionLedger:
@@ -95,6 +125,7 @@ class PartitionLedger:
         self._seen: dict[str, int] = {}
         self._seen_batches: dict[int, tuple[int, list[str]]] = {}
         self._live: dict[tuple[Granularity, int], set[str]] = {}
+        self._row_ids: dict[tuple[str, str, str], RowId] = {}
 
     def restore(
         self,
@@ -117,69 +148,115 @@ class PartitionLedger:
     def apply(
         self, offset: int, records: Iterable[Record], read: Callable[[BucketKey], CustomerBucket | None]
     ) -> Outcome:
-        """Add one message's records to their buckets; ``read`` fetches stored bucket values."""
+        """Add one message's records to their buckets; ``read`` fetches stored bucket values.
+
+        This is the worker's per-CDR loop, so it only unpacks each record (a plain sequence
+        in ``Record`` field order will do, as decoded from the internal topic) and adds to
+        rows; every bucket decision is made once per customer and minute, not per CDR.
+        """
         outcome = Outcome()
         stream_s = self.stream_ms // 1000
-        touched = outcome.updates
-        changed = outcome.changed_rows
-        skipped: set[BucketKey] = set()
+        seen = self._seen
         in_message: set[str] = set()
+        counted = outcome.counted_ids
         newest_ms = self.stream_ms
-        partition = self.partition
-        # Per bucket size, the earliest bucket start still kept at this stream time.
-        kept = [(g, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
+        # Per bucket size, its length and the earliest bucket start still kept at this stream time.
+        kept = [(g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
+        skipped: set[BucketKey] = set()
+        # Per (customer, minute): where its CDRs go. A minute lies in one hour and one day, so
+        # the three buckets of every CDR of that customer and minute are the same.
+        targets: dict[tuple[str, int], _Targets | None] = {}
+        row_ids = self._row_ids
         for record in records:
-            cdr_id = record.id
-            if cdr_id in in_message or self._seen.get(cdr_id, offset) != offset:
+            (cdr_id, customer, provider, destination, currency, start_ms, connected, duration_ms, charge,
+             charged, dtmf) = record  # fmt: skip
+            if cdr_id in in_message or seen.get(cdr_id, offset) != offset:
                 outcome.duplicates += 1
                 continue
             in_message.add(cdr_id)
-            # A late CDR still lands in the buckets that are kept; in none, it is too late.
-            starts = [(g, start) for g, first in kept if (start := bucket_start(record.start_ms, g)) >= first]
-            if not starts:
-                outcome.too_late.append(record)
+            minute = start_ms // 60_000
+            target = targets.get((customer, minute), _UNSET)
+            if target is _UNSET:
+                target = targets[(customer, minute)] = self._targets(
+                    offset, customer, minute * 60, kept, skipped, outcome, read
+                )
+            if target is None:  # older than every kept bucket
+                outcome.too_late.append(Record._make(record))
                 continue
-            contribution = Contribution.of(
-                record.connected,
-                record.duration_ms,
-                record.provider_charge,
-                record.customer_charge,
-                record.dtmf,
-            )
-            row_id = (record.destination, record.provider_id, record.currency)
-            replayed = False
-            for granularity, start in starts:
-                key = BucketKey(partition, granularity, start, record.customer_id)
-                bucket = touched.get(key)
-                if bucket is None:
-                    if key in skipped:
-                        replayed = True
-                        continue
-                    bucket = read(key) or CustomerBucket()
-                    if bucket.applied >= offset:
-                        skipped.add(key)
-                        replayed = True
-                        continue
-                    touched[key] = bucket
-                    changed[key] = set()
-                changed[key].add(row_id)
-                row = bucket.rows.get(row_id)
-                if row is None:
-                    row = bucket.rows[row_id] = empty()
-                add(row, contribution)
-            outcome.replayed += replayed
-            outcome.counted_ids.append(cdr_id)
-            newest_ms = max(newest_ms, record.start_ms)
-        for key, bucket in touched.items():
-            bucket.applied = offset
-            self._live.setdefault((key.granularity, key.start), set()).add(key.customer)
-        if outcome.counted_ids:
-            self._remember(offset, newest_ms, outcome.counted_ids)
+            row = row_ids.get((destination, provider, currency))
+            if row is None:
+                if len(row_ids) >= ROW_ID_CACHE:
+                    row_ids.clear()
+                row = row_ids[(destination, provider, currency)] = row_id(destination, provider, currency)
+            contribution = counters_of(connected, duration_ms, charge, charged, dtmf)
+            for rows in target.rows:
+                counters = rows.get(row)
+                if counters is None:
+                    rows[row] = contribution.copy()
+                else:
+                    add(counters, contribution)
+            target.changed.add(row)
+            outcome.replayed += target.replayed
+            counted.append(cdr_id)
+            if start_ms > newest_ms:
+                newest_ms = start_ms
+        for target in targets.values():
+            if target is not None:
+                for key in target.keys:
+                    outcome.changed_rows[key] |= target.changed
+        for key in outcome.updates:
+            key_bucket = (key.granularity, key.start)
+            live = self._live.get(key_bucket)
+            if live is None:
+                live = self._live[key_bucket] = set()
+            live.add(key.customer)
+            outcome.updates[key].applied = offset
+        if counted:
+            self._remember(offset, newest_ms, counted)
         if newest_ms > self.stream_ms:
             self.stream_ms = newest_ms
             if newest_ms // 1000 > stream_s:
                 self._expire(outcome)
         return outcome
+
+    def _targets(
+        self,
+        offset: int,
+        customer: str,
+        minute_s: int,
+        kept: list[tuple[Granularity, int, int]],
+        skipped: set[BucketKey],
+        outcome: Outcome,
+        read: Callable[[BucketKey], CustomerBucket | None],
+    ) -> _Targets | None:
+        """The rows to add to for one customer and minute (None: no bucket of it is kept).
+
+        A bucket that has already absorbed ``offset`` (a replay) is left out and noted.
+        """
+        keys: list[BucketKey] = []
+        rows: list[dict[RowId, Counters]] = []
+        replayed = any_kept = False
+        for granularity, size, first in kept:
+            start = minute_s // size * size
+            if start < first:
+                continue  # a late CDR still lands in the buckets that are kept
+            any_kept = True
+            key = BucketKey(self.partition, granularity, start, customer)
+            bucket = outcome.updates.get(key)
+            if bucket is None:
+                if key in skipped:
+                    replayed = True
+                    continue
+                bucket = read(key) or CustomerBucket()
+                if bucket.applied >= offset:
+                    skipped.add(key)
+                    replayed = True
+                    continue
+                outcome.updates[key] = bucket
+                outcome.changed_rows[key] = set()
+            keys.append(key)
+            rows.append(bucket.rows)
+        return _Targets(keys, rows, set(), replayed) if any_kept else None
 
     def _expire(self, outcome: Outcome) -> None:
         """Drop buckets past retention and ids past the dedup window, at the new stream time."""

@@ -11,9 +11,10 @@ from typing import NamedTuple
 
 import orjson
 
-from breakout.cdr import decode_message, validate_cdr
+from breakout.cdr import CDR, decode_message, validate_cdr
 from breakout.destinations import DialCodes, resolve
 from breakout.errors import InvalidCDR
+from breakout.fastpath import CDRFields, common_cdr
 
 
 class Record(NamedTuple):
@@ -64,26 +65,47 @@ def normalize_message(
     single = len(documents) == 1 and not (value or b"").lstrip().startswith(b"[")
     for index, document in enumerate(documents):
         try:
-            cdr = validate_cdr(document, default_currency=default_currency, now_ms=now_ms)
-            if cdr.start_ms < too_late_before_ms:
+            fields = common_cdr(document, default_currency=default_currency, now_ms=now_ms)
+            if fields is None:  # not the common case: the full validator accepts or says why not
+                fields = _fields(validate_cdr(document, default_currency=default_currency, now_ms=now_ms))
+            (cdr_id, customer, provider, dst, destination, start_ms, duration_ms, connected) = fields[:8]
+            if start_ms < too_late_before_ms:
                 raise InvalidCDR("too_late", "start_time is older than the longest retention")
         except InvalidCDR as exc:
             payload = (value or b"") if single else orjson.dumps(document)
             rejects.append(Reject(exc.reason, exc.detail, payload, None if single else index))
             continue
+        provider_charge, customer_charge, currency, dtmf = fields[8:]
         records.append(
             Record(
-                id=cdr.id,
-                customer_id=cdr.customer_id,
-                provider_id=cdr.provider_id,
-                destination=resolve(cdr.destination, cdr.dst, dial_codes),
-                currency=cdr.currency,
-                start_ms=cdr.start_ms,
-                connected=cdr.connected,
-                duration_ms=cdr.duration_ms,
-                provider_charge=cdr.provider_charge,
-                customer_charge=cdr.customer_charge,
-                dtmf=cdr.dtmf,
+                cdr_id,
+                customer,
+                provider,
+                resolve(destination, dst, dial_codes),
+                currency,
+                start_ms,
+                connected,
+                duration_ms,
+                provider_charge,
+                customer_charge,
+                dtmf,
             )
         )
     return records, rejects
+
+
+def _fields(cdr: CDR) -> CDRFields:
+    return (
+        cdr.id,
+        cdr.customer_id,
+        cdr.provider_id,
+        cdr.dst,
+        cdr.destination,
+        cdr.start_ms,
+        cdr.duration_ms,
+        cdr.connected,
+        cdr.provider_charge,
+        cdr.customer_charge,
+        cdr.currency,
+        cdr.dtmf,
+    )

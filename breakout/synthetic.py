@@ -83,12 +83,20 @@ STATUSES = ("answered", "answered", "answered", "failed", "busy", "no_answer", "
 
 @dataclass(frozen=True)
 class Profile:
-    """The shape of a synthetic traffic mix."""
+    """The shape of a synthetic traffic mix.
+
+    By default every customer calls every prefix through every provider, which gives each
+    customer the most rows. ``prefixes_per_customer`` and ``providers_per_customer`` narrow
+    each customer to a fixed random subset, as real traffic is: an account calls a few dozen
+    destinations, routed through a few providers.
+    """
 
     customers: int = 25
     providers: int = 4
     prefixes: int = len(DIAL_PREFIXES)
     currencies: tuple[str, ...] = ("USD", "EUR")
+    prefixes_per_customer: int | None = None
+    providers_per_customer: int | None = None
 
 
 def cdr_stream(
@@ -97,6 +105,18 @@ def cdr_stream(
     """An endless stream of valid CDR dicts, ``rate`` per second of event time from ``start_time``."""
     rng = random.Random(seed)
     prefixes = DIAL_PREFIXES[: profile.prefixes]
+    providers = [f"prov-{p}" for p in range(profile.providers)]
+    # Each customer's own prefixes and providers, drawn from a generator of their own so the
+    # main sequence (and every dataset made without them) stays the same.
+    own = random.Random(seed + 1)
+    customer_prefixes = [
+        own.sample(prefixes, profile.prefixes_per_customer) if profile.prefixes_per_customer else prefixes
+        for _ in range(profile.customers)
+    ]
+    customer_providers = [
+        own.sample(providers, profile.providers_per_customer) if profile.providers_per_customer else providers
+        for _ in range(profile.customers)
+    ]
     step = 1.0 / rate
     event_time = start_time
     sequence = 0
@@ -111,8 +131,8 @@ def cdr_stream(
         cdr: dict[str, Any] = {
             "id": f"{seed}-{sequence}",
             "customer_id": f"cust-{customer:03d}",
-            "provider_id": f"prov-{rng.randrange(profile.providers)}",
-            "dst": "+" + rng.choice(prefixes) + "".join(rng.choices("0123456789", k=7)),
+            "provider_id": rng.choice(customer_providers[customer]),
+            "dst": "+" + rng.choice(customer_prefixes[customer]) + "".join(rng.choices("0123456789", k=7)),
             "start_time": round(event_time, 3),
             "duration": duration,
             "status": status,

@@ -32,7 +32,7 @@ from streams.tables import Tables, create_tables
 
 log = logging.getLogger(__name__)
 
-TABLE_FLUSH_SECONDS = 1.0
+TABLE_FLUSH_SECONDS = 5.0
 TABLE_FLUSH_MESSAGES = 200
 CACHE_LIMIT = 200_000
 
@@ -70,6 +70,7 @@ class Aggregator:
     Table writes are gathered per partition and done every ``TABLE_FLUSH_SECONDS`` (or
     ``TABLE_FLUSH_MESSAGES``): a busy customer-bucket is then written once per flush, not
     once per message, which keeps the changelog small when the same rows change all the time.
+    Redis does not wait for this: ``apply`` stages every change for the mirror at once.
     """
 
     def __init__(
@@ -139,7 +140,7 @@ class Aggregator:
                 bucket = CustomerBucket.decode(raw) if raw is not None else None
             return bucket
 
-        outcome = ledger.apply(offset, [Record(*fields) for fields in orjson.loads(value)], read)
+        outcome = ledger.apply(offset, orjson.loads(value), read)  # records as positional arrays
         for key, bucket in outcome.updates.items():
             cache[key] = bucket
             state.dirty.add(key)

@@ -145,9 +145,11 @@ class RedisMirror:
                 pipe.srem(index_key(app_id, key, "customers"), key.customer)
                 continue
             ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
-            rows = bucket.rows.items() if changed is None else [(r, bucket.rows[r]) for r in changed]
-            # One JSON argument per bucket: packing a command costs per argument, not per byte.
-            payload = orjson.dumps([(*row_id, orjson.dumps(row).decode()) for row_id, row in rows])
+            row_ids = list(bucket.rows) if changed is None else list(changed)
+            # Two JSON arguments per bucket (packing a command costs per argument, not per
+            # byte), built in C: the row ids, which are JSON text already, and their counters.
+            ids = "[" + ",".join(row_ids) + "]"
+            counters = orjson.dumps([bucket.rows[r] for r in row_ids])
             scripted.append((len(pipe), key))
             pipe.evalsha(
                 self._script_sha,
@@ -161,7 +163,8 @@ class RedisMirror:
                 key.customer,
                 key.start,
                 destination_key(app_id, key, ""),
-                payload,
+                ids,
+                counters,
             )
         for granularity, start in changed_buckets:
             # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
@@ -198,9 +201,13 @@ class RedisMirror:
 # rebalance the worker that lost a partition may still be flushing older values of it. An
 # equal offset is written: both workers computed the same state from the same messages.
 # KEYS: customer hash, customers index, destinations index, buckets zset.
-# ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, and a JSON
-# array of rows [destination, provider, currency, counters as JSON text]. Counters stay text:
-# Lua numbers would round integers past 2^53, and cjson prints only 14 digits.
+# ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, a JSON array
+# of row ids [destination, provider, currency] and a JSON array of their counters. Counters are
+# cut out of that text as they are, never decoded: Lua numbers would round integers past 2^53,
+# and cjson prints only 14 digits. Counters are never negative, so each is a run of digits
+# and commas in brackets.
+# Fields are written with one HSET per hash (in chunks: unpack has a stack limit), because
+# each redis.call costs more than the field it writes.
 # The destination hashes are named from the prefix, so this assumes one Redis, not a cluster.
 WRITE_BUCKET = """
 local applied = tonumber(ARGV[1])
@@ -208,22 +215,41 @@ local current = tonumber(redis.call('HGET', KEYS[1], '@applied') or '-1')
 if current > applied then return 0 end
 local ttl = tonumber(ARGV[2])
 local customer = ARGV[3]
-redis.call('HSET', KEYS[1], '@applied', applied)
+local function hset(key, fields)
+  for i = 1, #fields, 1000 do
+    redis.call('HSET', key, unpack(fields, i, math.min(i + 999, #fields)))
+  end
+end
+local by_customer = {'@applied', applied}
+local by_destination = {}
+local destinations = {}
+local next_counters = string.gmatch(ARGV[7], '%[[%d,]+%]')
+for _, row in ipairs(cjson.decode(ARGV[6])) do
+  local destination, provider, currency = row[1], row[2], row[3]
+  local counters = next_counters()
+  by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
+  by_customer[#by_customer + 1] = counters
+  local fields = by_destination[destination]
+  if not fields then
+    fields = {}
+    by_destination[destination] = fields
+    destinations[#destinations + 1] = destination
+  end
+  fields[#fields + 1] = cjson.encode({customer, provider, currency})
+  fields[#fields + 1] = counters
+end
+hset(KEYS[1], by_customer)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('SADD', KEYS[2], customer)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[4])
-local seen = {}
-for _, row in ipairs(cjson.decode(ARGV[6])) do
-  local destination, provider, currency, counters = row[1], row[2], row[3], row[4]
+for _, destination in ipairs(destinations) do
   local destination_key = ARGV[5] .. destination
-  redis.call('HSET', KEYS[1], cjson.encode({destination, provider, currency}), counters)
-  redis.call('HSET', destination_key, cjson.encode({customer, provider, currency}), counters)
-  if not seen[destination] then
-    seen[destination] = true
-    redis.call('EXPIRE', destination_key, ttl)
-    redis.call('SADD', KEYS[3], destination)
-  end
+  hset(destination_key, by_destination[destination])
+  redis.call('EXPIRE', destination_key, ttl)
+end
+for i = 1, #destinations, 1000 do
+  redis.call('SADD', KEYS[3], unpack(destinations, i, math.min(i + 999, #destinations)))
 end
 redis.call('EXPIRE', KEYS[3], ttl)
 return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import faust
 import mode.loop
@@ -14,6 +15,8 @@ from streams.alerts import alerts_topic, register_detector
 from streams.app import create_app
 from streams.ingest import normalized_topic
 from streams.topics import ensure_topics
+
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def run_worker(settings: Settings) -> None:
@@ -27,4 +30,22 @@ def run_worker(settings: Settings) -> None:
     register_pipeline(app, settings)
     register_detector(app, settings, rules)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    # Faust's start-up spinner turns the root logger to DEBUG so that every log record spins
+    # it: each debug line of aiokafka and Faust (several per produced message) would then be
+    # built and thrown away, about a tenth of the worker's time under load.
+    worker.spinner = None
+    tune_gc()
     worker.execute_from_commandline()
+
+
+def tune_gc() -> None:
+    """Collect cycles less often: the worker allocates a few lists per CDR and keeps millions.
+
+    With CPython's default threshold (a young collection every 700 allocations) the
+    collector re-scans the young objects of every message, and each full collection the
+    whole bucket cache; measured on the aggregation loop that doubled its cost. Objects
+    created at start-up are frozen (never scanned again); cycles are still collected,
+    only in larger batches.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)

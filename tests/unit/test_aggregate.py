@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from breakout.aggregate import FIELDS, Contribution, Counters, Metrics, add, empty, merge, metrics
+from breakout.aggregate import FIELDS, Counters, Metrics, add, counters_of, empty, merge, metrics
 
 
 def row(
@@ -39,47 +39,47 @@ def test_field_order_and_empty_row() -> None:
     "connected, duration_ms, provider_charge, customer_charge, dtmf, expected",
     [
         # connected, rated call
-        (True, 60_000, 12_000, 20_000, 0, Contribution(1, 60_000, 12_000, 20_000, 0, 0)),
+        (True, 60_000, 12_000, 20_000, 0, row(1, 1, 60_000, 12_000, 20_000, 0, 0)),
         # unconnected: no billed duration, charges still count
-        (False, 60_000, 500, 700, 0, Contribution(0, 0, 500, 700, 0, 0)),
-        (False, 0, 0, 0, 0, Contribution(0, 0, 0, 0, 0, 0)),
+        (False, 60_000, 500, 700, 0, row(1, 0, 0, 500, 700, 0, 0)),
+        (False, 0, 0, 0, 0, row(1, 0, 0, 0, 0, 0, 0)),
         # pending rating: no money at all, counted as pending
-        (True, 60_000, 12_000, None, 0, Contribution(1, 60_000, 0, 0, 1, 0)),
-        (False, 0, 12_000, None, 0, Contribution(0, 0, 0, 0, 1, 0)),
+        (True, 60_000, 12_000, None, 0, row(1, 1, 60_000, 0, 0, 1, 0)),
+        (False, 0, 12_000, None, 0, row(1, 0, 0, 0, 0, 1, 0)),
         # free call: customer_charge 0 is rated, not pending
-        (True, 1_000, 12_000, 0, 0, Contribution(1, 1_000, 12_000, 0, 0, 0)),
+        (True, 1_000, 12_000, 0, 0, row(1, 1, 1_000, 12_000, 0, 0, 0)),
         # dtmf is a flag: any number of digits counts once
-        (True, 1_000, 1, 2, 1, Contribution(1, 1_000, 1, 2, 0, 1)),
-        (True, 1_000, 1, 2, 7, Contribution(1, 1_000, 1, 2, 0, 1)),
+        (True, 1_000, 1, 2, 1, row(1, 1, 1_000, 1, 2, 0, 1)),
+        (True, 1_000, 1, 2, 7, row(1, 1, 1_000, 1, 2, 0, 1)),
     ],
 )
-def test_contribution_of(
+def test_counters_of(
     connected: bool,
     duration_ms: int,
     provider_charge: int,
     customer_charge: int | None,
     dtmf: int,
-    expected: Contribution,
+    expected: Counters,
 ) -> None:
-    assert Contribution.of(connected, duration_ms, provider_charge, customer_charge, dtmf) == expected
+    assert counters_of(connected, duration_ms, provider_charge, customer_charge, dtmf) == expected
 
 
 @pytest.mark.parametrize(
     "contributions, expected",
     [
         ([], row()),
-        ([Contribution(1, 60_000, 12_000, 20_000, 0, 0)], row(1, 1, 60_000, 12_000, 20_000, 0, 0)),
+        ([row(1, 1, 60_000, 12_000, 20_000, 0, 0)], row(1, 1, 60_000, 12_000, 20_000, 0, 0)),
         (
             [
-                Contribution(1, 60_000, 12_000, 20_000, 0, 1),
-                Contribution(0, 0, 500, 700, 0, 0),
-                Contribution(1, 30_000, 0, 0, 1, 0),
+                row(1, 1, 60_000, 12_000, 20_000, 0, 1),
+                row(1, 0, 0, 500, 700, 0, 0),
+                row(1, 1, 30_000, 0, 0, 1, 0),
             ],
             row(3, 2, 90_000, 12_500, 20_700, 1, 1),
         ),
     ],
 )
-def test_add(contributions: list[Contribution], expected: Counters) -> None:
+def test_add(contributions: list[Counters], expected: Counters) -> None:
     target = empty()
     for contribution in contributions:
         add(target, contribution)
@@ -88,7 +88,7 @@ def test_add(contributions: list[Contribution], expected: Counters) -> None:
 
 def test_add_is_in_place() -> None:
     target = row(5, 4, 100, 10, 20, 0, 1)
-    add(target, Contribution(1, 1, 1, 1, 1, 1))
+    add(target, row(1, 1, 1, 1, 1, 1, 1))
     assert target == row(6, 5, 101, 11, 21, 1, 2)
 
 

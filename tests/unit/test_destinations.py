@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from importlib import resources
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def test_unknown_is_the_literal_name() -> None:
 )
 def test_lookup_edges(table: dict[str, str], number: str, expected: str) -> None:
     assert DialCodes(table).lookup(number) == expected
+
+
+def test_lookup_matches_brute_force_on_the_shipped_table() -> None:
+    """The lookup starts below the table's longest code; it must still find the longest match."""
+    dial_codes = load_dial_codes(None)
+    table = dict(dial_codes._table)
+    rng = random.Random(3)
+    prefixes = sorted(table)
+    for _ in range(5_000):
+        number = rng.choice(prefixes)[: rng.randint(1, 9)] + "".join(
+            rng.choices("0123456789", k=rng.randint(0, 9))
+        )
+        matches = [number[:n] for n in range(len(number), 0, -1) if number[:n] in table]
+        expected = table[matches[0]] if matches else UNKNOWN
+        assert dial_codes.lookup(number) == expected, number
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from breakout.buckets import Granularity, Retention
-from breakout.ledger import BucketKey, CustomerBucket, Outcome, PartitionLedger
+from breakout.ledger import BucketKey, CustomerBucket, Outcome, PartitionLedger, row_id, row_parts
 from breakout.normalize import Record
 
 M, H, D = Granularity.MINUTE, Granularity.HOUR, Granularity.DAY
@@ -23,7 +23,7 @@ MINUTE_GONE = M0 + 60 + 172_800  # stream time (s) at which T0's minute bucket e
 HOUR_GONE = H0 + 3600 + 3_024_000
 DAY_GONE = D0 + 86400 + 34_560_000
 
-UK = ("UK", "p1", "EUR")
+UK = row_id("UK", "p1", "EUR")
 
 
 def rec(cdr_id: str, customer: str = "A", start_ms: int = T0, **changes: Any) -> Record:
@@ -105,7 +105,7 @@ MESSAGE = (
     rec("c3", customer="B", destination="US"),
 )
 A_ROWS = {UK: [2, 1, 60_000, 20, 30, 0, 0]}
-B_ROWS = {("US", "p1", "EUR"): [1, 1, 60_000, 10, 15, 0, 0]}
+B_ROWS = {row_id("US", "p1", "EUR"): [1, 1, 60_000, 10, 15, 0, 0]}
 
 
 def applied_once(offset: int = 7) -> tuple[Store, PartitionLedger, Outcome]:
@@ -140,8 +140,8 @@ def test_apply_creates_three_buckets_per_customer() -> None:
             [rec("a"), rec("b", provider_id="p2"), rec("c", currency="USD")],
             {
                 UK: [1, 1, 60_000, 10, 15, 0, 0],
-                ("UK", "p2", "EUR"): [1, 1, 60_000, 10, 15, 0, 0],
-                ("UK", "p1", "USD"): [1, 1, 60_000, 10, 15, 0, 0],
+                row_id("UK", "p2", "EUR"): [1, 1, 60_000, 10, 15, 0, 0],
+                row_id("UK", "p1", "USD"): [1, 1, 60_000, 10, 15, 0, 0],
             },
         ),
     ],
@@ -167,6 +167,26 @@ def test_buckets_split_by_time() -> None:
         key(M, start=M0 + 60): one,
         key(H): two,
         key(D): two,
+    }
+
+
+def test_changed_rows_per_bucket() -> None:
+    """The mirror writes only these rows: each bucket's own, the hour and day the union."""
+    us = row_id("US", "p1", "EUR")
+    store, ledger, _ = applied_once(offset=7)
+    outcome = store.apply(
+        ledger,
+        8,
+        rec("a"),
+        rec("b", start_ms=T0 + 60_000, destination="US"),
+        rec("c", customer="B", destination="US"),
+    )
+    assert outcome.changed_rows == {
+        key(M): {UK},
+        key(M, start=M0 + 60): {us},
+        key(H): {UK, us},
+        key(D): {UK, us},
+        **{k: {us} for k in keys("B")},
     }
 
 
@@ -381,17 +401,17 @@ def test_bucket_key_round_trip(bucket_key: BucketKey, encoded: bytes) -> None:
 @pytest.mark.parametrize(
     "bucket, encoded",
     [
-        (CustomerBucket(), b'{"o":-1,"r":[]}'),
+        (CustomerBucket(), b'{"o":-1,"r":{}}'),
         (
             CustomerBucket(7, {UK: [2, 1, 60_000, 20, 30, 0, 0]}),
-            b'{"o":7,"r":[["UK","p1","EUR",2,1,60000,20,30,0,0]]}',
+            b'{"o":7,"r":{"[\\"UK\\",\\"p1\\",\\"EUR\\"]":[2,1,60000,20,30,0,0]}}',
         ),
         (
             CustomerBucket(
                 42,
                 {
-                    ("Unknown", "", "USD"): [1, 0, 0, 0, 0, 1, 0],
-                    ("A|B \u00e9", "p|2", "GBP"): [9, 8, 7, 6, 5, 4, 3],
+                    row_id("Unknown", "", "USD"): [1, 0, 0, 0, 0, 1, 0],
+                    row_id("A|B \u00e9", "p|2", "GBP"): [9, 8, 7, 6, 5, 4, 3],
                 },
             ),
             None,
@@ -402,3 +422,18 @@ def test_customer_bucket_round_trip(bucket: CustomerBucket, encoded: bytes | Non
     if encoded is not None:
         assert bucket.encode() == encoded
     assert CustomerBucket.decode(bucket.encode()) == bucket
+
+
+@pytest.mark.parametrize(
+    "parts", [("UK", "p1", "EUR"), ("", "", "USD"), ('A"|\\B \u00e9', "p,2]", "GBP"), ("[", "]", "\u0000")]
+)
+def test_row_id_round_trip(parts: tuple[str, str, str]) -> None:
+    assert row_parts(row_id(*parts)) == parts
+
+
+def test_customer_bucket_decodes_the_earlier_list_format() -> None:
+    """Tables (and their changelogs) written by earlier versions still restore."""
+    old = b'{"o":7,"r":[["UK","p1","EUR",2,1,60000,20,30,0,0],["A|B","","USD",1,0,0,0,0,1,0]]}'
+    assert CustomerBucket.decode(old) == CustomerBucket(
+        7, {UK: [2, 1, 60_000, 20, 30, 0, 0], row_id("A|B", "", "USD"): [1, 0, 0, 0, 0, 1, 0]}
+    )
