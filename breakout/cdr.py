@@ -154,6 +154,8 @@ def _time_ms(document: dict[str, Any], field: str, now_ms: int, *, required: boo
     if isinstance(value, int | float):
         if not math.isfinite(value):
             raise InvalidCDR("bad_time", f"{field}: must be finite, got {value!r}")
+        if not -1e15 < value < 1e15:  # past year 30000 either way; also keeps round() finite
+            raise InvalidCDR("bad_time", f"{field}: out of range, got {value!r}")
         # Epoch milliseconds from 2000 on exceed 1e11; epoch seconds stay below it until 5138.
         milliseconds = round(value) if value >= 1e11 else round(value * 1000)
     elif isinstance(value, str):

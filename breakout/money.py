@@ -15,6 +15,7 @@ _DECIMAL = re.compile(r"([0-9]+)(?:\.([0-9]{1,6}))?")
 # A million currency units on one call attempt is not a tariff but a broken rating engine;
 # the cap also keeps sums of many CDRs far inside 64-bit integers.
 MAX_MICROS = 1_000_000 * MICROS
+_MAX_WHOLE_DIGITS = len(str(MAX_MICROS // MICROS))
 
 
 class MoneyError(ValueError):
@@ -49,6 +50,9 @@ def parse_micros(value: object) -> int:
             raise MoneyError(f"must not be negative, got {value!r}")
         raise MoneyError(f"expected a decimal with at most 6 places, got {value!r}")
     whole, fraction = match.groups()
+    whole = whole.lstrip("0") or "0"
+    if len(whole) > _MAX_WHOLE_DIGITS:  # before int(), which refuses (or crawls through) huge strings
+        raise MoneyError(f"more than {MAX_MICROS // MICROS} per CDR, got a number of {len(whole)} digits")
     return _capped(int(whole) * MICROS + (int(fraction.ljust(6, "0")) if fraction else 0), value)
 
 

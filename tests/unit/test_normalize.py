@@ -182,3 +182,36 @@ def test_absurd_magnitudes_are_rejected_not_encoded(changes: dict[str, Any], rea
     records, rejects = normalize(orjson.dumps(doc(**changes)))
     assert records == []
     assert [r.reason for r in rejects] == [reason]
+
+
+EXTREMES: list[Any] = [
+    "9" * 5000,
+    "0" * 5000 + "1.5",
+    "2026-" + "1" * 5000,
+    "1e400",
+    "-0",
+    "NaN",
+    "\u0661\u0662",
+    "\uff11\uff12",
+    "",
+    " 1 ",
+    None,
+    True,
+    [],
+    {},
+    1e308,
+    -1e308,
+    2**63 - 1,
+    -(2**63),
+    "2026-11-25T10:00:00+25:00",
+]
+
+
+@pytest.mark.parametrize("field", [*doc(), "dtmf", "answer_time", "end_time", "destination"])
+def test_no_value_of_any_field_crashes_normalization(field: str) -> None:
+    """Each extreme either passes validation or is rejected with a reason; the valid sibling
+    in the batch is always kept."""
+    for value in EXTREMES:
+        records, rejects = normalize(orjson.dumps([doc(**{field: value}), doc(id="sibling")]))
+        assert [r.id for r in records][-1:] == ["sibling"], (field, value)
+        assert len(records) + len(rejects) == 2 and all(r.reason for r in rejects), (field, value)
