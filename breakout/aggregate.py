@@ -3,15 +3,11 @@
 A row's counters are a fixed-order list of integers (the same order everywhere:
 tables, changelog, Redis), so adding a CDR is a handful of integer additions and
 merging rows is element-wise. Ratios (ASR, ACD, profit %, DTMF %) are never
-stored: they are rebuilt from summed counts, because averaging per-row ratios
-gives a wrong total.
+stored: ``breakout.snapshot`` rebuilds them from summed counts when a report is
+read, because averaging per-row ratios gives a wrong total.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import NamedTuple
 
 # Positions in a row's counter list.
 ATTEMPTS, CONNECTED, DURATION_MS, PROVIDER_CHARGE, CUSTOMER_CHARGE, PENDING, DTMF = range(7)
@@ -52,57 +48,3 @@ def add(row: Counters, other: Counters) -> None:
     row[4] += other[4]
     row[5] += other[5]
     row[6] += other[6]
-
-
-def merge(rows: Iterable[Counters]) -> Counters:
-    """Element-wise sum: the row of a group is the sum of its rows, ratios come after."""
-    total = empty()
-    for row in rows:
-        for i, value in enumerate(row):
-            total[i] += value
-    return total
-
-
-class Metrics(NamedTuple):
-    """A row as people read it. Money in micro-units; ratios as Decimal, None when undefined."""
-
-    attempts: int
-    connected: int
-    duration_ms: int
-    provider_charge: int
-    customer_charge: int
-    profit: int
-    pending: int
-    dtmf: int
-    asr: Decimal | None
-    acd: Decimal | None
-    profit_pct: Decimal | None
-    dtmf_pct: Decimal | None
-
-
-_CENT = Decimal("0.01")
-
-
-def _ratio(numerator: int, denominator: int, scale: int = 1) -> Decimal | None:
-    if denominator == 0:
-        return None
-    return (Decimal(numerator * scale) / Decimal(denominator)).quantize(_CENT, rounding=ROUND_HALF_EVEN)
-
-
-def metrics(row: Counters) -> Metrics:
-    """Derived figures: ASR = 100·connected/attempts, ACD = seconds/connected (ITU-style)."""
-    profit = row[CUSTOMER_CHARGE] - row[PROVIDER_CHARGE]
-    return Metrics(
-        attempts=row[ATTEMPTS],
-        connected=row[CONNECTED],
-        duration_ms=row[DURATION_MS],
-        provider_charge=row[PROVIDER_CHARGE],
-        customer_charge=row[CUSTOMER_CHARGE],
-        profit=profit,
-        pending=row[PENDING],
-        dtmf=row[DTMF],
-        asr=_ratio(row[CONNECTED], row[ATTEMPTS], 100),
-        acd=_ratio(row[DURATION_MS], row[CONNECTED] * 1000),
-        profit_pct=_ratio(profit, row[CUSTOMER_CHARGE], 100),
-        dtmf_pct=_ratio(row[DTMF], row[ATTEMPTS], 100),
-    )
