@@ -6,6 +6,7 @@ key, 403 when a key asks beyond its role, 422 for a parameter (which one, and wh
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -29,12 +30,19 @@ from breakout.errors import QueryError
 from breakout.query import AccessDenied
 from breakout.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI app serving breakout snapshots for ``settings``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not app.state.roles:
+            log.warning(
+                "BREAKOUT_API_KEYS is empty: every /v1 request will be refused with 401; "
+                "create a key with `breakout api-key --role admin`"
+            )
         client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=2)
         app.state.redis = client
         app.state.reader = MirrorReader(client, settings.app_id, settings.api_cache_rows)
