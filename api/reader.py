@@ -86,16 +86,14 @@ class MirrorReader:
     async def freshness(self) -> Freshness:
         return _freshness(await self.client.hgetall(f"{self.app_id}:watermark"))
 
-    async def state(self, buckets: list[Bucket]) -> tuple[Freshness, list[Token]]:
-        """How fresh the mirror is and the version of each bucket, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(f"{self.app_id}:watermark")
-        pipe.mget(
-            [f"{self.app_id}:mirror"] + [f"{self.app_id}:version:{g.value}:{start}" for g, start in buckets]
-        )
-        marks, replies = await pipe.execute()
+    async def versions(self, buckets: list[Bucket]) -> list[Token]:
+        """Each bucket's version with the mirror's marker; None for a bucket with no data."""
+        names = [f"{self.app_id}:mirror"] + [
+            f"{self.app_id}:version:{g.value}:{start}" for g, start in buckets
+        ]
+        replies: list[bytes | None] = await self.client.mget(names)  # type: ignore[assignment]
         marker, versions = replies[0] or b"", replies[1:]
-        return _freshness(marks), [None if version is None else (marker, version) for version in versions]
+        return [None if version is None else (marker, version) for version in versions]
 
     async def summary(
         self, buckets: list[Bucket], tokens: list[Token], filters: Filters, group_by: tuple[str, ...]

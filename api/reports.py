@@ -20,7 +20,7 @@ from api.security import Caller
 from breakout.buckets import Retention
 from breakout.query import AccessDenied, RangeQuery, SnapshotQuery, parse_range_query, parse_snapshot_query
 from breakout.snapshot import Summary, present, to_csv, totals_row
-from breakout.timerange import TimeRange, check_retention, cover
+from breakout.timerange import TimeRange, readable_cover
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
@@ -75,10 +75,11 @@ async def _summary(
 ) -> tuple[Summary, Freshness]:
     reader: MirrorReader = request.app.state.reader
     retention: Retention = request.app.state.retention
-    buckets = cover(query.range.start, query.range.end)
-    freshness, tokens = await reader.state(buckets)
-    stream_time = (freshness.stream_ms or int(datetime.now(UTC).timestamp() * 1000)) // 1000
-    check_retention(buckets, retention, stream_time)
+    freshness = await reader.freshness()
+    now = int(datetime.now(UTC).timestamp())
+    stream_time = freshness.stream_ms // 1000 if freshness.stream_ms is not None else now
+    buckets = readable_cover(query.range, retention, stream_time, now)
+    tokens = await reader.versions(buckets)
     return await reader.summary(buckets, tokens, query.filters, group_by), freshness
 
 

@@ -36,10 +36,10 @@ def parse_tz(text: str | None) -> ZoneInfo:
     """An IANA zone name (default UTC)."""
     name = text or "UTC"
     try:
-        if name.startswith(("/", ".")) or ".." in name:
+        if name.startswith(("/", ".")) or ".." in name or len(name) > 64:
             raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise QueryError(f"tz: unknown time zone {name!r}; use an IANA name such as Europe/London") from None
 
 
@@ -53,9 +53,12 @@ def _parse_bound(name: str, text: str, tz: ZoneInfo, *, is_end: bool) -> int:
             day = date.fromisoformat(text)
         except ValueError:
             raise QueryError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
-        if is_end:
-            day += timedelta(days=1)
-        return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
+        try:
+            if is_end:
+                day += timedelta(days=1)
+            return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
+        except (OverflowError, ValueError):
+            raise QueryError(f"{name}: {text!r} is out of range") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -64,7 +67,10 @@ def _parse_bound(name: str, text: str, tz: ZoneInfo, *, is_end: bool) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
-    epoch = moment.timestamp()
+    try:
+        epoch = moment.timestamp()
+    except (OverflowError, ValueError):
+        raise QueryError(f"{name}: {text!r} is out of range") from None
     if epoch % 60:
         raise QueryError(f"{name}: {text!r} is not on a whole minute; the finest buckets are one minute")
     return int(epoch)
@@ -94,6 +100,22 @@ def cover(start: int, end: int) -> list[Bucket]:
                 buckets.append((granularity, at))
                 at += size
                 break
+    return buckets
+
+
+def readable_cover(time_range: TimeRange, retention: Retention, stream_time: int, now: int) -> list[Bucket]:
+    """The buckets to read for ``time_range``, refusing one that reaches beyond retention.
+
+    Checked on the range before tiling it, so a range of centuries costs nothing. The end
+    is cut at two days past ``now``: the workers refuse CDRs more than a day in the future,
+    so no bucket after that can hold data.
+    """
+    oldest_kept = stream_time - retention.longest
+    if time_range.start < oldest_kept:
+        check_retention([(Granularity.DAY, time_range.start // 86400 * 86400)], retention, stream_time)
+    horizon = (now // 86400 + 3) * 86400
+    buckets = cover(time_range.start, min(time_range.end, max(horizon, time_range.start)))
+    check_retention(buckets, retention, stream_time)
     return buckets
 
 

@@ -311,6 +311,9 @@ async def test_admin_lists_for_the_selectors(mirrored: Mirrored, client: httpx.A
         ({"format": "xml"}, 422, "json or csv"),
         ({"from": "2026-11-01T10:00:30"}, 422, "whole minute"),
         ({"tz": ["UTC", "UTC"]}, 422, "once"),
+        ({"from": "9999-12-31"}, 422, "out of range"),
+        ({"from": "0001-01-01", "to": "9999-12-30"}, 422, "beyond retention"),
+        ({"tz": "a" * 300}, 422, "unknown time zone"),
     ],
 )
 async def test_bad_parameters_get_a_readable_422(

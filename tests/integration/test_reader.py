@@ -48,7 +48,7 @@ async def write(
 
 
 async def answers(redis: aioredis.Redis, app: str, reader: MirrorReader) -> dict[tuple[str, ...], list[int]]:
-    _, tokens = await reader.state(BUCKETS)
+    tokens = await reader.versions(BUCKETS)
     summary = await reader.summary(BUCKETS, tokens, Filters(), ("customer", "destination"))
     return summary.groups
 

@@ -8,7 +8,7 @@ import pytest
 
 from breakout.buckets import Granularity, Retention
 from breakout.errors import QueryError
-from breakout.timerange import check_retention, cover, parse_range, parse_tz
+from breakout.timerange import check_retention, cover, parse_range, parse_tz, readable_cover
 
 M, H, D = Granularity.MINUTE, Granularity.HOUR, Granularity.DAY
 TODAY = date(2026, 11, 25)
@@ -154,3 +154,31 @@ def test_retention_message_says_from_when_data_is_kept() -> None:
         )
     first_hour = datetime.fromtimestamp(NOW - 35 * 86400, UTC)  # its bucket ends 35 days before now
     assert first_hour.strftime("%Y-%m-%d %H:%M UTC") in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("from_text", "to_text", "tz", "message"),
+    [
+        ("9999-12-31", None, "UTC", "out of range"),
+        ("0001-01-01T00:00", None, "UTC", None),  # parses; retention refuses it below
+        (None, None, "a" * 300, "unknown time zone"),
+        (None, None, "Etc/GMT+14", "unknown time zone"),
+    ],
+)
+def test_extreme_bounds_are_refused_cleanly(
+    from_text: str | None, to_text: str | None, tz: str, message: str | None
+) -> None:
+    if message is None:
+        parse_range(from_text, to_text, parse_tz(tz), TODAY)
+        return
+    with pytest.raises(QueryError, match=message):
+        parse_range(from_text, to_text, parse_tz(tz), TODAY)
+
+
+def test_readable_cover_refuses_centuries_before_tiling_and_stops_after_tomorrow() -> None:
+    ancient = parse_range("0001-01-01", "9999-12-30", parse_tz("UTC"), TODAY)
+    with pytest.raises(QueryError, match="beyond retention"):
+        readable_cover(ancient, RETENTION, NOW, NOW)
+    future = parse_range("2026-11-24", "9999-12-30", parse_tz("UTC"), TODAY)
+    buckets = readable_cover(future, RETENTION, NOW, NOW)
+    assert buckets[0] == (D, epoch("2026-11-24T00:00+00:00")) and len(buckets) == 4
