@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 import orjson
 import redis.asyncio as aioredis
 
+from breakout.aggregate import Counters
 from breakout.snapshot import Filters, Settled, SourceRow, Summary, group_rows, merge_groups
 from breakout.timerange import Bucket
 
@@ -25,7 +26,10 @@ from breakout.timerange import Bucket
 MAX_NAMED_KEYS = 64
 GROUP_CACHE_ENTRIES = 256
 
-Source = tuple[str, str]  # ("all", ""), ("c", customer) or ("d", destination)
+Source = tuple[str, str]
+CustomerRows = dict[
+    str, tuple[bytes | None, list[SourceRow]]
+]  # customer → (@applied, rows)  # ("all", ""), ("c", customer) or ("d", destination)
 Token = tuple[bytes, bytes] | None  # (mirror marker, bucket version); None: the bucket is empty
 
 K = TypeVar("K", bound=Hashable)
@@ -76,10 +80,10 @@ class MirrorReader:
         self.client = client
         self.app_id = app_id
         self._rows: LRU[tuple[Bucket, Source, Token], list[SourceRow]] = LRU(cache_rows)
-        # Per bucket (and mirror marker): customer → (its hash's @applied, its rows).
-        self._customers: LRU[tuple[Bucket, bytes], dict[str, tuple[bytes | None, list[SourceRow]]]] = LRU(
-            cache_rows
-        )
+        # Per bucket (and mirror marker): customer → (its hash's @applied, its rows), and
+        # per customer-bucket version and grouping, that customer's groups.
+        self._customers: LRU[tuple[Bucket, bytes], CustomerRows] = LRU(cache_rows)
+        self._customer_groups: LRU[Hashable, dict[tuple[str, ...], Counters]] = LRU(cache_rows)
         self._settled: LRU[Hashable, Settled] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
         self._summaries: LRU[Hashable, Summary] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
 
@@ -123,6 +127,10 @@ class MirrorReader:
         *older, newest = present
         settled_key = (filters, group_by, tuple(older))
         settled = self._settled.get(settled_key)
+        if settled is not None and sources == [("all", "")] and "customer" in group_by:
+            # Live traffic: the settled buckets are summed already, and grouping by customer
+            # keeps each customer's groups apart, so only the customers that moved regroup.
+            return Summary(group_by, settled, await self._groups_by_customer(newest, filters, group_by))
         wanted: list[tuple[Bucket, Token]] = present if settled is None else [newest]
         rows = await self._read(wanted, sources)
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
@@ -130,6 +138,22 @@ class MirrorReader:
             settled = Settled(merge_groups(parts[:-1]))
             self._settled.put(settled_key, settled)
         return Summary(group_by, settled, parts[-1])
+
+    async def _groups_by_customer(
+        self, newest: tuple[Bucket, Token], filters: Filters, group_by: tuple[str, ...]
+    ) -> dict[tuple[str, ...], Counters]:
+        """One bucket's groups, regrouping only the customers whose hash moved since last read."""
+        bucket, token = newest
+        marker = token[0] if token else b""
+        groups: dict[tuple[str, ...], Counters] = {}
+        for customer, (applied, rows) in (await self._customers_of([newest]))[bucket].items():
+            key = (bucket, marker, customer, applied, filters, group_by)
+            part = self._customer_groups.get(key)
+            if part is None:
+                part = group_rows(rows, group_by, filters)
+                self._customer_groups.put(key, part, len(part) + 1)
+            groups.update(part)
+        return groups
 
     async def _read(
         self, buckets: list[tuple[Bucket, Token]], sources: list[Source]
@@ -152,7 +176,10 @@ class MirrorReader:
 
     async def _fetch(self, wanted: list[tuple[Bucket, Source, Token]]) -> list[list[SourceRow]]:
         everything = [(bucket, token) for bucket, (kind, _), token in wanted if kind == "all"]
-        all_rows = await self._fetch_everything(everything) if everything else {}
+        all_rows = {
+            bucket: [row for _, rows in by_customer.values() for row in rows]
+            for bucket, by_customer in (await self._customers_of(everything) if everything else {}).items()
+        }
         named = [(bucket, source) for bucket, source, _ in wanted if source[0] != "all"]
         named_rows = iter(await self._fetch_named(named) if named else [])
         return [all_rows[bucket] if source[0] == "all" else next(named_rows) for bucket, source, _ in wanted]
@@ -167,7 +194,7 @@ class MirrorReader:
             _parse(kind, name, fields) for ((_, (kind, name)), fields) in zip(wanted, replies, strict=True)
         ]
 
-    async def _fetch_everything(self, buckets: list[tuple[Bucket, Token]]) -> dict[Bucket, list[SourceRow]]:
+    async def _customers_of(self, buckets: list[tuple[Bucket, Token]]) -> dict[Bucket, CustomerRows]:
         """Every customer's rows of each bucket, reading again only the customers that moved.
 
         A customer hash's ``@applied`` offset changes with every write of it, so the
@@ -179,7 +206,7 @@ class MirrorReader:
         for (g, start), _ in buckets:
             pipe.smembers(f"{app}:idx:{g.value}:{start}:customers")
         members = await pipe.execute()
-        plan: list[tuple[str, list[str], dict[str, tuple[bytes | None, list[SourceRow]]] | None]] = []
+        plan: list[tuple[str, list[str], CustomerRows | None]] = []
         pipe = self.client.pipeline(transaction=False)
         for ((g, start), token), names in zip(buckets, members, strict=True):
             prefix = f"{app}:rows:{g.value}:{start}:c:"
@@ -204,16 +231,16 @@ class MirrorReader:
                 pipe.hgetall(prefix + customer)
             stale.append(moved)
         fresh = iter(await pipe.execute())
-        found: dict[Bucket, list[SourceRow]] = {}
+        found: dict[Bucket, CustomerRows] = {}
         for (bucket, token), (_, customers, known), moved in zip(buckets, plan, stale, strict=True):
             by_customer = dict(known or {})
             for customer in moved:
                 fields = next(fresh)
                 by_customer[customer] = (fields.get(b"@applied"), _parse("c", customer, fields))
             by_customer = {customer: by_customer[customer] for customer in customers}
-            rows = [row for _, customer_rows in by_customer.values() for row in customer_rows]
-            self._customers.put((bucket, token[0] if token else b""), by_customer, len(rows) + 1)
-            found[bucket] = rows
+            weight = sum(len(rows) for _, rows in by_customer.values()) + 1
+            self._customers.put((bucket, token[0] if token else b""), by_customer, weight)
+            found[bucket] = by_customer
         return found
 
 
