@@ -13,13 +13,14 @@ import gc
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from operator import add
 from typing import Generic, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
 
 from breakout.aggregate import Counters
-from breakout.snapshot import Filters, Settled, SourceRow, Summary, group_rows, merge_groups
+from breakout.snapshot import Filters, Settled, SourceRow, Summary, currency_totals, group_rows, merge_groups
 from breakout.timerange import Bucket
 
 # Beyond this many named customers (or destinations) one read of everything is cheaper.
@@ -83,7 +84,9 @@ class MirrorReader:
         # Per bucket (and mirror marker): customer → (its hash's @applied, its rows), and
         # per customer-bucket version and grouping, that customer's groups.
         self._customers: LRU[tuple[Bucket, bytes], CustomerRows] = LRU(cache_rows)
-        self._customer_groups: LRU[Hashable, dict[tuple[str, ...], Counters]] = LRU(cache_rows)
+        self._customer_groups: LRU[Hashable, tuple[dict[tuple[str, ...], Counters], dict[str, Counters]]] = (
+            LRU(cache_rows)
+        )
         self._settled: LRU[Hashable, Settled] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
         self._summaries: LRU[Hashable, Summary] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
 
@@ -130,7 +133,7 @@ class MirrorReader:
         if settled is not None and sources == [("all", "")] and "customer" in group_by:
             # Live traffic: the settled buckets are summed already, and grouping by customer
             # keeps each customer's groups apart, so only the customers that moved regroup.
-            return Summary(group_by, settled, await self._groups_by_customer(newest, filters, group_by))
+            return Summary(group_by, settled, *await self._groups_by_customer(newest, filters, group_by))
         wanted: list[tuple[Bucket, Token]] = present if settled is None else [newest]
         rows = await self._read(wanted, sources)
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
@@ -141,19 +144,25 @@ class MirrorReader:
 
     async def _groups_by_customer(
         self, newest: tuple[Bucket, Token], filters: Filters, group_by: tuple[str, ...]
-    ) -> dict[tuple[str, ...], Counters]:
-        """One bucket's groups, regrouping only the customers whose hash moved since last read."""
+    ) -> tuple[dict[tuple[str, ...], Counters], dict[str, Counters]]:
+        """One bucket's groups and their currency totals, regrouping only the customers whose
+        hash moved since the last read."""
         bucket, token = newest
         marker = token[0] if token else b""
         groups: dict[tuple[str, ...], Counters] = {}
+        totals: dict[str, Counters] = {}
         for customer, (applied, rows) in (await self._customers_of([newest]))[bucket].items():
             key = (bucket, marker, customer, applied, filters, group_by)
-            part = self._customer_groups.get(key)
-            if part is None:
+            cached = self._customer_groups.get(key)
+            if cached is None:
                 part = group_rows(rows, group_by, filters)
-                self._customer_groups.put(key, part, len(part) + 1)
-            groups.update(part)
-        return groups
+                cached = (part, currency_totals(part.items()))
+                self._customer_groups.put(key, cached, len(part) + 1)
+            groups.update(cached[0])
+            for currency, counters in cached[1].items():
+                total = totals.get(currency)
+                totals[currency] = list(counters) if total is None else list(map(add, total, counters))
+        return groups, totals
 
     async def _read(
         self, buckets: list[tuple[Bucket, Token]], sources: list[Source]

@@ -291,11 +291,17 @@ class Summary:
     """
 
     def __init__(
-        self, group_by: tuple[str, ...], settled: Settled, newest: dict[tuple[str, ...], Counters]
+        self,
+        group_by: tuple[str, ...],
+        settled: Settled,
+        newest: dict[tuple[str, ...], Counters],
+        newest_totals: dict[str, Counters] | None = None,
     ) -> None:
+        """``newest_totals``: ``currency_totals`` of ``newest``, when the caller has them already."""
         self.group_by = group_by
         self.settled = settled
         self.newest = newest
+        self._newest_totals = newest_totals
         self._groups: dict[tuple[str, ...], Counters] | None = None
         self._orders: dict[tuple[str, bool], list[Group]] = {}
         self._new_keys: list[tuple[str, ...]] | None = None
@@ -345,7 +351,10 @@ class Summary:
             totals = {
                 currency: list(counters) for currency, counters in self.settled.currency_totals().items()
             }
-            for currency, counters in currency_totals(self.newest.items()).items():
+            newest = self._newest_totals
+            if newest is None:
+                newest = currency_totals(self.newest.items())
+            for currency, counters in newest.items():
                 totals[currency] = list(map(add, totals.get(currency, [0] * len(counters)), counters))
             self._totals = dict(sorted(totals.items()))
         return self._totals

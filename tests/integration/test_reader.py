@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from api.reader import MirrorReader
 from breakout.buckets import Granularity
-from breakout.snapshot import Filters
+from breakout.snapshot import Filters, currency_totals
 from breakout.timerange import Bucket
 
 pytestmark = pytest.mark.integration
@@ -48,9 +48,14 @@ async def write(
 
 
 async def answers(redis: aioredis.Redis, app: str, reader: MirrorReader) -> dict[tuple[str, ...], list[int]]:
+    """Every group, and the same answer again as the API builds it: page, row count, totals."""
     tokens = await reader.versions(BUCKETS)
     summary = await reader.summary(BUCKETS, tokens, Filters(), ("customer", "destination"))
-    return summary.groups
+    groups = summary.groups
+    assert summary.page(None, False, 0, 1000) == sorted(groups.items())
+    assert summary.total_rows == len(groups)
+    assert summary.currency_totals() == currency_totals(groups.items())
+    return groups
 
 
 async def test_cached_answers_equal_cold_ones_after_every_change(redis: aioredis.Redis) -> None:
