@@ -3,8 +3,9 @@
 Every bucket carries a version the worker bumps on each write (``docs/redis-layout.md``).
 One ``MGET`` per request tells which buckets moved; only those are read again. Summing a
 month of a large deployment's rows is the expensive part, so the sum of all buckets but
-the newest is cached too: on a Refresh during live traffic only the newest bucket changes,
-and the answer costs one bucket's rows plus the merge.
+the newest is cached too. On a Refresh during live traffic only the newest bucket changes;
+within it only the customers whose hash's ``@applied`` offset moved are read and grouped
+again, so the answer costs those customers' rows plus the page shown.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from breakout.timerange import Bucket
 MAX_NAMED_KEYS = 64
 GROUP_CACHE_ENTRIES = 256
 
-Source = tuple[str, str]
-CustomerRows = dict[
-    str, tuple[bytes | None, list[SourceRow]]
-]  # customer → (@applied, rows)  # ("all", ""), ("c", customer) or ("d", destination)
+Source = tuple[str, str]  # ("all", ""), ("c", customer) or ("d", destination)
+CustomerRows = dict[str, tuple[bytes | None, list[SourceRow]]]  # customer → (@applied, rows)
 Token = tuple[bytes, bytes] | None  # (mirror marker, bucket version); None: the bucket is empty
+CustomerGroups = tuple[bytes | None, dict[tuple[str, ...], Counters], dict[str, Counters]]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -80,15 +80,19 @@ class MirrorReader:
     def __init__(self, client: aioredis.Redis, app_id: str, cache_rows: int) -> None:
         self.client = client
         self.app_id = app_id
-        self._rows: LRU[tuple[Bucket, Source, Token], list[SourceRow]] = LRU(cache_rows)
-        # Per bucket (and mirror marker): customer → (its hash's @applied, its rows), and
-        # per customer-bucket version and grouping, that customer's groups.
+        # Caches are keyed without versions and hold the version they were read at, so a
+        # bucket that keeps changing replaces its entry instead of piling up stale ones.
+        self._rows: LRU[tuple[Bucket, Source], tuple[Token, list[SourceRow]]] = LRU(cache_rows)
+        # Per bucket (and mirror marker): customer → (its hash's @applied, its rows); and per
+        # customer and grouping: (@applied, that customer's groups, their currency totals).
         self._customers: LRU[tuple[Bucket, bytes], CustomerRows] = LRU(cache_rows)
-        self._customer_groups: LRU[Hashable, tuple[dict[tuple[str, ...], Counters], dict[str, Counters]]] = (
-            LRU(cache_rows)
+        self._customer_groups: LRU[Hashable, CustomerGroups] = LRU(cache_rows)
+        self._settled: LRU[Hashable, tuple[list[tuple[Bucket, Token]], Settled]] = LRU(
+            GROUP_CACHE_ENTRIES if cache_rows else 0
         )
-        self._settled: LRU[Hashable, Settled] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
-        self._summaries: LRU[Hashable, Summary] = LRU(GROUP_CACHE_ENTRIES if cache_rows else 0)
+        self._summaries: LRU[Hashable, tuple[list[Token], Summary]] = LRU(
+            GROUP_CACHE_ENTRIES if cache_rows else 0
+        )
 
     async def freshness(self) -> Freshness:
         return _freshness(await self.client.hgetall(f"{self.app_id}:watermark"))
@@ -106,16 +110,12 @@ class MirrorReader:
         self, buckets: list[Bucket], tokens: list[Token], filters: Filters, group_by: tuple[str, ...]
     ) -> Summary:
         """The summed rows of ``buckets`` that ``filters`` admits, per group_by values and currency."""
-        key = (filters, group_by, tuple(tokens))
-        summary = self._summaries.get(key)
-        if summary is None:
-            summary = await self._summarize(buckets, tokens, filters, group_by)
-            self._summaries.put(key, summary)
-            # The cache holds millions of small lists and tuples without reference cycles;
-            # left to the cyclic collector they make every full collection scan them all
-            # (seconds, at a month of a large deployment). Reference counting still frees
-            # them when the cache lets go.
-            gc.freeze()
+        key = (filters, group_by, tuple(buckets))
+        cached = self._summaries.get(key)
+        if cached is not None and cached[0] == tokens:
+            return cached[1]
+        summary = await self._summarize(buckets, tokens, filters, group_by)
+        self._summaries.put(key, (tokens, summary))
         return summary
 
     async def _summarize(
@@ -128,8 +128,9 @@ class MirrorReader:
             return Summary(group_by, Settled({}), {})
         sources = _sources(filters)
         *older, newest = present
-        settled_key = (filters, group_by, tuple(older))
-        settled = self._settled.get(settled_key)
+        settled_key = (filters, group_by, tuple(bucket for bucket, _ in older))
+        cached = self._settled.get(settled_key)
+        settled = cached[1] if cached is not None and cached[0] == older else None
         if settled is not None and sources == [("all", "")] and "customer" in group_by:
             # Live traffic: the settled buckets are summed already, and grouping by customer
             # keeps each customer's groups apart, so only the customers that moved regroup.
@@ -139,7 +140,8 @@ class MirrorReader:
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
         if settled is None:
             settled = Settled(merge_groups(parts[:-1]))
-            self._settled.put(settled_key, settled)
+            self._settled.put(settled_key, (older, settled))
+            _out_of_the_collectors_way()
         return Summary(group_by, settled, parts[-1])
 
     async def _groups_by_customer(
@@ -152,14 +154,14 @@ class MirrorReader:
         groups: dict[tuple[str, ...], Counters] = {}
         totals: dict[str, Counters] = {}
         for customer, (applied, rows) in (await self._customers_of([newest]))[bucket].items():
-            key = (bucket, marker, customer, applied, filters, group_by)
+            key = (bucket, marker, customer, filters, group_by)
             cached = self._customer_groups.get(key)
-            if cached is None:
+            if cached is None or cached[0] != applied:
                 part = group_rows(rows, group_by, filters)
-                cached = (part, currency_totals(part.items()))
+                cached = (applied, part, currency_totals(part.items()))
                 self._customer_groups.put(key, cached, len(part) + 1)
-            groups.update(cached[0])
-            for currency, counters in cached[1].items():
+            groups.update(cached[1])
+            for currency, counters in cached[2].items():
                 total = totals.get(currency)
                 totals[currency] = list(counters) if total is None else list(map(add, total, counters))
         return groups, totals
@@ -172,14 +174,15 @@ class MirrorReader:
         missing = []
         for bucket, token in buckets:
             for source in sources:
-                rows = self._rows.get((bucket, source, token))
-                if rows is None:
+                cached = self._rows.get((bucket, source))
+                if cached is None or cached[0] != token:
                     missing.append((bucket, source, token))
                 else:
-                    found[bucket].extend(rows)
+                    found[bucket].extend(cached[1])
         if missing:
             for (bucket, source, token), rows in zip(missing, await self._fetch(missing), strict=True):
-                self._rows.put((bucket, source, token), rows, len(rows) + 1)
+                # Keyed without the version, so a newer version replaces the older entry.
+                self._rows.put((bucket, source), (token, rows), len(rows) + 1)
                 found[bucket].extend(rows)
         return found
 
@@ -251,6 +254,20 @@ class MirrorReader:
             self._customers.put((bucket, token[0] if token else b""), by_customer, weight)
             found[bucket] = by_customer
         return found
+
+
+def _out_of_the_collectors_way() -> None:
+    """Move what the cache just filled out of the cyclic garbage collector's sight.
+
+    A month of a large deployment is millions of small lists and tuples, none in a cycle;
+    left in the collector's generations, every full collection would scan them all
+    (seconds, seen as p99 spikes). Collected first, so no garbage cycle gets frozen;
+    reference counting still frees the frozen rows when the cache lets go of them. Done
+    only after a large fill: the smaller allocations of live Refreshes are left to the
+    collector, which then scans only them.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _freshness(marks: dict[bytes, bytes] | dict[bytes | str, bytes | str]) -> Freshness:
