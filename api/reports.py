@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.reader import Freshness, MirrorReader
 from api.responses import OrjsonResponse
@@ -83,6 +83,20 @@ async def _summary(
     return await reader.summary(buckets, tokens, query.filters, group_by), freshness
 
 
+def _range_parameters(
+    from_: From = None,
+    to: To = None,
+    tz: Tz = None,
+    customer: Customers = None,
+    destination: Destinations = None,
+    provider: Providers = None,
+) -> None:
+    """Declares the parameters every read takes, for the OpenAPI reference only."""
+
+
+RangeParameters = Annotated[None, Depends(_range_parameters)]
+
+
 @router.get("/me", response_model=Me, summary="The role of the caller's key")
 async def me(role: Caller) -> dict[str, Any]:
     if role.customer is None:
@@ -102,12 +116,7 @@ async def me(role: Caller) -> dict[str, Any]:
 async def breakout(
     request: Request,
     role: Caller,
-    from_: From = None,
-    to: To = None,
-    tz: Tz = None,
-    customer: Customers = None,
-    destination: Destinations = None,
-    provider: Providers = None,
+    _: RangeParameters,
     group_by: Annotated[
         str | None,
         Query(description="Comma-separated: customer, destination, provider. Default: customer,destination."),
@@ -183,42 +192,15 @@ _LIST = {"response_model": ValueList, "responses": {401: {}, 403: {}, 422: {}}}
 
 
 @router.get("/destinations", summary="Destinations with traffic in a range", **_LIST)  # type: ignore[arg-type]
-async def destinations(
-    request: Request,
-    role: Caller,
-    from_: From = None,
-    to: To = None,
-    tz: Tz = None,
-    customer: Customers = None,
-    destination: Destinations = None,
-    provider: Providers = None,
-) -> dict[str, Any]:
+async def destinations(request: Request, role: Caller, _: RangeParameters) -> dict[str, Any]:
     return await _values(request, role, "destination")
 
 
 @router.get("/customers", summary="Customers with traffic in a range", **_LIST)  # type: ignore[arg-type]
-async def customers(
-    request: Request,
-    role: Caller,
-    from_: From = None,
-    to: To = None,
-    tz: Tz = None,
-    customer: Customers = None,
-    destination: Destinations = None,
-    provider: Providers = None,
-) -> dict[str, Any]:
+async def customers(request: Request, role: Caller, _: RangeParameters) -> dict[str, Any]:
     return await _values(request, role, "customer")
 
 
 @router.get("/providers", summary="Providers with traffic in a range", **_LIST)  # type: ignore[arg-type]
-async def providers(
-    request: Request,
-    role: Caller,
-    from_: From = None,
-    to: To = None,
-    tz: Tz = None,
-    customer: Customers = None,
-    destination: Destinations = None,
-    provider: Providers = None,
-) -> dict[str, Any]:
+async def providers(request: Request, role: Caller, _: RangeParameters) -> dict[str, Any]:
     return await _values(request, role, "provider")

@@ -10,6 +10,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from breakout.settings import Settings
+from breakout.auth import ADMIN, Role, key_entry, new_key
+from breakout.settings import Settings, load_settings
 from tests import dataset
 
 RowKey = tuple[str, int, str, str, str, str]
@@ -162,3 +165,61 @@ def diff(got: dict[Any, Any], expected: dict[Any, Any], limit: int = 10) -> str:
     extra = [k for k in got if k not in expected][:limit]
     wrong = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]][:limit]
     return f"missing={missing}\nextra={extra}\nwrong={wrong}"
+
+
+@dataclass
+class Mirrored:
+    """A generated dataset run through a real worker into Redis, and API keys to read it."""
+
+    settings: Settings
+    table: dict[str, str]
+    cdrs: list[dict[str, Any]]
+    keys: dict[str, str]  # "admin" / "customer" -> key
+
+    @property
+    def start(self) -> datetime:
+        """A whole minute (UTC) at or before the first CDR."""
+        first = min(dataset.start_seconds(c) for c in self.cdrs)
+        return datetime.fromtimestamp(first // 60 * 60, UTC)
+
+    @property
+    def end(self) -> datetime:
+        """A whole minute (UTC) after the last CDR."""
+        last = max(dataset.start_seconds(c) for c in self.cdrs)
+        return datetime.fromtimestamp(last // 60 * 60 + 60, UTC)
+
+    def headers(self, who: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[who]}"}
+
+
+async def mirror_dataset(
+    kafka: str, redis: str, tmp: Path, *, name: str, seed: int, total: int, customer: str
+) -> Mirrored:
+    """``tests.dataset.generate`` (an hour old) through a real worker, checked row by row in
+    Redis, with an admin key and a key of ``customer``."""
+    token = tmp.name.replace("_", "-")[-12:]
+    keys = {"admin": new_key(), "customer": new_key()}
+    settings = load_settings(
+        kafka=kafka,
+        redis=redis,
+        topic=f"cdrs-{name}-{token}",
+        app_id=f"breakout-{name}-{token}",
+        data_dir=tmp / "data",
+        store="memory://",
+        rebalance_timeout=10,
+        api_keys=f"{key_entry(keys['admin'], ADMIN)},{key_entry(keys['customer'], Role(customer))}",
+    )
+    settings, table = with_dial_codes(settings, tmp)
+    data = dataset.generate(
+        seed=seed, total=total, end_time=time.time() - 3600, customers=CUSTOMERS, table=table
+    )
+    cdrs = list(data.valid.values())
+    worker = Worker(settings, tmp / "w", tmp / "worker.log")
+    try:
+        await publish(settings, data.messages)
+        expected = dataset.expected_rows(cdrs, table)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+        assert got == expected, diff(got, expected)
+    finally:
+        worker.stop()
+    return Mirrored(settings, table, cdrs, keys)

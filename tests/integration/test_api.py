@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,76 +17,28 @@ import httpx
 import pytest
 
 from api.app import create_app
-from breakout.auth import ADMIN, Role, key_entry, new_key
-from breakout.settings import Settings, load_settings
+from breakout.auth import ADMIN, key_entry, new_key
+from breakout.settings import load_settings
 from tests import dataset
-from tests.integration.pipeline import (
-    CUSTOMERS,
-    Worker,
-    diff,
-    eventually_equal,
-    publish,
-    read_mirror,
-    with_dial_codes,
-)
+from tests.integration.pipeline import Mirrored, diff, mirror_dataset
 
 pytestmark = pytest.mark.integration
 
 OWN = "cust-03"  # the customer key's account
 
 
-@dataclass
-class Mirrored:
-    settings: Settings
-    table: dict[str, str]
-    cdrs: list[dict[str, Any]]
-    keys: dict[str, str]  # "admin" / "customer" -> key
-    start: datetime  # a whole minute at or before the first CDR
-    end: datetime  # a whole minute after the last CDR
-
-    def headers(self, who: str = "admin") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[who]}"}
-
-
 @pytest.fixture(scope="module")
 async def mirrored(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Mirrored:
-    """The pipeline's dataset, run through a real worker into Redis once for this module."""
-    tmp = tmp_path_factory.mktemp("api")
-    token = tmp.name.replace("_", "-")[-12:]
-    keys = {"admin": new_key(), "customer": new_key()}
-    settings = load_settings(
-        kafka=kafka_bootstrap,
-        redis=redis_url,
-        topic=f"cdrs-api-{token}",
-        app_id=f"breakout-api-{token}",
-        data_dir=tmp / "data",
-        store="memory://",
-        rebalance_timeout=10,
-        api_keys=f"{key_entry(keys['admin'], ADMIN)},{key_entry(keys['customer'], Role(OWN))}",
-    )
-    settings, table = with_dial_codes(settings, tmp)
-    end_time = time.time() - 3600
-    data = dataset.generate(seed=11, total=4000, end_time=end_time, customers=CUSTOMERS, table=table)
-    cdrs = list(data.valid.values())
-    worker = Worker(settings, tmp / "w", tmp / "worker.log")
-    try:
-        await publish(settings, data.messages)
-        expected = dataset.expected_rows(cdrs, table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
-        assert got == expected, diff(got, expected)
-    finally:
-        worker.stop()
-    first = min(dataset.start_seconds(c) for c in cdrs)
-    last = max(dataset.start_seconds(c) for c in cdrs)
-    return Mirrored(
-        settings=settings,
-        table=table,
-        cdrs=cdrs,
-        keys=keys,
-        start=datetime.fromtimestamp(first // 60 * 60, UTC),
-        end=datetime.fromtimestamp(last // 60 * 60 + 60, UTC),
+    return await mirror_dataset(
+        kafka_bootstrap,
+        redis_url,
+        tmp_path_factory.mktemp("api"),
+        name="api",
+        seed=11,
+        total=4000,
+        customer=OWN,
     )
 
 

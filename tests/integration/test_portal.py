@@ -13,11 +13,10 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 import pytest
@@ -33,20 +32,10 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from api.app import create_app
-from breakout.auth import ADMIN, Role, key_entry, new_key
 from breakout.noc.keys import active_key
-from breakout.settings import Settings, load_settings
 from tests import dataset
 from tests.conftest import ROOT, free_port
-from tests.integration.pipeline import (
-    CUSTOMERS,
-    Worker,
-    diff,
-    eventually_equal,
-    publish,
-    read_mirror,
-    with_dial_codes,
-)
+from tests.integration.pipeline import Mirrored, mirror_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -57,56 +46,24 @@ OWN = "cust-05"  # the customer key's account
 T = TypeVar("T")
 
 
-@dataclass
-class Mirrored:
-    settings: Settings
-    table: dict[str, str]
-    cdrs: list[dict[str, Any]]
-    keys: dict[str, str]  # "admin" / "customer" -> key
-    first_day: str  # UTC dates covering every CDR
-    last_day: str
-
-
 @pytest.fixture(scope="module")
 async def mirrored(
     kafka_bootstrap: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Mirrored:
-    """A generated dataset, run through a real worker into Redis once for this module."""
-    tmp = tmp_path_factory.mktemp("portal")
-    token = tmp.name.replace("_", "-")[-12:]
-    keys = {"admin": new_key(), "customer": new_key()}
-    settings = load_settings(
-        kafka=kafka_bootstrap,
-        redis=redis_url,
-        topic=f"cdrs-portal-{token}",
-        app_id=f"breakout-portal-{token}",
-        data_dir=tmp / "data",
-        store="memory://",
-        rebalance_timeout=10,
-        api_keys=f"{key_entry(keys['admin'], ADMIN)},{key_entry(keys['customer'], Role(OWN))}",
+    return await mirror_dataset(
+        kafka_bootstrap,
+        redis_url,
+        tmp_path_factory.mktemp("portal"),
+        name="portal",
+        seed=23,
+        total=3000,
+        customer=OWN,
     )
-    settings, table = with_dial_codes(settings, tmp)
-    data = dataset.generate(
-        seed=23, total=3000, end_time=time.time() - 3600, customers=CUSTOMERS, table=table
-    )
-    cdrs = list(data.valid.values())
-    worker = Worker(settings, tmp / "w", tmp / "worker.log")
-    try:
-        await publish(settings, data.messages)
-        expected = dataset.expected_rows(cdrs, table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
-        assert got == expected, diff(got, expected)
-    finally:
-        worker.stop()
-    starts = [dataset.start_seconds(c) for c in cdrs]
-    return Mirrored(
-        settings=settings,
-        table=table,
-        cdrs=cdrs,
-        keys=keys,
-        first_day=datetime.fromtimestamp(min(starts), UTC).date().isoformat(),
-        last_day=datetime.fromtimestamp(max(starts), UTC).date().isoformat(),
-    )
+
+
+def days(mirrored: Mirrored) -> tuple[str, str]:
+    """The UTC dates covering every CDR."""
+    return mirrored.start.date().isoformat(), (mirrored.end - timedelta(minutes=1)).date().isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -257,8 +214,9 @@ async def test_totals_for_one_destination_equal_the_independent_sums(
     by_destination, _, _ = dataset.expected_report(mirrored.cdrs, mirrored.table, 0, 2e10, ("destination",))
     busiest = max(by_destination.values(), key=lambda row: (row["attempts"], row["destination"]))
     name = busiest["destination"]
-    start = datetime.fromisoformat(mirrored.first_day).replace(tzinfo=UTC)
-    end = datetime.fromisoformat(mirrored.last_day).replace(tzinfo=UTC) + timedelta(days=1)
+    first_day, last_day = days(mirrored)
+    start = datetime.fromisoformat(first_day).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(last_day).replace(tzinfo=UTC) + timedelta(days=1)
     rows, totals, per_currency = dataset.expected_report(
         mirrored.cdrs,
         mirrored.table,
@@ -293,7 +251,7 @@ async def test_totals_for_one_destination_equal_the_independent_sums(
     sign_in(browser, portal, mirrored.keys["admin"])
     assert css(browser, "#account-name").text == "Administrator"
     assert css(browser, "#customer-select").is_displayed() and css(browser, "#provider-select").is_displayed()
-    set_period(browser, mirrored.first_day, mirrored.last_day)
+    set_period(browser, first_day, last_day)
     select_destination(browser, name)
     refresh(browser)
 
@@ -373,8 +331,9 @@ async def test_totals_for_one_destination_equal_the_independent_sums(
 def test_a_customer_key_sees_its_own_account_without_costs(
     mirrored: Mirrored, portal: str, browser: WebDriver
 ) -> None:
-    start = datetime.fromisoformat(mirrored.first_day).replace(tzinfo=UTC)
-    end = datetime.fromisoformat(mirrored.last_day).replace(tzinfo=UTC) + timedelta(days=1)
+    first_day, last_day = days(mirrored)
+    start = datetime.fromisoformat(first_day).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(last_day).replace(tzinfo=UTC) + timedelta(days=1)
     rows, totals, _ = dataset.expected_report(
         mirrored.cdrs,
         mirrored.table,
@@ -387,7 +346,7 @@ def test_a_customer_key_sees_its_own_account_without_costs(
     assert css(browser, "#account-name").text == f"Account {OWN}"
     assert not css(browser, "#customer-select").is_displayed()
     assert not css(browser, "#provider-select").is_displayed()
-    set_period(browser, mirrored.first_day, mirrored.last_day)
+    set_period(browser, first_day, last_day)
     refresh(browser)
     headers = [
         th.get_attribute("data-col") for th in browser.find_elements(By.CSS_SELECTOR, "#header-row th")
