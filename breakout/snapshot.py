@@ -27,6 +27,7 @@ from breakout.aggregate import (
     PROVIDER_CHARGE,
     Counters,
 )
+from breakout.aggregate import add as add_counters
 from breakout.money import format_micros
 
 # A stored row: customer, destination, provider, currency, counters.
@@ -85,13 +86,7 @@ def group_rows(
         if total is None:
             groups[key] = list(counters)
         else:
-            total[0] += counters[0]
-            total[1] += counters[1]
-            total[2] += counters[2]
-            total[3] += counters[3]
-            total[4] += counters[4]
-            total[5] += counters[5]
-            total[6] += counters[6]
+            add_counters(total, counters)
     return groups
 
 
