@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -64,6 +64,18 @@ async def mirrored(
 def days(mirrored: Mirrored) -> tuple[str, str]:
     """The UTC dates covering every CDR."""
     return mirrored.start.date().isoformat(), (mirrored.end - timedelta(minutes=1)).date().isoformat()
+
+
+def expected_over_days(
+    mirrored: Mirrored, group_by: tuple[str, ...], admit: Callable[[dict[str, Any], str], bool]
+) -> tuple[Any, Any, Any]:
+    """``dataset.expected_report`` over the whole UTC days of ``days(mirrored)``."""
+    first_day, last_day = days(mirrored)
+    start = datetime.fromisoformat(first_day).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(last_day).replace(tzinfo=UTC) + timedelta(days=1)
+    return dataset.expected_report(
+        mirrored.cdrs, mirrored.table, start.timestamp(), end.timestamp(), group_by, admit=admit
+    )
 
 
 @pytest.fixture(scope="module")
@@ -215,15 +227,8 @@ async def test_totals_for_one_destination_equal_the_independent_sums(
     busiest = max(by_destination.values(), key=lambda row: (row["attempts"], row["destination"]))
     name = busiest["destination"]
     first_day, last_day = days(mirrored)
-    start = datetime.fromisoformat(first_day).replace(tzinfo=UTC)
-    end = datetime.fromisoformat(last_day).replace(tzinfo=UTC) + timedelta(days=1)
-    rows, totals, per_currency = dataset.expected_report(
-        mirrored.cdrs,
-        mirrored.table,
-        start.timestamp(),
-        end.timestamp(),
-        ("customer", "destination"),
-        admit=lambda cdr, destination: destination == name,
+    rows, totals, per_currency = expected_over_days(
+        mirrored, ("customer", "destination"), lambda cdr, destination: destination == name
     )
 
     # An open NOC incident on that destination, as the worker's detector records it.
@@ -332,15 +337,8 @@ def test_a_customer_key_sees_its_own_account_without_costs(
     mirrored: Mirrored, portal: str, browser: WebDriver
 ) -> None:
     first_day, last_day = days(mirrored)
-    start = datetime.fromisoformat(first_day).replace(tzinfo=UTC)
-    end = datetime.fromisoformat(last_day).replace(tzinfo=UTC) + timedelta(days=1)
-    rows, totals, _ = dataset.expected_report(
-        mirrored.cdrs,
-        mirrored.table,
-        start.timestamp(),
-        end.timestamp(),
-        ("destination",),
-        admit=lambda cdr, destination: cdr["customer_id"] == OWN,
+    rows, totals, _ = expected_over_days(
+        mirrored, ("destination",), lambda cdr, destination: cdr["customer_id"] == OWN
     )
     sign_in(browser, portal, mirrored.keys["customer"])
     assert css(browser, "#account-name").text == f"Account {OWN}"
