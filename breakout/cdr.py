@@ -9,6 +9,7 @@ each CDR is judged alone, so one bad CDR never rejects its valid siblings.
 from __future__ import annotations
 
 import math
+import reprlib
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -84,7 +85,7 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
     elif isinstance(status, str) and status.strip():
         connected = status.strip().lower() == CONNECTED_STATUS
     else:
-        raise InvalidCDR("bad_field", f"status: expected a non-empty string, got {status!r}")
+        raise InvalidCDR("bad_field", f"status: expected a non-empty string, got {_shown(status)}")
     customer_charge = get("customer_charge", _MISSING)
     if customer_charge is _MISSING:
         raise InvalidCDR("missing_field", "customer_charge is required (null means rating pending)")
@@ -110,6 +111,18 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
+
+
+def _shown(value: Any) -> str:
+    """A refused value as a detail quotes it: its repr, cut short and a few levels deep.
+
+    A detail names the problem for a person and need not copy a megabyte; and a value
+    nested a thousand levels deep has no plain repr at all (``RecursionError``), which
+    would turn a bad CDR into a crash.
+    """
+    return _SHORT_REPR.repr(value)
 
 
 def normalize_number(value: Any) -> str:
@@ -117,14 +130,14 @@ def normalize_number(value: Any) -> str:
     if value is _MISSING or value is None:
         raise InvalidCDR("missing_field", "dst is required")
     if not isinstance(value, str):
-        raise InvalidCDR("bad_field", f"dst: expected a string of digits, got {value!r}")
+        raise InvalidCDR("bad_field", f"dst: expected a string of digits, got {_shown(value)}")
     digits = value.strip()
     if digits.startswith("+"):
         digits = digits[1:]
     elif digits.startswith("00"):
         digits = digits[2:]
     if not digits.isdigit() or not digits.isascii() or len(digits) > MAX_DIGITS:
-        raise InvalidCDR("bad_field", f"dst: expected up to {MAX_DIGITS} digits, got {value!r}")
+        raise InvalidCDR("bad_field", f"dst: expected up to {MAX_DIGITS} digits, got {_shown(value)}")
     return digits
 
 
@@ -149,31 +162,31 @@ def _time_ms(document: dict[str, Any], field: str, now_ms: int, *, required: boo
         return None
     if isinstance(value, bool):
         raise InvalidCDR(
-            "bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}"
+            "bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {_shown(value)}"
         )
     if isinstance(value, int | float):
         if not math.isfinite(value):
-            raise InvalidCDR("bad_time", f"{field}: must be finite, got {value!r}")
+            raise InvalidCDR("bad_time", f"{field}: must be finite, got {_shown(value)}")
         if not -1e15 < value < 1e15:  # past year 30000 either way; also keeps round() finite
-            raise InvalidCDR("bad_time", f"{field}: out of range, got {value!r}")
+            raise InvalidCDR("bad_time", f"{field}: out of range, got {_shown(value)}")
         # Epoch milliseconds from 2000 on exceed 1e11; epoch seconds stay below it until 5138.
         milliseconds = round(value) if value >= 1e11 else round(value * 1000)
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidCDR("bad_time", f"{field}: not ISO 8601: {value!r}") from None
+            raise InvalidCDR("bad_time", f"{field}: not ISO 8601: {_shown(value)}") from None
         if moment.tzinfo is None:
-            raise InvalidCDR("bad_time", f"{field}: ISO 8601 time needs a UTC offset: {value!r}")
+            raise InvalidCDR("bad_time", f"{field}: ISO 8601 time needs a UTC offset: {_shown(value)}")
         milliseconds = round(moment.timestamp() * 1000)
     else:
         raise InvalidCDR(
-            "bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {value!r}"
+            "bad_time", f"{field}: expected ISO 8601 or epoch seconds/milliseconds, got {_shown(value)}"
         )
     if milliseconds < EARLIEST_MS:
-        raise InvalidCDR("bad_time", f"{field}: before 2000-01-01: {value!r}")
+        raise InvalidCDR("bad_time", f"{field}: before 2000-01-01: {_shown(value)}")
     if milliseconds > now_ms + FUTURE_SLACK_MS:
-        raise InvalidCDR("bad_time", f"{field}: more than a day in the future: {value!r}")
+        raise InvalidCDR("bad_time", f"{field}: more than a day in the future: {_shown(value)}")
     return milliseconds
 
 
@@ -181,15 +194,17 @@ def _duration_ms(value: Any) -> int:
     if value is _MISSING or value is None:
         raise InvalidCDR("missing_field", "duration is required")
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidCDR("bad_field", f"duration: expected a number of seconds, got {value!r}")
+        raise InvalidCDR("bad_field", f"duration: expected a number of seconds, got {_shown(value)}")
     if not math.isfinite(value) or not 0 <= value <= MAX_DURATION_S:
-        raise InvalidCDR("bad_field", f"duration: expected 0 to {MAX_DURATION_S} seconds, got {value!r}")
+        raise InvalidCDR(
+            "bad_field", f"duration: expected 0 to {MAX_DURATION_S} seconds, got {_shown(value)}"
+        )
     if isinstance(value, int):
         return value * 1000
     # The float's shortest repr is the text the producer wrote: judge its decimals exactly.
     exact = Decimal(repr(value)).normalize()
     if exact.as_tuple().exponent < -3:  # type: ignore[operator]
-        raise InvalidCDR("bad_field", f"duration: at most 3 decimal places, got {value!r}")
+        raise InvalidCDR("bad_field", f"duration: at most 3 decimal places, got {_shown(value)}")
     return int(exact * 1000)
 
 
@@ -207,7 +222,7 @@ def _currency(value: Any, default: str) -> str:
     if value is None:
         return default
     if not isinstance(value, str) or len(value) != 3 or not value.isalpha() or not value.isascii():
-        raise InvalidCDR("bad_field", f"currency: expected an ISO 4217 code like USD, got {value!r}")
+        raise InvalidCDR("bad_field", f"currency: expected an ISO 4217 code like USD, got {_shown(value)}")
     return value.upper()
 
 
@@ -215,5 +230,7 @@ def _dtmf(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DTMF:
-        raise InvalidCDR("bad_field", f"dtmf: expected a whole number from 0 to {MAX_DTMF}, got {value!r}")
+        raise InvalidCDR(
+            "bad_field", f"dtmf: expected a whole number from 0 to {MAX_DTMF}, got {_shown(value)}"
+        )
     return value

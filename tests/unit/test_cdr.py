@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 
 from breakout.cdr import CDR, EARLIEST_MS, FUTURE_SLACK_MS, MAX_TEXT, decode_message, validate_cdr
@@ -326,3 +327,19 @@ def test_duration_with_four_decimals_is_rejected_at_any_size(duration: float) ->
     with pytest.raises(InvalidCDR) as info:
         validate(cdr(duration=duration))
     assert info.value.reason == "bad_field"
+
+
+DEEP: Any = orjson.loads(b"[" * 1000 + b"]" * 1000)  # deeper than Python's own repr can go
+QUOTING_FIELDS = ["dst", "start_time", "answer_time", "end_time", "duration", "status", "currency", "dtmf"]
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [(field, DEEP) for field in QUOTING_FIELDS]
+    + [(field, "\x01" * 800_000) for field in QUOTING_FIELDS if field != "status"],
+)
+def test_detail_quotes_a_huge_or_deeply_nested_value_briefly(field: str, value: Any) -> None:
+    """A detail names the problem; it neither copies the value whole nor fails on its depth."""
+    with pytest.raises(InvalidCDR) as info:
+        validate(cdr(**{field: value}))
+    assert info.value.detail.startswith(field) and len(info.value.detail) < 200

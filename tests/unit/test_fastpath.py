@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from breakout.cdr import EARLIEST_MS, FUTURE_SLACK_MS, MAX_TEXT, validate_cdr
@@ -170,11 +171,27 @@ TRICKY: dict[str, list[Any]] = {
 }
 
 
+DEEP: Any = orjson.loads(b"[" * 1000 + b"]" * 1000)  # deeper than Python's own repr can go
+
+
 @pytest.mark.parametrize(
     "field, value", [(field, value) for field, values in TRICKY.items() for value in values]
 )
 def test_agrees_on_each_tricky_value(field: str, value: Any) -> None:
     assert_agrees(cdr(**{field: value}))
+
+
+@pytest.mark.parametrize("field", list(TRICKY))
+@pytest.mark.parametrize(
+    "value",
+    [DEEP, {"a": DEEP}, "9" * 800_000, "\x01" * 800_000],
+    ids=["deep", "deep-object", "digits", "ctl"],
+)
+def test_agrees_on_huge_and_deeply_nested_values(field: str, value: Any) -> None:
+    """Neither validator may fail on such a value other than by refusing it with a reason."""
+    document = cdr(**{field: value})
+    assert_agrees(document)
+    assert full(document) is not None
 
 
 def test_accepts_the_common_shapes() -> None:

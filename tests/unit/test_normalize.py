@@ -7,8 +7,19 @@ from typing import Any
 import orjson
 import pytest
 
+from breakout.cdr import FUTURE_SLACK_MS, MAX_DTMF, MAX_DURATION_S, MAX_TEXT
 from breakout.destinations import DialCodes
-from breakout.normalize import Record, Reject, normalize_message
+from breakout.money import MAX_MICROS
+from breakout.normalize import (
+    MAX_RECORD_BYTES,
+    ORIGIN_TEXT_BYTES,
+    UNPROCESSABLE,
+    Record,
+    Reject,
+    internal_messages,
+    normalize_message,
+    reencode,
+)
 
 START_MS = 1_795_597_200_000  # 2026-11-25T09:00:00Z
 NOW_MS = START_MS + 3_600_000
@@ -49,14 +60,8 @@ def record(**changes: Any) -> Record:
     return base._replace(**changes)
 
 
-def normalize(value: bytes | None, too_late_before_ms: int = 0) -> tuple[list[Record], list[Reject]]:
-    return normalize_message(
-        value,
-        dial_codes=DIAL_CODES,
-        default_currency="USD",
-        now_ms=NOW_MS,
-        too_late_before_ms=too_late_before_ms,
-    )
+def normalize(value: bytes | None, dial_codes: DialCodes = DIAL_CODES) -> tuple[list[Record], list[Reject]]:
+    return normalize_message(value, dial_codes=dial_codes, default_currency="USD", now_ms=NOW_MS)
 
 
 @pytest.mark.parametrize(
@@ -138,31 +143,6 @@ def test_missing_value_is_bad_json_with_empty_payload() -> None:
     assert normalize(None) == ([], [Reject("bad_json", "message has no value", b"", None)])
 
 
-@pytest.mark.parametrize(
-    "too_late_before_ms, expect_record",
-    [
-        (START_MS, True),  # exactly at the limit: kept
-        (START_MS + 1, False),  # one ms older than the limit: too late
-    ],
-)
-def test_too_late(too_late_before_ms: int, expect_record: bool) -> None:
-    value = orjson.dumps(doc())
-    records, rejects = normalize(value, too_late_before_ms=too_late_before_ms)
-    if expect_record:
-        assert (records, rejects) == ([record()], [])
-    else:
-        assert records == []
-        assert rejects == [Reject("too_late", "start_time is older than the longest retention", value, None)]
-
-
-def test_too_late_in_a_batch_keeps_newer_siblings() -> None:
-    old = doc(id="old", start_time=START_MS - 10_000)
-    value = orjson.dumps([old, doc(id="new")])
-    records, rejects = normalize(value, too_late_before_ms=START_MS)
-    assert records == [record(id="new")]
-    assert [(r.reason, r.batch_index, r.payload) for r in rejects] == [("too_late", 0, orjson.dumps(old))]
-
-
 def test_record_round_trips_through_the_internal_topic_encoding() -> None:
     records, _ = normalize(orjson.dumps([doc(id="a"), doc(id="b", customer_charge=None)]))
     wire = orjson.dumps(records, default=tuple)
@@ -215,3 +195,162 @@ def test_no_value_of_any_field_crashes_normalization(field: str) -> None:
         records, rejects = normalize(orjson.dumps([doc(**{field: value}), doc(id="sibling")]))
         assert [r.id for r in records][-1:] == ["sibling"], (field, value)
         assert len(records) + len(rejects) == 2 and all(r.reason for r in rejects), (field, value)
+
+
+# --- nothing a message holds stops normalization ---------------------------------------
+
+
+def brackets(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+@pytest.mark.parametrize("depth", [254, 255, 300, 1000, 1024])
+def test_deeply_nested_batch_element_is_refused_whole(depth: int) -> None:
+    """orjson reads 1,024 levels but writes only 254: the refused element is re-encoded anyway."""
+    assert normalize(brackets(depth)) == (
+        [],
+        [Reject("not_an_object", "expected a CDR object, got list", brackets(depth - 1), 0)],
+    )
+
+
+def test_nesting_past_what_json_decoding_accepts_is_bad_json() -> None:
+    value = brackets(1025)
+    records, rejects = normalize(value)
+    assert records == []
+    assert [(r.reason, r.payload, r.batch_index) for r in rejects] == [("bad_json", value, None)]
+
+
+def test_deeply_nested_single_cdr_keeps_its_exact_bytes() -> None:
+    value = orjson.dumps(doc(id=None))[:-1] + b',"extra":' + brackets(1000) + b"}"
+    assert normalize(value) == ([], [Reject("missing_field", "id is required", value, None)])
+
+
+@pytest.mark.parametrize("depth", [254, 255, 300, 1000])
+def test_deep_extra_field_in_a_batch_keeps_valid_siblings(depth: int) -> None:
+    """Unknown fields are ignored however deep; a refused element keeps them, exactly."""
+    bad = orjson.dumps(doc(id="bad", dst="x"))[:-1] + b',"extra":' + brackets(depth) + b"}"
+    deep_but_valid = orjson.dumps(doc(id="deep"))[:-1] + b',"extra":' + brackets(depth) + b"}"
+    value = b"[" + orjson.dumps(doc(id="ok")) + b"," + bad + b"," + deep_but_valid + b"]"
+    records, rejects = normalize(value)
+    assert records == [record(id="ok"), record(id="deep")]
+    assert rejects == [Reject("bad_field", "dst: expected up to 32 digits, got 'x'", bad, 1)]
+
+
+def test_reencode_past_orjsons_depth_writes_what_orjson_would() -> None:
+    inner = {"s": 'quote " back \\ ctl \x01 \u2028 é 😀', "n": [1, -2.5, 1e300, None, True, False], "o": {}}
+    wrapped: Any = inner
+    for _ in range(300):
+        wrapped = [wrapped, {"k": []}]
+    expected = inner_text = orjson.dumps(inner)
+    for _ in range(300):
+        expected = b"[" + expected + b',{"k":[]}]'
+    assert reencode(wrapped) == expected
+    assert reencode(inner) == inner_text
+
+
+class BrokenDialCodes(DialCodes):
+    """A stand-in for a bug: the lookup fails the way no CDR should make it fail."""
+
+    def lookup(self, number: str) -> str:
+        raise KeyError("boom")
+
+
+def test_unexpected_error_refuses_the_whole_message_as_unprocessable() -> None:
+    value = orjson.dumps([doc(id="a", destination="Named"), doc(id="b")])
+    assert normalize(value, dial_codes=BrokenDialCodes({})) == (
+        [],
+        [Reject(UNPROCESSABLE, "KeyError: 'boom'", value, None)],
+    )
+
+
+# --- internal-topic messages --------------------------------------------------------------
+
+
+def decoded(messages: list[bytes]) -> list[Record]:
+    return [Record(*fields) for message in messages for fields in orjson.loads(message)]
+
+
+def test_internal_messages_are_cut_by_count() -> None:
+    records = [record(id=f"c-{n}") for n in range(12)]
+    messages = internal_messages(records, max_records=5, max_bytes=1 << 20)
+    assert [len(orjson.loads(m)) for m in messages] == [5, 5, 2]
+    assert decoded(messages) == records
+
+
+def test_internal_messages_are_cut_by_encoded_size() -> None:
+    records = [record(id=f"{n}-" + "\x01" * 250, customer_id="é" * 256) for n in range(1000)]
+    max_bytes = 64 * 1024
+    messages = internal_messages(records, max_records=5000, max_bytes=max_bytes)
+    assert len(orjson.dumps(records, default=tuple)) > 30 * max_bytes
+    assert all(len(m) <= max_bytes for m in messages)
+    assert decoded(messages) == records
+
+
+def test_a_record_too_large_alone_is_not_split_further() -> None:
+    messages = internal_messages([record(id="x" * 256)], max_records=5000, max_bytes=10)
+    assert decoded(messages) == [record(id="x" * 256)]
+
+
+@pytest.mark.parametrize("character", ["\x01", '"', "\\", "😀", "€", "\u2028"])
+def test_the_largest_record_the_contract_allows_fits_max_record_bytes(character: str) -> None:
+    """Every text field at MAX_TEXT characters JSON must escape (or long UTF-8 ones), every
+    number at its contract maximum: one record, alone in a message, is within MAX_RECORD_BYTES."""
+    text = "x" + character * (MAX_TEXT - 1)  # a leading non-space: the contract wants one
+    largest = doc(
+        id=text,
+        customer_id=text,
+        provider_id=text,
+        destination=text,
+        start_time=NOW_MS + FUTURE_SLACK_MS,
+        duration=MAX_DURATION_S,
+        provider_charge=str(MAX_MICROS // 1_000_000),
+        customer_charge=str(MAX_MICROS // 1_000_000),
+        dtmf=MAX_DTMF,
+    )
+    records, rejects = normalize(orjson.dumps(largest))
+    assert rejects == [] and len(records) == 1
+    [message] = internal_messages(records, max_records=5000, max_bytes=MAX_RECORD_BYTES)
+    assert len(message) <= MAX_RECORD_BYTES
+
+
+def normalize_late(value: bytes, late_before_ms: int) -> list[Record]:
+    records, rejects = normalize_message(
+        value,
+        dial_codes=DIAL_CODES,
+        default_currency="USD",
+        now_ms=NOW_MS,
+        source=("cdrs", 3, 42),
+        late_before_ms=late_before_ms,
+    )
+    assert rejects == []
+    return records
+
+
+def test_only_a_cdr_that_may_be_too_late_carries_its_origin() -> None:
+    single = orjson.dumps(doc()) + b"  "
+    [fresh] = normalize_late(single, late_before_ms=START_MS)
+    assert fresh.origin is None
+    [old] = normalize_late(single, late_before_ms=START_MS + 1)
+    assert old.origin == ("cdrs", 3, 42, None, single.decode())  # the message, byte for byte
+    batch = orjson.dumps([doc(id="a", start_time=START_MS + 10), doc(id="b")])
+    fresh, late = normalize_late(batch, late_before_ms=START_MS + 1)
+    assert fresh.origin is None
+    assert late.origin == ("cdrs", 3, 42, 1, orjson.dumps(doc(id="b")).decode())
+
+
+def test_an_origin_too_long_to_carry_keeps_only_where_it_was_published() -> None:
+    [late] = normalize_late(orjson.dumps(doc(note="x" * ORIGIN_TEXT_BYTES)), late_before_ms=START_MS + 1)
+    assert late.origin == ("cdrs", 3, 42, None, None)
+
+
+def test_the_largest_record_with_its_origin_fits_max_record_bytes() -> None:
+    text = "x" + '"' * (MAX_TEXT - 1)
+    largest = doc(id=text, customer_id=text, provider_id=text, destination=text)
+    filler = '"' * ((ORIGIN_TEXT_BYTES - len(orjson.dumps(largest)) - 20) // 2)
+    value = orjson.dumps(largest | {"z": filler})
+    assert len(value) <= ORIGIN_TEXT_BYTES
+    records = normalize_late(value, late_before_ms=START_MS + 1)
+    assert records[0].origin is not None and records[0].origin[4] is not None
+    records = [records[0]._replace(origin=("t" * 249, 2**31, 2**62, None, records[0].origin[4]))]
+    [message] = internal_messages(records, max_records=5000, max_bytes=MAX_RECORD_BYTES)
+    assert len(message) <= MAX_RECORD_BYTES
