@@ -40,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from breakout.redis_layout import Layout, decode_watermarks  # noqa: E402
 from breakout.synthetic import Profile, cdr_stream  # noqa: E402
 
 PARTITIONS = 4
@@ -153,10 +154,8 @@ async def time_pipeline(kafka: str, redis_url: str, topic: str, total: int, mess
         assert started is not None
         ends = await end_offsets(kafka, f"{app_id}-normalized")
         while True:  # aggregate + mirror: every normalized message applied and mirrored
-            marks = {
-                int(p): orjson.loads(v)["offset"]
-                for p, v in (await client.hgetall(f"{app_id}:watermark")).items()
-            }
+            watermarks = decode_watermarks(await client.hgetall(Layout(app_id).watermarks))
+            marks = {p: mark.offset for p, mark in watermarks.items()}
             if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
                 return total / (time.perf_counter() - started)
             await asyncio.sleep(0.02)

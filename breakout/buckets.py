@@ -50,6 +50,12 @@ class Retention:
         ]
 
     @property
+    def longest_kept(self) -> int:
+        """The longest any bucket size is kept: a CDR older than stream time minus this
+        is in no kept bucket (and younger ones may still be, depending on alignment)."""
+        return max(self.minute, self.hour, self.day)
+
+    @property
     def longest(self) -> int:
         return max(self.minute + 60, self.hour + 3600, self.day + 86400)
 

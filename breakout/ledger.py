@@ -17,7 +17,7 @@ and stores what it returns.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -122,6 +122,7 @@ class PartitionLedger:
         self.retention = retention
         self.dedup_window_ms = dedup_window_ms
         self.stream_ms = 0
+        self.offset = -1  # the last message applied: one at or below it is a replay
         self._seen: dict[str, int] = {}
         self._seen_batches: dict[int, tuple[int, list[str]]] = {}
         self._live: dict[tuple[Granularity, int], set[str]] = {}
@@ -130,11 +131,13 @@ class PartitionLedger:
     def restore(
         self,
         stream_ms: int,
+        offset: int,
         bucket_keys: Iterable[BucketKey],
         seen_batches: Iterable[tuple[int, int, list[str]]],
     ) -> None:
         """Load what the tables hold for this partition after recovery."""
         self.stream_ms = stream_ms
+        self.offset = offset
         for key in bucket_keys:
             self._live.setdefault((key.granularity, key.start), set()).add(key.customer)
         for offset, newest_ms, ids in sorted(seen_batches):
@@ -146,21 +149,30 @@ class PartitionLedger:
             self._seen.setdefault(cdr_id, offset)
 
     def apply(
-        self, offset: int, records: Iterable[Record], read: Callable[[BucketKey], CustomerBucket | None]
+        self, offset: int, records: Sequence[Record], read: Callable[[BucketKey], CustomerBucket | None]
     ) -> Outcome:
         """Add one message's records to their buckets; ``read`` fetches stored bucket values.
+
+        Stream time moves to the message's newest start time *before* any record is
+        applied, so whether a CDR is too late never depends on its place in the message:
+        an old CDR in the first message of a new deployment is refused like one in the
+        thousandth, instead of filling a bucket that the same message then expires.
 
         This is the worker's per-CDR loop, so it only unpacks each record (a plain sequence
         in ``Record`` field order will do, as decoded from the internal topic) and adds to
         rows; every bucket decision is made once per customer and minute, not per CDR.
         """
         outcome = Outcome()
+        newest_ms = max([record[5] for record in records], default=0)
+        if newest_ms > self.stream_ms:
+            previous_s = self.stream_ms // 1000
+            self.stream_ms = newest_ms
+            if newest_ms // 1000 > previous_s:
+                self._expire(outcome)
         stream_s = self.stream_ms // 1000
         seen = self._seen
         in_message: set[str] = set()
         counted = outcome.counted_ids
-        newest_ms = self.stream_ms
-        # Per bucket size, its length and the earliest bucket start still kept at this stream time.
         kept = [(g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
         skipped: set[BucketKey] = set()
         # Per (customer, minute): where its CDRs go. A minute lies in one hour and one day, so
@@ -169,7 +181,7 @@ class PartitionLedger:
         row_ids = self._row_ids
         for record in records:
             (cdr_id, customer, provider, destination, currency, start_ms, connected, duration_ms, charge,
-             charged, dtmf) = record  # fmt: skip
+             charged, dtmf, _) = record  # fmt: skip
             if cdr_id in in_message or seen.get(cdr_id, offset) != offset:
                 outcome.duplicates += 1
                 continue
@@ -198,8 +210,6 @@ class PartitionLedger:
             target.changed.add(row)
             outcome.replayed += target.replayed
             counted.append(cdr_id)
-            if start_ms > newest_ms:
-                newest_ms = start_ms
         for target in targets.values():
             if target is not None:
                 for key in target.keys:
@@ -212,11 +222,10 @@ class PartitionLedger:
             live.add(key.customer)
             outcome.updates[key].applied = offset
         if counted:
-            self._remember(offset, newest_ms, counted)
-        if newest_ms > self.stream_ms:
-            self.stream_ms = newest_ms
-            if newest_ms // 1000 > stream_s:
-                self._expire(outcome)
+            self._remember(offset, self.stream_ms, counted)
+        if offset <= self.offset:
+            outcome.too_late.clear()  # reported when the message was first applied
+        self.offset = max(self.offset, offset)
         return outcome
 
     def _targets(

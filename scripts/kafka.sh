@@ -4,6 +4,7 @@
 #   scripts/kafka.sh fetch                 resolve the broker's classpath through Maven (cached)
 #   scripts/kafka.sh start PORT DIR        format DIR, start the broker on 127.0.0.1:PORT, wait until it serves
 #   scripts/kafka.sh stop DIR              stop the broker started in DIR and wait for it to exit
+#   scripts/kafka.sh restart PORT DIR      kill the broker in DIR (SIGKILL, a crash) and start it again on its data
 #
 # The classpath is cached in ${BREAKOUT_CACHE:-~/.cache/breakout}/kafka-<version>; Maven's own
 # repository (~/.m2) caches the jars, so a second machine run costs nothing.
@@ -67,14 +68,27 @@ PROPS
   cluster_id=$(java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)
   java -cp "$cp" "${java_opts[@]}" kafka.tools.StorageTool format -g -t "$cluster_id" \
     -c "$dir/server.properties" > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "storage format failed"; }
-  nohup java -cp "$cp" "${java_opts[@]}" kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 &
+  : > "$dir/broker.log"
+  launch "$port" "$dir"
+}
+
+# Starts the broker configured in DIR on its existing data and waits until it serves.
+launch() {
+  local port=$1 dir=$2
+  local cp="$classpath_dir/*"
+  local java_opts=(-Xmx512m -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+    -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info)
+  local started
+  touch "$dir/broker.log"
+  started=$(grep -c "Kafka Server started" "$dir/broker.log" || true)
+  nohup java -cp "$cp" "${java_opts[@]}" kafka.Kafka "$dir/server.properties" >> "$dir/broker.log" 2>&1 &
   echo $! > "$dir/broker.pid"
   for _ in $(seq 1 600); do
     if ! kill -0 "$(cat "$dir/broker.pid")" 2>/dev/null; then
       tail -n 30 "$dir/broker.log" >&2
       die "broker exited during start-up (log: $dir/broker.log)"
     fi
-    if port_open "$port" && grep -q "Kafka Server started" "$dir/broker.log" 2>/dev/null; then
+    if port_open "$port" && [ "$(grep -c "Kafka Server started" "$dir/broker.log")" -gt "$started" ]; then
       echo "kafka.sh: Apache Kafka $version serving on 127.0.0.1:$port" >&2
       return 0
     fi
@@ -82,6 +96,16 @@ PROPS
   done
   stop "$dir"
   die "broker did not serve on port $port within 60 s"
+}
+
+restart() {
+  local port=$1 dir=$2 pid
+  [ -f "$dir/broker.pid" ] || die "no broker was started in $dir"
+  pid=$(cat "$dir/broker.pid")
+  kill -KILL "$pid" 2>/dev/null || true
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 300); do port_open "$port" || break; sleep 0.1; done
+  launch "$port" "$dir"
 }
 
 stop() {
@@ -100,5 +124,6 @@ case "${1:-}" in
   fetch) fetch ;;
   start) [ $# -eq 3 ] || die "usage: kafka.sh start PORT DIR"; start "$2" "$3" ;;
   stop) [ $# -eq 2 ] || die "usage: kafka.sh stop DIR"; stop "$2" ;;
-  *) die "usage: kafka.sh fetch | start PORT DIR | stop DIR" ;;
+  restart) [ $# -eq 3 ] || die "usage: kafka.sh restart PORT DIR"; restart "$2" "$3" ;;
+  *) die "usage: kafka.sh fetch | start PORT DIR | stop DIR | restart PORT DIR" ;;
 esac

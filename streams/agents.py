@@ -1,8 +1,8 @@
-"""The worker's pipeline: the ingest task, the aggregating agent and the Redis mirror task.
+"""The worker's pipeline: the ingest task, the aggregating agent, the Redis mirror and lag tasks.
 
 The agent consumes the internal topic one message at a time; each message carries
 thousands of validated CDRs of one partition, so Faust's per-event cost is paid per
-batch, and each touched customer-bucket is written to its table once per message.
+batch. What happens to each message, in order, is ``streams.aggregator``'s to say.
 """
 
 from __future__ import annotations
@@ -10,31 +10,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 import orjson
-from faust.types import EventT
 
 from breakout.buckets import Retention
 from breakout.destinations import load_dial_codes
-from breakout.ledger import BucketKey, CustomerBucket, PartitionLedger
 from breakout.normalize import Record, Reject
 from breakout.settings import Settings
+from streams.aggregator import Aggregator
 from streams.deadletter import dead_letter
 from streams.ingest import Ingest, normalized_topic
+from streams.lag import LagReporter
 from streams.mirror import RedisMirror
-from streams.tables import Tables, create_tables
+from streams.tables import create_tables
 
 log = logging.getLogger(__name__)
 
-TABLE_FLUSH_SECONDS = 5.0
-TABLE_FLUSH_MESSAGES = 200
-CACHE_LIMIT = 200_000
+# After an unexpected error the worker stops through Faust; if that stop itself hangs, the
+# process exits anyway after this long, so a supervisor sees it and restarts it.
+CRASH_EXIT_SECONDS = 15.0
 
 
 def now_ms() -> int:
@@ -45,157 +46,20 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.minute_retention, settings.hour_retention, settings.day_retention)
 
 
-@dataclass
-class PartitionState:
-    """One assigned partition's working set: what is applied but not yet in the tables.
-
-    The agent acknowledges a message only after the table writes that include it, so a
-    crash before ``Aggregator.flush`` replays it, and the ledger's offsets count it once.
-    """
-
-    ledger: PartitionLedger
-    cache: dict[BucketKey, CustomerBucket] = field(default_factory=dict)
-    dirty: set[BucketKey] = field(default_factory=set)
-    deleted: set[BucketKey] = field(default_factory=set)
-    seen: dict[int, bytes] = field(default_factory=dict)
-    forgotten: list[int] = field(default_factory=list)
-    held: list[EventT[Any]] = field(default_factory=list)
-    offset: int = -1
-    flushed_at: float = field(default_factory=time.monotonic)
-
-
-class Aggregator:
-    """Applies internal-topic messages through each partition's ledger and stores the result.
-
-    Table writes are gathered per partition and done every ``TABLE_FLUSH_SECONDS`` (or
-    ``TABLE_FLUSH_MESSAGES``): a busy customer-bucket is then written once per flush, not
-    once per message, which keeps the changelog small when the same rows change all the time.
-    Redis does not wait for this: ``apply`` stages every change for the mirror at once.
-    """
-
-    def __init__(
-        self, settings: Settings, tables: Tables, mirror: RedisMirror, counters: Counter[str]
-    ) -> None:
-        self.settings = settings
-        self.tables = tables
-        self.mirror = mirror
-        self.counters = counters
-        self.retention = retention_of(settings)
-        self.partitions: dict[int, PartitionState] = {}
-
-    def state(self, partition: int) -> PartitionState:
-        """The partition's state, restored from the tables on first use after assignment."""
-        state = self.partitions.get(partition)
-        if state is None:
-            state = self.partitions[partition] = PartitionState(self._restore(partition))
-        return state
-
-    def forget(self, partition: int) -> None:
-        """On revocation: drop unflushed work (it was not acknowledged, the next owner replays it)."""
-        self.partitions.pop(partition, None)
-
-    def restage_all(self) -> None:
-        """Stage every row of every partition held here for Redis (which lost its data)."""
-        for partition, state in self.partitions.items():
-            prefix = f"{partition}|".encode()
-            for raw_key, raw_value in self.tables.rows.items():
-                if raw_key.startswith(prefix):
-                    key = BucketKey.decode(raw_key)
-                    bucket = state.cache.get(key) or CustomerBucket.decode(raw_value)
-                    self.mirror.stage(key, bucket, None)
-            for key in state.dirty:  # applied but not in the table yet
-                self.mirror.stage(key, state.cache[key], None)
-
-    def _restore(self, partition: int) -> PartitionLedger:
-        prefix = f"{partition}|".encode()
-        ledger = PartitionLedger(partition, self.retention, self.settings.dedup_window * 1000)
-        progress = self.tables.progress.get(str(partition).encode())
-        keys = []
-        for raw_key, raw_value in self.tables.rows.items():
-            if raw_key.startswith(prefix):
-                key = BucketKey.decode(raw_key)
-                keys.append(key)
-                self.mirror.stage(key, CustomerBucket.decode(raw_value), None)  # resync Redis
-        seen = []
-        for raw_key, raw_value in self.tables.seen.items():
-            if raw_key.startswith(prefix):
-                document = orjson.loads(raw_value)
-                seen.append((int(raw_key[len(prefix) :]), document["t"], document["ids"]))
-        ledger.restore(orjson.loads(progress)["t"] if progress else 0, keys, seen)
-        log.info(
-            "partition %d restored: %d customer-buckets, %d dedup batches", partition, len(keys), len(seen)
-        )
-        return ledger
-
-    def apply(self, partition: int, offset: int, value: bytes) -> list[Record]:
-        """Apply one message in memory and stage it for Redis; return the records too late to count."""
-        state = self.state(partition)
-        ledger = state.ledger
-        cache = state.cache
-
-        def read(key: BucketKey) -> CustomerBucket | None:
-            bucket = cache.get(key)
-            if bucket is None:
-                raw = self.tables.rows.get(key.encode())
-                bucket = CustomerBucket.decode(raw) if raw is not None else None
-            return bucket
-
-        outcome = ledger.apply(offset, orjson.loads(value), read)  # records as positional arrays
-        for key, bucket in outcome.updates.items():
-            cache[key] = bucket
-            state.dirty.add(key)
-            state.deleted.discard(key)
-            self.mirror.stage(key, bucket, outcome.changed_rows[key])
-        for key in outcome.deletions:
-            cache.pop(key, None)
-            state.dirty.discard(key)
-            state.deleted.add(key)
-            self.mirror.stage(key, None, None)
-        if outcome.counted_ids:
-            state.seen[offset] = orjson.dumps({"t": ledger.stream_ms, "ids": outcome.counted_ids})
-        state.forgotten.extend(outcome.forgotten_offsets)
-        state.offset = offset
-        self.mirror.stage_watermark(partition, ledger.stream_ms, offset)
-        self.counters["duplicates"] += outcome.duplicates
-        self.counters["replayed"] += outcome.replayed
-        self.counters["rejected:too_late"] += len(outcome.too_late)
-        return outcome.too_late
-
-    def due(self, partition: int) -> bool:
-        state = self.partitions[partition]
-        return (
-            len(state.held) >= TABLE_FLUSH_MESSAGES
-            or time.monotonic() - state.flushed_at >= TABLE_FLUSH_SECONDS
-        )
-
-    def flush(self, partition: int) -> list[EventT[Any]]:
-        """Write the partition's pending state to its tables; return the events it covers.
-
-        Must run while the current Faust event is one of this partition: the RocksDB store
-        and the changelog take the partition from it.
-        """
-        state = self.partitions[partition]
-        rows, seen = self.tables.rows, self.tables.seen
-        for key in state.dirty:
-            rows[key.encode()] = state.cache[key].encode()
-        for key in state.deleted:
-            rows.pop(key.encode(), None)
-        for offset, ids in state.seen.items():
-            seen[f"{partition}|{offset}".encode()] = ids
-        for offset in state.forgotten:
-            seen.pop(f"{partition}|{offset}".encode(), None)
-        self.tables.progress[str(partition).encode()] = orjson.dumps(
-            {"t": state.ledger.stream_ms, "o": state.offset}
-        )
-        if len(state.cache) > CACHE_LIMIT:
-            state.cache.clear()  # everything in it is in the table now; hot buckets come back
-        state.dirty.clear()
-        state.deleted.clear()
-        state.seen.clear()
-        state.forgotten.clear()
-        state.flushed_at = time.monotonic()
-        held, state.held = state.held, []
-        return held
+def too_late_letter(record: Record, topic: str, partition: int, offset: int, index: int) -> bytes:
+    """The dead letter of a CDR the aggregator found too late: the CDR as published, and
+    where, when the ingest kept its origin (always, unless clocks jumped); else the record
+    as the internal topic carried it, and where in that topic."""
+    detail = "start_time is older than every kept bucket"
+    if record.origin is None:
+        reject = Reject("too_late", detail, orjson.dumps(record[:-1]), index)
+        return dead_letter(reject, topic, partition, offset, now_ms())
+    source_topic, source_partition, source_offset, batch_index, text = record.origin
+    payload = b"" if text is None else text.encode()
+    if text is None:
+        detail += " (the CDR is longer than the internal topic carries: read it at its offset)"
+    reject = Reject("too_late", detail, payload, batch_index)
+    return dead_letter(reject, source_topic, source_partition, source_offset, now_ms())
 
 
 @contextlib.asynccontextmanager
@@ -212,6 +76,9 @@ async def fail_stop(app: faust.App) -> AsyncIterator[None]:
         raise
     except Exception as exc:
         log.critical("stopping the worker: %r", exc, exc_info=True)
+        deadline = threading.Timer(CRASH_EXIT_SECONDS, os._exit, args=(1,))
+        deadline.daemon = True
+        deadline.start()
         await app.crash(exc)
         raise
 
@@ -221,10 +88,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     dial_codes = load_dial_codes(settings.dial_codes)
     tables = create_tables(app, settings.partitions)
     counters: Counter[str] = Counter()
-    mirror = RedisMirror(settings.redis, settings.app_id, retention_of(settings), counters)
-    aggregator = Aggregator(settings, tables, mirror, counters)
-    mirror.on_reset = aggregator.restage_all
-    ingest = Ingest(settings, dial_codes, retention_of(settings), counters)
+    retention = retention_of(settings)
     source = app.topic(
         normalized_topic(settings),
         key_type=bytes,
@@ -233,6 +97,32 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
         value_serializer="raw",
         partitions=settings.partitions,
     )
+    source_name = source.get_topic_name()
+
+    def assigned() -> set[int] | None:
+        if app.rebalancing or app.in_recovery:
+            return None  # tables may be half-recovered: nothing to read yet
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == source_name}
+
+    mirror = RedisMirror(settings.redis, settings.app_id, retention, counters)
+
+    async def deliver_changelog() -> None:
+        producer = app.producer
+        await producer.flush()
+        while producer.buffer.size:  # Faust's flush gives up on a buffer that stalls 0.1 s
+            await producer.flush()
+
+    aggregator = Aggregator(
+        tables,
+        mirror,
+        retention,
+        settings.dedup_window * 1000,
+        counters,
+        assigned=assigned,
+        deliver=deliver_changelog,
+    )
+    ingest = Ingest(settings, dial_codes, retention, counters)
+    lag = LagReporter(settings, ingest.committed, aggregator.applied_offsets)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name="aggregate")
@@ -241,16 +131,16 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             async for event in stream.noack().events():  # type: ignore[attr-defined]
                 message = event.message
                 partition = message.partition
-                too_late = aggregator.apply(partition, message.offset, event.value)
-                for record in too_late:
-                    payload = orjson.dumps(record, default=tuple)
-                    reject = Reject("too_late", "older than every kept bucket", payload)
-                    value = dead_letter(reject, message.topic, partition, message.offset, now_ms())
-                    await dlq.send(key=b"too_late", value=value)
-                aggregator.partitions[partition].held.append(event)
-                if aggregator.due(partition):
-                    for done in aggregator.flush(partition):
-                        done.ack()
+                too_late = aggregator.apply(partition, message.offset, event.value, event)
+                for index, record in enumerate(too_late):
+                    value = too_late_letter(record, message.topic, partition, message.offset, index)
+                    key = f"too_late|{partition}|{message.offset}|{index}".encode()
+                    # Delivered before the message can be acknowledged: never lost to a crash.
+                    await (await dlq.send(key=key, value=value))
+                # Dead letters sent: their message's progress is stored at once, so a restart
+                # does not replay it and dead-letter the same CDRs again. Too-late CDRs are rare.
+                if too_late or aggregator.due(partition):
+                    await aggregator.flush(partition)
                 yield None
 
     @app.task  # type: ignore[untyped-decorator]
@@ -261,11 +151,16 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     @app.task  # type: ignore[untyped-decorator]
     async def run_mirror() -> None:
         async with fail_stop(app):
-            await mirror.run()
+            await mirror.run(aggregator)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def run_lag_reporter() -> None:
+        async with fail_stop(app):
+            await lag.run()
 
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         for tp in revoked:
-            if tp.topic == source.get_topic_name():
+            if tp.topic == source_name:
                 aggregator.forget(tp.partition)
 
     app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]

@@ -28,12 +28,14 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from redis.exceptions import RedisError, WatchError
 
+from breakout.buckets import Granularity
 from breakout.noc import keys
 from breakout.noc.alert import Alert, key_text
 from breakout.noc.clock import due_minutes, effective_watermark
 from breakout.noc.detector import Detector, KeyState
 from breakout.noc.rules import AlertKey, Rules
 from breakout.noc.series import Counts
+from breakout.redis_layout import Layout, completeness, decode_watermarks
 from breakout.settings import Settings
 from streams.agents import fail_stop
 from streams.ingest import normalized_topic
@@ -57,12 +59,14 @@ def alerts_topic(settings: Settings) -> str:
 async def read_minutes(client: aioredis.Redis, app_id: str, starts: list[int]) -> dict[int, Pairs]:
     """Attempts and connected per (destination, provider) in each minute bucket of the mirror.
 
-    Reads ``{app}:idx:m:{start}:destinations`` and each destination's hash
+    Reads each minute's destination index and each destination's hash
     (``docs/redis-layout.md``), summing over customers and currencies.
     """
+    layout = Layout(app_id)
+    minute = Granularity.MINUTE
     pipe = client.pipeline(transaction=False)
     for start in starts:
-        pipe.smembers(f"{app_id}:idx:m:{start}:destinations")
+        pipe.smembers(layout.destinations(minute, start))
     members = await pipe.execute()
     pipe = client.pipeline(transaction=False)
     order: list[tuple[int, str]] = []
@@ -70,7 +74,7 @@ async def read_minutes(client: aioredis.Redis, app_id: str, starts: list[int]) -
         for raw in destinations:
             destination = raw.decode()
             order.append((start, destination))
-            pipe.hgetall(f"{app_id}:rows:m:{start}:d:{destination}")
+            pipe.hgetall(layout.destination_rows(minute, start, destination))
     rows = await pipe.execute() if order else []
     sums: dict[int, defaultdict[tuple[str, str], list[int]]] = {
         start: defaultdict(lambda: [0, 0]) for start in starts
@@ -111,6 +115,7 @@ class AlertRunner:
         self.rules = rules
         self.send = send
         self.app_id = settings.app_id
+        self.layout = Layout(settings.app_id)
         self._client: aioredis.Redis | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self._detector: Detector | None = None
@@ -164,6 +169,11 @@ class AlertRunner:
             raise
 
     async def _watermark(self, client: aioredis.Redis) -> int | None:
+        """The event time every partition is mirrored up to; None while the mirror is not whole.
+
+        A mirror being refilled after Redis lost its data would show minutes short of
+        calls, which the detector would take for an ASR drop.
+        """
         if self._offsets is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, enable_auto_commit=False)
             await consumer.start()
@@ -171,10 +181,14 @@ class AlertRunner:
         topic = normalized_topic(self.settings)
         partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
         ends = await self._offsets.end_offsets(partitions)
-        marks: dict[int, tuple[int, int]] = {}
-        for partition, raw in (await client.hgetall(f"{self.app_id}:watermark")).items():
-            mark = orjson.loads(raw)
-            marks[int(partition)] = (mark["event_ms"], mark["offset"])
+        pipe = client.pipeline(transaction=False)
+        pipe.get(self.layout.marker)
+        pipe.hgetall(self.layout.watermarks)
+        marker, fields = await pipe.execute()
+        watermarks = decode_watermarks(fields)
+        if not completeness(marker, watermarks, self.settings.partitions).complete:
+            return None
+        marks = {p: (mark.event_ms, mark.offset) for p, mark in watermarks.items()}
         return effective_watermark(marks, {tp.partition: end for tp, end in ends.items()})
 
     async def _load(
@@ -190,7 +204,9 @@ class AlertRunner:
         span = self.rules.detector.span_minutes * 60
         if cursor is None:
             low = watermark // 1000 // 60 * 60 - span
-            first = await client.zrangebyscore(f"{app_id}:buckets:m", low, "+inf", start=0, num=1)
+            first = await client.zrangebyscore(
+                self.layout.buckets(Granularity.MINUTE), low, "+inf", start=0, num=1
+            )
             if not first:
                 return None
             await client.set(keys.cursor_key(app_id), int(cast(bytes, first[0])), nx=True)

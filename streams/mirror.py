@@ -1,11 +1,25 @@
-"""Mirrors changed customer-buckets to Redis, in pipelined batches, as absolute values.
+"""Mirrors the worker's customer-buckets to Redis as absolute values, and keeps the mirror whole.
 
-The agent only stages what changed (``stage``), in memory and coalesced per key, so
-aggregation never waits for Redis; ``run`` flushes the staged set every
-``FLUSH_SECONDS`` in one pipeline, and when Redis is unreachable keeps it (newer
-values replacing older ones) and retries, so the mirror catches up when Redis returns.
-Writing absolute values (never HINCRBY) makes a repeated flush harmless.
-See ``docs/redis-layout.md`` for the keys.
+Redis is a cache that may be emptied at any moment (restarted without persistence,
+flushed, failed over to an empty replica, its scripts forgotten); the tables are the
+truth. So the mirror never trusts what it wrote before: every flush first reads the
+mirror's *epoch* (``breakout.redis_layout``), and a new epoch means Redis lost what this
+worker wrote, so every partition it owns is written whole again, without waiting for new
+CDRs. A partition assigned to this worker (start, rebalance) is written whole once too.
+Only then does its watermark carry the epoch, which is how readers tell a whole mirror
+from a partial one.
+
+One flush (``flush``, every ``FLUSH_SECONDS``), in order:
+1. Read the epoch (creating it in an empty Redis); a new one forgets which partitions
+   are whole.
+2. Take what the agent staged since the last flush, and the owned partitions' watermarks
+   at that same moment (so a watermark never claims rows not yet taken).
+3. Write every row of each owned partition that is not whole in this epoch, in chunks.
+4. Write the staged changes, in chunks, each customer-bucket by an offset-guarded script.
+5. Only if every write succeeded: the watermarks, with the epoch, and the counters.
+A failure keeps the staged changes (newer values replacing older ones) and the next
+flush starts again at step 1, so the mirror catches up when Redis returns. Writing
+absolute values (never HINCRBY) makes a repeated write harmless.
 """
 
 from __future__ import annotations
@@ -17,25 +31,48 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId
+from breakout.redis_layout import Layout, Watermark
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 1.0
 COUNTERS_TTL_SECONDS = 7 * 86400
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
-
+# One pipeline holds at most this many rows (and customer-buckets): each round trip stays
+# far below the socket timeout however many rows a flush writes (a re-mirror writes all).
+CHUNK_ROWS = 20_000
+CHUNK_KEYS = 1_000
+SOCKET_TIMEOUT_SECONDS = 30
 
 # A staged change: the bucket's live value (None: deleted) and the rows to write (None: all).
 Change = tuple[CustomerBucket | None, set[RowId] | None]
+
+
+class MirrorSource(Protocol):
+    """What the mirror reads from the worker's state (``streams.aggregator.Aggregator``)."""
+
+    def owned(self) -> set[int]:
+        """Internal-topic partitions assigned to this worker whose tables are recovered."""
+
+    def bucket_keys(self, partitions: set[int]) -> list[BucketKey]:
+        """Every customer-bucket the worker holds for ``partitions``."""
+
+    def value(self, key: BucketKey) -> CustomerBucket | None:
+        """The bucket's current value (None: it no longer exists)."""
+
+    def watermark(self, partition: int) -> tuple[int, int]:
+        """The partition's stream time (ms) and the last offset applied."""
 
 
 def _merge(older: Change | None, newer: Change) -> Change:
@@ -47,40 +84,36 @@ def _merge(older: Change | None, newer: Change) -> Change:
     return (bucket, None if older[0] is None or older_rows is None else older_rows | rows)
 
 
-def customer_key(app_id: str, key: BucketKey) -> str:
-    return f"{app_id}:rows:{key.granularity.value}:{key.start}:c:{key.customer}"
-
-
-def destination_key(app_id: str, key: BucketKey, destination: str) -> str:
-    return f"{app_id}:rows:{key.granularity.value}:{key.start}:d:{destination}"
-
-
-def version_key(app_id: str, granularity: Granularity, start: int) -> str:
-    return f"{app_id}:version:{granularity.value}:{start}"
-
-
-def index_key(app_id: str, key: BucketKey, kind: str) -> str:
-    return f"{app_id}:idx:{key.granularity.value}:{key.start}:{kind}"
+def _chunks(changes: dict[BucketKey, Change]) -> Iterator[dict[BucketKey, Change]]:
+    """``changes`` in parts of at most ``CHUNK_KEYS`` buckets and about ``CHUNK_ROWS`` rows."""
+    chunk: dict[BucketKey, Change] = {}
+    rows = 0
+    for key, change in changes.items():
+        bucket, changed = change
+        chunk[key] = change
+        rows += 0 if bucket is None else len(bucket.rows) if changed is None else len(changed)
+        if len(chunk) >= CHUNK_KEYS or rows >= CHUNK_ROWS:
+            yield chunk
+            chunk, rows = {}, 0
+    if chunk:
+        yield chunk
 
 
 class RedisMirror:
-    """Staged changes waiting for Redis, and the loop that writes them."""
+    """Staged changes waiting for Redis, which partitions are whole, and the loop that writes."""
 
     def __init__(self, url: str, app_id: str, retention: Retention, counters: Counter[str]) -> None:
         self.url = url
-        self.app_id = app_id
+        self.layout = Layout(app_id)
         self.retention = retention
         self.counters = counters
         self.worker = f"{socket.gethostname()}-{os.getpid()}"
+        self.epoch: str | None = None
+        self.whole: set[int] = set()  # owned partitions written whole in ``epoch``
         self._staged: dict[BucketKey, Change] = {}
-        self._watermarks: dict[int, tuple[int, int]] = {}
-        self._script_sha: str | None = None
         # Buckets whose last write Redis refused as older than what it holds: the next write
         # of each must carry all its rows, or rows changed meanwhile could be left out.
         self._needs_full: set[BucketKey] = set()
-        # Called when Redis turns out to have lost its data (restarted empty, flushed):
-        # the owner of the state stages every row again.
-        self.on_reset: Callable[[], None] = lambda: None
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -89,31 +122,20 @@ class RedisMirror:
             rows = None
         self._staged[key] = _merge(self._staged.get(key), (bucket, rows))
 
-    def stage_watermark(self, partition: int, stream_ms: int, offset: int) -> None:
-        self._watermarks[partition] = (stream_ms, offset)
-
-    async def run(self) -> None:
-        client = aioredis.from_url(self.url)
+    async def run(self, source: MirrorSource) -> None:
+        client = aioredis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5)
+        script = client.register_script(WRITE_BUCKET)
         failures = 0
         try:
             while True:
                 await asyncio.sleep(FLUSH_SECONDS)
-                if not self._staged and not self._watermarks:
-                    continue
-                staged, self._staged = self._staged, {}
-                watermarks, self._watermarks = self._watermarks, {}
                 try:
-                    await self._write(client, staged, watermarks)
+                    await self.flush(client, script, source)
                 except (RedisError, OSError) as exc:
-                    # Keep what failed, merged with what was staged meanwhile.
-                    for key, change in self._staged.items():
-                        staged[key] = _merge(staged.get(key), change)
-                    self._staged = staged
-                    self._watermarks = watermarks | self._watermarks
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
                     log.warning(
-                        "Redis mirror: %s; %d keys kept, retrying in %.1fs", exc, len(self._staged), delay
+                        "Redis mirror: %r; %d keys kept, retrying in %.1fs", exc, len(self._staged), delay
                     )
                     await asyncio.sleep(delay)
                 else:
@@ -123,26 +145,73 @@ class RedisMirror:
         finally:
             await client.aclose()
 
-    async def _write(
+    async def flush(self, client: aioredis.Redis, script: AsyncScript, source: MirrorSource) -> None:
+        """One flush: the steps in the module's docstring."""
+        # Step 1. The epoch: a new one means Redis lost what we wrote.
+        epoch = await self._epoch(client)
+        if epoch != self.epoch:
+            if self.epoch is not None:
+                log.warning("Redis mirror: Redis lost the mirror (new epoch); writing every row again")
+            self.epoch, self.whole = epoch, set()
+        # Step 2. The staged changes and, at the same moment, the watermarks they reach.
+        owned = source.owned()
+        self.whole &= owned
+        marks = {p: source.watermark(p) for p in owned}
+        staged, self._staged = self._staged, {}
+        stream_s = max((ms for ms, _ in marks.values()), default=int(time.time() * 1000)) // 1000
+        try:
+            # Step 3. Partitions not whole in this epoch: every row, read as it is now.
+            pending = owned - self.whole
+            if pending:
+                began = time.monotonic()
+                keys = source.bucket_keys(pending)
+                for start in range(0, len(keys), CHUNK_KEYS):
+                    part = keys[start : start + CHUNK_KEYS]
+                    changes: dict[BucketKey, Change] = {k: (source.value(k), None) for k in part}
+                    await self._write_rows(client, script, changes, stream_s)
+                log.info(
+                    "Redis mirror: partitions %s written whole (%d customer-buckets, %.1fs)",
+                    sorted(pending),
+                    len(keys),
+                    time.monotonic() - began,
+                )
+            # Step 4. What changed since the last flush.
+            for chunk in _chunks(staged):
+                await self._write_rows(client, script, chunk, stream_s)
+        except BaseException:
+            for key, change in self._staged.items():  # keep what failed, merged with what came since
+                staged[key] = _merge(staged.get(key), change)
+            self._staged = staged
+            raise
+        # Step 5. Every write succeeded: the watermarks may say so.
+        await self._write_progress(client, epoch, marks)
+        self.whole |= pending
+
+    async def _epoch(self, client: aioredis.Redis) -> str:
+        """The mirror's epoch, created here if Redis holds none (it is new, or lost its data)."""
+        pipe = client.pipeline(transaction=False)
+        pipe.set(self.layout.marker, uuid.uuid4().hex, nx=True)
+        pipe.get(self.layout.marker)
+        _, value = await pipe.execute()
+        return str(value.decode() if isinstance(value, bytes) else value)
+
+    async def _write_rows(
         self,
         client: aioredis.Redis,
-        staged: dict[BucketKey, Change],
-        watermarks: dict[int, tuple[int, int]],
+        script: AsyncScript,
+        changes: dict[BucketKey, Change],
+        stream_s: int,
     ) -> None:
-        app_id = self.app_id
-        stream_s = max((ms for ms, _ in watermarks.values()), default=int(time.time() * 1000)) // 1000
-        if self._script_sha is None:
-            self._script_sha = await client.script_load(WRITE_BUCKET)
+        """One pipeline: each customer-bucket by the script, then the versions of their buckets."""
+        layout = self.layout
         pipe = client.pipeline(transaction=False)
-        # A marker that only disappears with Redis's data: if SET NX succeeds, Redis is new.
-        pipe.set(f"{app_id}:mirror", uuid.uuid4().hex, nx=True)
         scripted: list[tuple[int, BucketKey]] = []
         changed_buckets: set[tuple[Granularity, int]] = set()
-        for key, (bucket, changed) in staged.items():
+        for key, (bucket, changed) in changes.items():
             changed_buckets.add((key.granularity, key.start))
             if bucket is None:
-                pipe.delete(customer_key(app_id, key))
-                pipe.srem(index_key(app_id, key, "customers"), key.customer)
+                pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
+                pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
             ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
             row_ids = list(bucket.rows) if changed is None else list(changed)
@@ -151,50 +220,51 @@ class RedisMirror:
             ids = "[" + ",".join(row_ids) + "]"
             counters = orjson.dumps([bucket.rows[r] for r in row_ids])
             scripted.append((len(pipe), key))
-            pipe.evalsha(
-                self._script_sha,
-                4,
-                customer_key(app_id, key),
-                index_key(app_id, key, "customers"),
-                index_key(app_id, key, "destinations"),
-                f"{app_id}:buckets:{key.granularity.value}",
-                bucket.applied,
-                ttl,
-                key.customer,
-                key.start,
-                destination_key(app_id, key, ""),
-                ids,
-                counters,
+            await script(
+                keys=[
+                    layout.customer_rows(key.granularity, key.start, key.customer),
+                    layout.customers(key.granularity, key.start),
+                    layout.destinations(key.granularity, key.start),
+                    layout.buckets(key.granularity),
+                ],
+                args=[
+                    bucket.applied,
+                    ttl,
+                    key.customer,
+                    key.start,
+                    layout.destination_rows(key.granularity, key.start, ""),
+                    ids,
+                    counters,
+                ],
+                client=pipe,
             )
         for granularity, start in changed_buckets:
             # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
-            version = version_key(app_id, granularity, start)
+            version = layout.version(granularity, start)
             pipe.incr(version)
             pipe.expire(version, max(1, self.retention.expires_at(granularity, start) - stream_s))
+        results = await pipe.execute()
+        self._needs_full.update(key for index, key in scripted if results[index] == 0)
+
+    async def _write_progress(
+        self, client: aioredis.Redis, epoch: str, marks: dict[int, tuple[int, int]]
+    ) -> None:
+        pipe = client.pipeline(transaction=False)
+        if marks:
+            now = int(time.time() * 1000)
+            pipe.hset(
+                self.layout.watermarks,
+                mapping={
+                    str(p): Watermark(ms, offset, now, epoch).encode() for p, (ms, offset) in marks.items()
+                },
+            )
         if self.counters:
             # This process's totals since it started: rejected CDRs by reason, duplicates.
-            counters_key = f"{app_id}:counters:{self.worker}"
+            counters_key = self.layout.counters(self.worker)
             counts: dict[FieldT, EncodableT] = dict(self.counters.items())
             pipe.hset(counters_key, mapping=counts)
             pipe.expire(counters_key, COUNTERS_TTL_SECONDS)
-        if watermarks:
-            now = int(time.time() * 1000)
-            pipe.hset(
-                f"{app_id}:watermark",
-                mapping={
-                    str(p): orjson.dumps({"event_ms": ms, "offset": offset, "written_ms": now})
-                    for p, (ms, offset) in watermarks.items()
-                },
-            )
-        try:
-            results = await pipe.execute()
-        except NoScriptError:
-            self._script_sha = None  # Redis restarted empty: load the script again next time
-            raise
-        self._needs_full.update(key for index, key in scripted if results[index] == 0)
-        if results[0]:
-            log.info("Redis mirror: Redis holds none of our data; writing every row again")
-            self.on_reset()
+        await pipe.execute()
 
 
 # Writes one customer-bucket unless Redis already holds a newer one (returns 0 then): after a

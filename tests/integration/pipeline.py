@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from breakout.auth import ADMIN, Role, key_entry, new_key
+from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks
 from breakout.settings import Settings, load_settings
 from tests import dataset
 
@@ -92,20 +93,45 @@ async def publish(settings: Settings, messages: list[tuple[bytes | None, bytes]]
 async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
     """Every row the mirror holds, from the per-customer hashes."""
     client = aioredis.from_url(settings.redis)
-    rows: dict[RowKey, list[int]] = {}
     try:
-        async for raw_key in client.scan_iter(match=f"{settings.app_id}:rows:*:c:*", count=1000):
-            _, _, granularity, start, _, customer = raw_key.decode().split(":", 5)
-            for field, value in (await client.hgetall(raw_key)).items():
-                if field == b"@applied":
-                    continue
-                destination, provider, currency = orjson.loads(field)
-                rows[(granularity, int(start), customer, destination, provider, currency)] = orjson.loads(
-                    value
-                )
+        return await _rows(client, Layout(settings.app_id))
     finally:
         await client.aclose()
+
+
+async def _rows(client: aioredis.Redis, layout: Layout) -> dict[RowKey, list[int]]:
+    rows: dict[RowKey, list[int]] = {}
+    async for raw_key in client.scan_iter(match=layout.customer_rows_pattern, count=1000):
+        granularity, start, customer = layout.parse_customer_rows(raw_key.decode())
+        for field, value in (await client.hgetall(raw_key)).items():
+            if field == b"@applied":
+                continue
+            destination, provider, currency = orjson.loads(field)
+            rows[(granularity.value, start, customer, destination, provider, currency)] = orjson.loads(value)
     return rows
+
+
+async def read_whole_mirror(settings: Settings) -> tuple[Completeness, dict[RowKey, list[int]]]:
+    """The mirror's rows and whether they are whole: complete, in one epoch, before and after the read.
+
+    The API answers only from a complete mirror; rows read between two complete checks of
+    the same epoch are what it could have served.
+    """
+    client = aioredis.from_url(settings.redis)
+    layout = Layout(settings.app_id)
+
+    async def check() -> Completeness:
+        marker = await client.get(layout.marker)
+        marks = decode_watermarks(await client.hgetall(layout.watermarks))
+        return completeness(marker, marks, settings.partitions)
+
+    try:
+        before = await check()
+        rows = await _rows(client, layout)
+        after = await check()
+    finally:
+        await client.aclose()
+    return (before if before == after else Completeness(None, before.missing)), rows
 
 
 async def read_counters(settings: Settings) -> Counter[str]:
@@ -113,7 +139,7 @@ async def read_counters(settings: Settings) -> Counter[str]:
     client = aioredis.from_url(settings.redis)
     total: Counter[str] = Counter()
     try:
-        async for key in client.scan_iter(match=f"{settings.app_id}:counters:*"):
+        async for key in client.scan_iter(match=Layout(settings.app_id).counters_pattern):
             total.update({k.decode(): int(v) for k, v in (await client.hgetall(key)).items()})
     finally:
         await client.aclose()

@@ -1,4 +1,4 @@
-"""The mirror's Lua script against a real Redis: exact counters, any names, large buckets."""
+"""The mirror against a real Redis: exact counters, any names, large buckets, repair after data loss."""
 
 from __future__ import annotations
 
@@ -9,16 +9,39 @@ import redis.asyncio as aioredis
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, row_id
+from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks
 from breakout.settings import Settings
-from streams.mirror import RedisMirror
+from streams.mirror import WRITE_BUCKET, RedisMirror
 
 START = 1_795_597_200
+
+
+class Unowned:
+    """A worker that owns no partition: the mirror writes only what was staged."""
+
+    def __init__(self, stream_ms: int) -> None:
+        self.stream_ms = stream_ms
+
+    def owned(self) -> set[int]:
+        return set()
+
+    def bucket_keys(self, partitions: set[int]) -> list[BucketKey]:
+        return []
+
+    def value(self, key: BucketKey) -> CustomerBucket | None:
+        return None
+
+    def watermark(self, partition: int) -> tuple[int, int]:
+        return self.stream_ms, 0
+
+
 HUGE = 2**62 + 1  # past 2^53: a Lua number would round it
 
 
 async def test_write_keeps_counters_exact_and_names_as_given(settings: Settings) -> None:
     app = settings.app_id
     mirror = RedisMirror(settings.redis, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    layout = Layout(app)
     key = BucketKey(0, Granularity.HOUR, START, 'cust/1 "é"')
     odd = ('Caf\u00e9 "q" \\ / x', "p/1", "EUR")
     rows = {row_id(*odd): [1, 1, 60_000, HUGE, HUGE + 2, 0, 1]}
@@ -27,10 +50,10 @@ async def test_write_keeps_counters_exact_and_names_as_given(settings: Settings)
     mirror.stage(key, CustomerBucket(5, rows), None)
     client = aioredis.from_url(settings.redis)
     try:
-        await mirror._write(client, mirror._staged, {0: (START * 1000, 5)})
-        by_customer = await client.hgetall(f"{app}:rows:h:{START}:c:{key.customer}")
-        by_destination = await client.hgetall(f"{app}:rows:h:{START}:d:{odd[0]}")
-        destinations = await client.smembers(f"{app}:idx:h:{START}:destinations")
+        await mirror.flush(client, client.register_script(WRITE_BUCKET), Unowned(START * 1000))
+        by_customer = await client.hgetall(layout.customer_rows(Granularity.HOUR, START, key.customer))
+        by_destination = await client.hgetall(layout.destination_rows(Granularity.HOUR, START, odd[0]))
+        destinations = await client.smembers(layout.destinations(Granularity.HOUR, START))
     finally:
         await client.aclose()
     assert by_customer.pop(b"@applied") == b"5"
@@ -41,3 +64,67 @@ async def test_write_keeps_counters_exact_and_names_as_given(settings: Settings)
         (key.customer, "p/1", "EUR"): b"[1,1,60000,%d,%d,0,1]" % (HUGE, HUGE + 2)
     }
     assert destinations == {odd[0].encode(), *(f"d{i}".encode() for i in range(7))}
+
+
+class Owner(Unowned):
+    """A worker owning partitions 0 and 1, each with one customer's three buckets."""
+
+    def __init__(self) -> None:
+        super().__init__(START * 1000)
+        self.buckets = {
+            BucketKey(p, g, START // g.seconds * g.seconds, f"cust-{p}"): CustomerBucket(
+                7, {row_id("UK", "p1", "EUR"): [3, 2, 60_000, 10, 15, 0, 0]}
+            )
+            for p in (0, 1)
+            for g in Granularity
+        }
+
+    def owned(self) -> set[int]:
+        return {0, 1}
+
+    def bucket_keys(self, partitions: set[int]) -> list[BucketKey]:
+        return sorted(k for k in self.buckets if k.partition in partitions)
+
+    def value(self, key: BucketKey) -> CustomerBucket | None:
+        return self.buckets.get(key)
+
+    def watermark(self, partition: int) -> tuple[int, int]:
+        return self.stream_ms, 7
+
+
+async def _state(client: aioredis.Redis, layout: Layout) -> tuple[Completeness, int]:
+    marker = await client.get(layout.marker)
+    marks = decode_watermarks(await client.hgetall(layout.watermarks))
+    rows = [key async for key in client.scan_iter(match=layout.customer_rows_pattern)]
+    return completeness(marker, marks, 2), len(rows)
+
+
+async def test_every_owned_partition_is_written_whole_again_after_redis_loses_its_data(
+    settings: Settings,
+) -> None:
+    layout = Layout(settings.app_id)
+    url = settings.redis.rsplit("/", 1)[0] + "/7"  # a database of its own: this test empties it
+    mirror = RedisMirror(url, settings.app_id, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    owner = Owner()
+    client = aioredis.from_url(url)
+    script = client.register_script(WRITE_BUCKET)
+    try:
+        await mirror.flush(client, script, owner)  # assigned: written whole without any new CDR
+        first, rows = await _state(client, layout)
+        assert first.complete and rows == 6
+        await mirror.flush(client, script, owner)
+        assert (await _state(client, layout))[0] == first  # same epoch: nothing to repair
+        for lose in (client.flushdb, client.script_flush, client.flushdb):
+            await lose()
+            await mirror.flush(client, script, owner)
+            again, rows = await _state(client, layout)
+            assert again.complete and rows == 6
+        assert again.epoch != first.epoch
+        # Watermarks of another epoch (a write that raced a restart) are not whole.
+        await client.set(layout.marker, "someone-else")
+        assert (await _state(client, layout))[0].missing == (0, 1)
+        await mirror.flush(client, script, owner)
+        assert (await _state(client, layout))[0].complete
+    finally:
+        await client.flushdb()
+        await client.aclose()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -63,17 +64,23 @@ def _printed_keys(lines: list[str], wait: float = 30) -> dict[str, str]:
 
 
 def _eventually_rows(port: int, key: str, wait: float = 90) -> dict[str, Any]:
-    """The report of today once it has rows (the demo's first CDRs take a moment)."""
+    """The report of today once it has rows (the demo's first CDRs take a moment; until the
+    worker has mirrored every partition, the API answers 503 rather than a partial report)."""
     deadline = time.monotonic() + wait
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/v1/breakout", headers={"Authorization": f"Bearer {key}"}
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            body = json.loads(response.read())
-        if body["rows"]:
-            return body
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                body = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            assert error.code == 503 and error.headers["Retry-After"], error
+            body = json.loads(error.read())
+        else:
+            if body["rows"]:
+                return body
         time.sleep(1)
     raise AssertionError(f"no rows within {wait} s: {body}")
 

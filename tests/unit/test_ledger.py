@@ -69,6 +69,7 @@ class Store:
         self.rows: dict[BucketKey, CustomerBucket] = {}
         self.seen: dict[int, tuple[int, list[str]]] = {}
         self.stream_ms = 0
+        self.offset = -1
 
     def read(self, bucket_key: BucketKey) -> CustomerBucket | None:
         bucket = self.rows.get(bucket_key)
@@ -86,12 +87,15 @@ class Store:
         for forgotten in outcome.forgotten_offsets:
             self.seen.pop(forgotten, None)
         self.stream_ms = ledger.stream_ms
+        self.offset = ledger.offset
         return outcome
 
     def restored(self) -> PartitionLedger:
         """A fresh ledger rebuilt from the tables, as after a restart or a rebalance."""
         ledger = new_ledger()
-        ledger.restore(self.stream_ms, list(self.rows), [(o, t, ids) for o, (t, ids) in self.seen.items()])
+        ledger.restore(
+            self.stream_ms, self.offset, list(self.rows), [(o, t, ids) for o, (t, ids) in self.seen.items()]
+        )
         return ledger
 
     def snapshot(self) -> dict[BucketKey, bytes]:
@@ -315,6 +319,26 @@ def test_cdr_older_than_all_retention_is_too_late(stream_s: int) -> None:
     assert outcome.too_late == [late]
     assert outcome.counted_ids == ["fresh"]
     assert all(k.start >= stream_s // 86_400 * 86_400 for k in outcome.updates)
+
+
+def test_too_late_is_decided_from_the_newest_cdr_of_the_first_message() -> None:
+    # A new deployment's first message: the old CDR comes first, the current one after it.
+    store, ledger = Store(), new_ledger()
+    late = rec("late")
+    now = rec("now", customer="Z", start_ms=DAY_GONE * 1000)
+    outcome = store.apply(ledger, 0, late, now)
+    assert outcome.too_late == [late]
+    assert outcome.counted_ids == ["now"]
+    assert all(k.customer == "Z" for k in store.rows)  # nothing of the old CDR was kept
+
+
+def test_too_late_of_a_replayed_message_is_reported_once() -> None:
+    store, ledger = Store(), new_ledger()
+    late = rec("late")
+    now = rec("now", customer="Z", start_ms=DAY_GONE * 1000)
+    assert store.apply(ledger, 0, late, now).too_late == [late]
+    assert store.restored().apply(0, [late, now], store.read).too_late == []
+    assert store.apply(ledger, 1, late).too_late == [late]  # the same CDR sent again: refused again
 
 
 # --- (8) expiry of buckets and of dedup ids ----------------------------------------------

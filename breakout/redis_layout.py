@@ -1,0 +1,215 @@
+"""The Redis key layout of the mirror and the encoding of what it stores: the one home of both.
+
+The worker's mirror writes these keys, and the read API, the alert detector, ``/metrics``,
+the benchmarks and the tests read them; every one of them builds names and decodes values
+here, so the layout can change in one place. ``docs/redis-layout.md`` is the human version.
+
+Completeness is part of the contract: Redis is a cache that can be emptied at any moment
+(restarted without persistence, flushed, failed over to an empty replica), and a reader
+must be able to tell a whole mirror from a partial one. Every worker write happens under an
+*epoch*, the random value of ``{app}:mirror`` that the first write into an empty Redis
+creates; a partition's watermark names the epoch in which its owner mirrored it whole. The
+mirror is complete when the marker exists and every partition's watermark carries it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from breakout.buckets import Granularity
+
+# How long a worker's last report may be old before readers call the worker silent, and how
+# long consumer lag may go without progress before readers call the worker stalled.
+REPORT_STALE_MS = 30_000
+STALL_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Key names for one app id (``BREAKOUT_APP_ID``)."""
+
+    app_id: str
+
+    @property
+    def marker(self) -> str:
+        """The mirror's epoch: created by the first write into an empty Redis."""
+        return f"{self.app_id}:mirror"
+
+    @property
+    def watermarks(self) -> str:
+        """Hash: internal-topic partition → ``Watermark`` JSON."""
+        return f"{self.app_id}:watermark"
+
+    @property
+    def lag(self) -> str:
+        """Hash: ``<topic>|<partition>`` → ``Lag`` JSON, as last reported by a worker."""
+        return f"{self.app_id}:lag"
+
+    def counters(self, worker: str) -> str:
+        """Hash: one worker process's counters (accepted, rejected by reason, …)."""
+        return f"{self.app_id}:counters:{worker}"
+
+    @property
+    def counters_pattern(self) -> str:
+        return f"{self.app_id}:counters:*"
+
+    def customer_rows(self, granularity: Granularity, start: int, customer: str) -> str:
+        """Hash: one customer's rows of one bucket, ``[destination, provider, currency]`` → counters."""
+        return f"{self.app_id}:rows:{granularity.value}:{start}:c:{customer}"
+
+    def customer_rows_prefix(self, granularity: Granularity, start: int) -> str:
+        """``customer_rows(granularity, start, c)`` is this + ``c``: a reader naming a bucket's
+        thousands of customer hashes builds the prefix once, not one f-string per customer."""
+        return self.customer_rows(granularity, start, "")
+
+    def destination_rows(self, granularity: Granularity, start: int, destination: str) -> str:
+        """Hash: one destination's rows of one bucket, ``[customer, provider, currency]`` → counters."""
+        return f"{self.app_id}:rows:{granularity.value}:{start}:d:{destination}"
+
+    def rows(self, granularity: Granularity, start: int, kind: str, name: str) -> str:
+        """A customer (``kind`` ``c``) or destination (``d``) hash of one bucket."""
+        return f"{self.app_id}:rows:{granularity.value}:{start}:{kind}:{name}"
+
+    @property
+    def customer_rows_pattern(self) -> str:
+        """SCAN pattern of every customer hash (tests and tools; readers use the indexes)."""
+        return f"{self.app_id}:rows:*:c:*"
+
+    def parse_customer_rows(self, key: str) -> tuple[Granularity, int, str]:
+        """``(granularity, start, customer)`` of a customer-hash name."""
+        granularity, start, _, customer = key[len(self.app_id) + len(":rows:") :].split(":", 3)
+        return Granularity(granularity), int(start), customer
+
+    def customers(self, granularity: Granularity, start: int) -> str:
+        """Set: the customers with rows in the bucket."""
+        return f"{self.app_id}:idx:{granularity.value}:{start}:customers"
+
+    def destinations(self, granularity: Granularity, start: int) -> str:
+        """Set: the destinations with rows in the bucket."""
+        return f"{self.app_id}:idx:{granularity.value}:{start}:destinations"
+
+    def buckets(self, granularity: Granularity) -> str:
+        """Sorted set: the bucket starts that hold data."""
+        return f"{self.app_id}:buckets:{granularity.value}"
+
+    def version(self, granularity: Granularity, start: int) -> str:
+        """String: bumped by every write that changes the bucket (readers cache until it moves)."""
+        return f"{self.app_id}:version:{granularity.value}:{start}"
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """One internal-topic partition's progress in the mirror.
+
+    ``event_ms`` is the partition's stream time and ``offset`` the last message applied;
+    ``epoch`` is the mirror epoch in which the partition was written whole (every row its
+    owner holds), ``written_ms`` the wall-clock time of the write.
+    """
+
+    event_ms: int
+    offset: int
+    written_ms: int
+    epoch: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "event_ms": self.event_ms,
+                "offset": self.offset,
+                "written_ms": self.written_ms,
+                "epoch": self.epoch,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Watermark:
+        document: dict[str, Any] = orjson.loads(raw)
+        return cls(
+            document["event_ms"], document["offset"], document["written_ms"], document.get("epoch", "")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Completeness:
+    """Whether the mirror holds every partition's rows in the current epoch, and which not."""
+
+    epoch: str | None
+    missing: tuple[int, ...]
+
+    @property
+    def complete(self) -> bool:
+        return self.epoch is not None and not self.missing
+
+    def explain(self) -> str:
+        if self.epoch is None:
+            return (
+                "the Redis mirror holds no data yet (new, restarted or flushed); the workers are refilling it"
+            )
+        listed = ", ".join(str(p) for p in self.missing[:16]) + (" …" if len(self.missing) > 16 else "")
+        return f"the Redis mirror is being refilled: partitions {listed} are not mirrored whole yet"
+
+
+def completeness(
+    marker: bytes | str | None, watermarks: dict[int, Watermark], partitions: int
+) -> Completeness:
+    """Which of ``partitions`` internal-topic partitions are mirrored whole under the current epoch."""
+    if marker is None:
+        return Completeness(None, tuple(range(partitions)))
+    epoch = marker.decode() if isinstance(marker, bytes) else marker
+    missing = tuple(
+        p for p in range(partitions) if (mark := watermarks.get(p)) is None or mark.epoch != epoch
+    )
+    return Completeness(epoch, missing)
+
+
+def decode_watermarks(fields: dict[bytes, bytes] | dict[Any, Any]) -> dict[int, Watermark]:
+    """The watermark hash as read with ``HGETALL``."""
+    return {int(p): Watermark.decode(raw) for p, raw in fields.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """One consumed partition as a worker last saw it: end offset, committed offset, progress.
+
+    ``moved_ms`` is when the committed offset last moved (or the lag was last zero), so a
+    reader can tell a busy worker from one that is alive but making no progress.
+    """
+
+    topic: str
+    partition: int
+    end: int
+    committed: int
+    moved_ms: int
+    written_ms: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.end - self.committed)
+
+    def field(self) -> str:
+        return f"{self.topic}|{self.partition}"
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "topic": self.topic,
+                "partition": self.partition,
+                "end": self.end,
+                "committed": self.committed,
+                "moved_ms": self.moved_ms,
+                "written_ms": self.written_ms,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Lag:
+        d: dict[str, Any] = orjson.loads(raw)
+        return cls(d["topic"], d["partition"], d["end"], d["committed"], d["moved_ms"], d["written_ms"])
+
+    def stalled(self, now_ms: int) -> bool:
+        """Lag that has not shrunk for ``STALL_MS``, or a report older than ``REPORT_STALE_MS``."""
+        silent = now_ms - self.written_ms > REPORT_STALE_MS
+        return silent or (self.lag > 0 and now_ms - self.moved_ms > STALL_MS)
