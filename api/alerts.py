@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from api.errors import error_responses
 from api.security import Caller
 from breakout.auth import Role
 from breakout.errors import QueryError
@@ -98,7 +99,7 @@ def _since_ms(text: str) -> int:
     description="`active`: the raise alert of every open incident. With `since` (ISO date or datetime, "
     "UTC unless it has an offset; event time), also `history`: every raise and clear detected since, "
     "oldest first. Admin keys only.",
-    responses={401: {}, 403: {}, 422: {}},
+    responses=error_responses(401, 403, 422, 503),
 )
 async def alerts(
     request: Request,
@@ -123,7 +124,7 @@ async def alerts(
     "`id:` incident and state), and a comment every 15 s to keep proxies from closing the stream. "
     "Admin keys only.",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}, 401: {}, 403: {}},
+    responses={200: {"content": {"text/event-stream": {}}}, **error_responses(401, 403)},
 )
 async def alert_stream(request: Request, role: Caller) -> StreamingResponse:
     _admin_only(role)

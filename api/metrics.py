@@ -1,17 +1,20 @@
-"""Prometheus metrics of the API process, plus the mirror's freshness and the workers' counters.
+"""Prometheus metrics of the API process, plus the mirror's health and the workers' counters.
 
-The worker counters live in Redis (one hash per worker process); exposing their sum here
-gives one scrape target for the whole deployment's accepted / rejected / duplicate CDRs.
+The worker counters and consumer lag live in Redis (``breakout.redis_layout``); exposing
+them here gives one scrape target for the whole deployment: accepted / rejected / duplicate
+CDRs, how far each consumer is behind, and whether the mirror is whole.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
+
+from api.reader import MirrorHealth
+from breakout.redis_layout import Layout
 
 
 class ApiMetrics:
@@ -39,6 +42,23 @@ class ApiMetrics:
             "Seconds since a worker last wrote the mirror",
             registry=self.registry,
         )
+        self.complete = Gauge(
+            "breakout_mirror_complete",
+            "1 when every partition is mirrored whole in the current epoch, 0 while Redis is refilled",
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "breakout_consumer_lag",
+            "Messages a worker has yet to commit, per consumed topic and partition, as last reported",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.stalled = Gauge(
+            "breakout_consumer_stalled",
+            "1 when a partition's consumer makes no progress with messages waiting, or stopped reporting",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
         self.cdrs = Gauge(
             "breakout_worker_cdrs",
             "CDRs counted by the running workers since they started, by outcome",
@@ -51,19 +71,26 @@ class ApiMetrics:
         self.latency.labels(route).observe(seconds)
 
     async def render(
-        self, client: aioredis.Redis, app_id: str, as_of_ms: int | None, written_ms: int | None
+        self, client: aioredis.Redis, layout: Layout, health: MirrorHealth, now_ms: int
     ) -> bytes:
-        now = time.time()
-        if as_of_ms is not None:
-            self.as_of_age.set(now - as_of_ms / 1000)
-        if written_ms is not None:
-            self.written_age.set(now - written_ms / 1000)
         totals: Counter[str] = Counter()
-        async for key in client.scan_iter(match=f"{app_id}:counters:*", count=1000):
+        async for key in client.scan_iter(match=layout.counters_pattern, count=1000):
             for name, count in (await client.hgetall(key)).items():
                 totals[_text(name)] += int(count)
         for outcome, total in totals.items():
             self.cdrs.labels(outcome).set(total)
+        # Set after the last await, so concurrent scrapes cannot interleave the clear and the sets.
+        freshness = health.freshness
+        if freshness.as_of_ms is not None:
+            self.as_of_age.set((now_ms - freshness.as_of_ms) / 1000)
+        if freshness.written_ms is not None:
+            self.written_age.set((now_ms - freshness.written_ms) / 1000)
+        self.complete.set(health.completeness.complete)
+        self.lag.clear()  # a partition no longer reported is no longer shown
+        self.stalled.clear()
+        for lag in health.lags:
+            self.lag.labels(lag.topic, str(lag.partition)).set(lag.lag)
+            self.stalled.labels(lag.topic, str(lag.partition)).set(lag.stalled(now_ms))
         return generate_latest(self.registry)
 
 

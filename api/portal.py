@@ -1,4 +1,4 @@
-"""The portal page: one HTML file, one JavaScript module and one stylesheet, served as they are.
+"""The portal page: one HTML file, its JavaScript modules and one stylesheet, served as they are.
 
 No build step and nothing fetched at run time from anywhere but this API: the page at ``/``
 talks to the ``/v1`` endpoints with the API key the person enters (kept in their browser).
@@ -6,11 +6,14 @@ talks to the ``/v1`` endpoints with the API key the person enters (kept in their
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
 from breakout import __version__
 
@@ -21,6 +24,23 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+class _Revalidated(StaticFiles):
+    """Assets a browser revalidates on each load (a 304 while unchanged). The page names
+    them with the version, but a module imported by ``portal.js`` (``./csv-cells.js``) is
+    named without it, and must not be kept stale across an upgrade either."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def mount_portal(app: FastAPI) -> None:
@@ -37,4 +57,4 @@ def mount_portal(app: FastAPI) -> None:
     async def portal() -> HTMLResponse:
         return HTMLResponse(page, headers=headers)
 
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/static", _Revalidated(directory=STATIC), name="static")

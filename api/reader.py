@@ -6,6 +6,13 @@ month of a large deployment's rows is the expensive part, so the sum of all buck
 the newest is cached too. On a Refresh during live traffic only the newest bucket changes;
 within it only the customers whose hash's ``@applied`` offset moved are read and grouped
 again, so the answer costs those customers' rows plus the page shown.
+
+Redis can be emptied at any moment and refilled by the workers, and a half-refilled mirror
+holds short totals. So rows are only read from a *complete* mirror
+(``breakout.redis_layout.completeness``): the marker comes with the versions' ``MGET`` and
+the watermarks with the freshness ``HGETALL`` every report makes anyway, and each read
+pipeline ends by reading the marker again, which proves Redis was not emptied mid-read.
+Otherwise ``IncompleteMirror`` is raised, for a 503.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from operator import add
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from breakout.aggregate import Counters
+from breakout.redis_layout import Completeness, Lag, Layout, Watermark, completeness, decode_watermarks
 from breakout.snapshot import Filters, Settled, SourceRow, Summary, currency_totals, group_rows, merge_groups
 from breakout.timerange import Bucket
 
@@ -67,19 +76,43 @@ class LRU(Generic[K, V]):
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
-    """From the watermark hash: ``as_of`` is the oldest partition's event time, in ms."""
+    """From the watermark hash: ``as_of`` is the oldest partition's event time, in ms.
+
+    The watermarks themselves are kept: with the marker the versions' ``MGET`` reads, they
+    tell whether the mirror is complete, at no extra round trip.
+    """
 
     as_of_ms: int | None
     stream_ms: int | None
     written_ms: int | None
+    watermarks: dict[int, Watermark]
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorHealth:
+    """What ``/readyz`` and ``/metrics`` report: freshness, completeness and the workers' lag."""
+
+    freshness: Freshness
+    completeness: Completeness
+    lags: list[Lag]
+
+
+class IncompleteMirror(Exception):
+    """The mirror does not hold every partition's rows (Redis emptied, being refilled): an
+    answer now would pass short totals for whole ones."""
+
+    def __init__(self, state: Completeness) -> None:
+        super().__init__(state.explain())
+        self.completeness = state
 
 
 class MirrorReader:
-    """The API's view of the mirror for one app id."""
+    """The API's view of the mirror of one app id, whose internal topic has ``partitions``."""
 
-    def __init__(self, client: aioredis.Redis, app_id: str, cache_rows: int) -> None:
+    def __init__(self, client: aioredis.Redis, layout: Layout, partitions: int, cache_rows: int) -> None:
         self.client = client
-        self.app_id = app_id
+        self.layout = layout
+        self.partitions = partitions
         # Caches are keyed without versions and hold the version they were read at, so a
         # bucket that keeps changing replaces its entry instead of piling up stale ones.
         self._rows: LRU[tuple[Bucket, Source], tuple[Token, list[SourceRow]]] = LRU(cache_rows)
@@ -95,16 +128,48 @@ class MirrorReader:
         )
 
     async def freshness(self) -> Freshness:
-        return _freshness(await self.client.hgetall(f"{self.app_id}:watermark"))
+        return _freshness(decode_watermarks(await self.client.hgetall(self.layout.watermarks)))
 
-    async def versions(self, buckets: list[Bucket]) -> list[Token]:
-        """Each bucket's version with the mirror's marker; None for a bucket with no data."""
-        names = [f"{self.app_id}:mirror"] + [
-            f"{self.app_id}:version:{g.value}:{start}" for g, start in buckets
-        ]
+    async def health(self) -> MirrorHealth:
+        """Freshness, completeness and the consumer lag the workers report, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.layout.marker)
+        pipe.hgetall(self.layout.watermarks)
+        pipe.hgetall(self.layout.lag)
+        marker, marks, lags = await pipe.execute()
+        watermarks = decode_watermarks(marks)
+        return MirrorHealth(
+            _freshness(watermarks),
+            completeness(marker, watermarks, self.partitions),
+            sorted((Lag.decode(raw) for raw in lags.values()), key=lambda lag: (lag.topic, lag.partition)),
+        )
+
+    async def versions(self, buckets: list[Bucket], freshness: Freshness) -> list[Token]:
+        """Each bucket's version with the mirror's marker; None for a bucket with no data.
+
+        Raises ``IncompleteMirror`` unless the marker, read in the same ``MGET``, and the
+        watermarks of ``freshness`` say every partition is mirrored whole.
+        """
+        layout = self.layout
+        names = [layout.marker] + [layout.version(g, start) for g, start in buckets]
         replies: list[bytes | None] = await self.client.mget(names)  # type: ignore[assignment]
-        marker, versions = replies[0] or b"", replies[1:]
+        marker, versions = replies[0], replies[1:]
+        state = completeness(marker, freshness.watermarks, self.partitions)
+        if marker is None or not state.complete:
+            raise IncompleteMirror(state)
         return [None if version is None else (marker, version) for version in versions]
+
+    async def _execute(self, pipe: Pipeline, marker: bytes) -> list[Any]:
+        """Run a read pipeline that ends by reading the marker again: unchanged, nothing it
+        read can come from an emptied (or emptied and partly refilled) Redis, since every
+        refill starts a new epoch. Costs a command, not a round trip."""
+        if not len(pipe):
+            return []
+        pipe.get(self.layout.marker)
+        *replies, now = await pipe.execute()
+        if now != marker:
+            raise IncompleteMirror(completeness(now, {}, self.partitions))
+        return replies
 
     async def summary(
         self, buckets: list[Bucket], tokens: list[Token], filters: Filters, group_by: tuple[str, ...]
@@ -127,6 +192,7 @@ class MirrorReader:
         if not present:
             return Summary(group_by, Settled({}), {})
         sources = _sources(filters)
+        marker = next(token[0] for _, token in present if token is not None)  # one MGET: one marker
         *older, newest = present
         settled_key = (filters, group_by, tuple(bucket for bucket, _ in older))
         cached = self._settled.get(settled_key)
@@ -134,9 +200,11 @@ class MirrorReader:
         if settled is not None and sources == [("all", "")] and "customer" in group_by:
             # Live traffic: the settled buckets are summed already, and grouping by customer
             # keeps each customer's groups apart, so only the customers that moved regroup.
-            return Summary(group_by, settled, *await self._groups_by_customer(newest, filters, group_by))
+            return Summary(
+                group_by, settled, *await self._groups_by_customer(newest[0], marker, filters, group_by)
+            )
         wanted: list[tuple[Bucket, Token]] = present if settled is None else [newest]
-        rows = await self._read(wanted, sources)
+        rows = await self._read(wanted, sources, marker)
         parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
         if settled is None:
             settled = Settled(merge_groups(parts[:-1]))
@@ -145,15 +213,13 @@ class MirrorReader:
         return Summary(group_by, settled, parts[-1])
 
     async def _groups_by_customer(
-        self, newest: tuple[Bucket, Token], filters: Filters, group_by: tuple[str, ...]
+        self, bucket: Bucket, marker: bytes, filters: Filters, group_by: tuple[str, ...]
     ) -> tuple[dict[tuple[str, ...], Counters], dict[str, Counters]]:
         """One bucket's groups and their currency totals, regrouping only the customers whose
         hash moved since the last read."""
-        bucket, token = newest
-        marker = token[0] if token else b""
         groups: dict[tuple[str, ...], Counters] = {}
         totals: dict[str, Counters] = {}
-        for customer, (applied, rows) in (await self._customers_of([newest]))[bucket].items():
+        for customer, (applied, rows) in (await self._customers_of([bucket], marker))[bucket].items():
             key = (bucket, marker, customer, filters, group_by)
             cached = self._customer_groups.get(key)
             if cached is None or cached[0] != applied:
@@ -167,7 +233,7 @@ class MirrorReader:
         return groups, totals
 
     async def _read(
-        self, buckets: list[tuple[Bucket, Token]], sources: list[Source]
+        self, buckets: list[tuple[Bucket, Token]], sources: list[Source], marker: bytes
     ) -> dict[Bucket, list[SourceRow]]:
         """Rows of each bucket from the cache or, for the ones that moved, from Redis."""
         found: dict[Bucket, list[SourceRow]] = {bucket: [] for bucket, _ in buckets}
@@ -180,55 +246,59 @@ class MirrorReader:
                 else:
                     found[bucket].extend(cached[1])
         if missing:
-            for (bucket, source, token), rows in zip(missing, await self._fetch(missing), strict=True):
+            fetched = await self._fetch(missing, marker)
+            for (bucket, source, token), rows in zip(missing, fetched, strict=True):
                 # Keyed without the version, so a newer version replaces the older entry.
                 self._rows.put((bucket, source), (token, rows), len(rows) + 1)
                 found[bucket].extend(rows)
         return found
 
-    async def _fetch(self, wanted: list[tuple[Bucket, Source, Token]]) -> list[list[SourceRow]]:
-        everything = [(bucket, token) for bucket, (kind, _), token in wanted if kind == "all"]
+    async def _fetch(
+        self, wanted: list[tuple[Bucket, Source, Token]], marker: bytes
+    ) -> list[list[SourceRow]]:
+        everything = [bucket for bucket, (kind, _), _ in wanted if kind == "all"]
+        by_bucket = await self._customers_of(everything, marker) if everything else {}
         all_rows = {
             bucket: [row for _, rows in by_customer.values() for row in rows]
-            for bucket, by_customer in (await self._customers_of(everything) if everything else {}).items()
+            for bucket, by_customer in by_bucket.items()
         }
         named = [(bucket, source) for bucket, source, _ in wanted if source[0] != "all"]
-        named_rows = iter(await self._fetch_named(named) if named else [])
+        named_rows = iter(await self._fetch_named(named, marker) if named else [])
         return [all_rows[bucket] if source[0] == "all" else next(named_rows) for bucket, source, _ in wanted]
 
-    async def _fetch_named(self, wanted: list[tuple[Bucket, Source]]) -> list[list[SourceRow]]:
+    async def _fetch_named(self, wanted: list[tuple[Bucket, Source]], marker: bytes) -> list[list[SourceRow]]:
         """One customer's or one destination's hash per bucket."""
         pipe = self.client.pipeline(transaction=False)
         for (g, start), (kind, name) in wanted:
-            pipe.hgetall(f"{self.app_id}:rows:{g.value}:{start}:{kind}:{name}")
-        replies = await pipe.execute()
+            pipe.hgetall(self.layout.rows(g, start, kind, name))
+        replies = await self._execute(pipe, marker)
         return [
             _parse(kind, name, fields) for ((_, (kind, name)), fields) in zip(wanted, replies, strict=True)
         ]
 
-    async def _customers_of(self, buckets: list[tuple[Bucket, Token]]) -> dict[Bucket, CustomerRows]:
+    async def _customers_of(self, buckets: list[Bucket], marker: bytes) -> dict[Bucket, CustomerRows]:
         """Every customer's rows of each bucket, reading again only the customers that moved.
 
         A customer hash's ``@applied`` offset changes with every write of it, so the
         bucket live traffic keeps changing costs one small read per customer plus the
         hashes that changed, not every hash.
         """
-        app = self.app_id
+        layout = self.layout
         pipe = self.client.pipeline(transaction=False)
-        for (g, start), _ in buckets:
-            pipe.smembers(f"{app}:idx:{g.value}:{start}:customers")
-        members = await pipe.execute()
+        for g, start in buckets:
+            pipe.smembers(layout.customers(g, start))
+        members = await self._execute(pipe, marker)
         plan: list[tuple[str, list[str], CustomerRows | None]] = []
         pipe = self.client.pipeline(transaction=False)
-        for ((g, start), token), names in zip(buckets, members, strict=True):
-            prefix = f"{app}:rows:{g.value}:{start}:c:"
+        for (g, start), names in zip(buckets, members, strict=True):
+            prefix = layout.customer_rows_prefix(g, start)
             customers = sorted(name.decode() for name in names)
-            known = self._customers.get(((g, start), token[0] if token else b""))
+            known = self._customers.get(((g, start), marker))
             plan.append((prefix, customers, known))
             if known is not None:
                 for customer in customers:
                     pipe.hget(prefix + customer, "@applied")
-        applied = iter(await pipe.execute())
+        applied = iter(await self._execute(pipe, marker))
         pipe = self.client.pipeline(transaction=False)
         stale: list[list[str]] = []
         for prefix, customers, known in plan:
@@ -242,16 +312,16 @@ class MirrorReader:
             for customer in moved:
                 pipe.hgetall(prefix + customer)
             stale.append(moved)
-        fresh = iter(await pipe.execute())
+        fresh = iter(await self._execute(pipe, marker))
         found: dict[Bucket, CustomerRows] = {}
-        for (bucket, token), (_, customers, known), moved in zip(buckets, plan, stale, strict=True):
+        for bucket, (_, customers, known), moved in zip(buckets, plan, stale, strict=True):
             by_customer = dict(known or {})
             for customer in moved:
                 fields = next(fresh)
                 by_customer[customer] = (fields.get(b"@applied"), _parse("c", customer, fields))
             by_customer = {customer: by_customer[customer] for customer in customers}
             weight = sum(len(rows) for _, rows in by_customer.values()) + 1
-            self._customers.put((bucket, token[0] if token else b""), by_customer, weight)
+            self._customers.put((bucket, marker), by_customer, weight)
             found[bucket] = by_customer
         return found
 
@@ -270,14 +340,17 @@ def _out_of_the_collectors_way() -> None:
     gc.freeze()
 
 
-def _freshness(marks: dict[bytes, bytes] | dict[bytes | str, bytes | str]) -> Freshness:
-    documents = [orjson.loads(value) for value in marks.values()]
-    if not documents:
-        return Freshness(None, None, None)
+def _freshness(watermarks: dict[int, Watermark]) -> Freshness:
+    # A partition that never had a message (offset -1) has no event time to be behind on.
+    marks = [mark for mark in watermarks.values() if mark.offset >= 0]
+    if not marks:
+        written = max((mark.written_ms for mark in watermarks.values()), default=None)
+        return Freshness(None, None, written, watermarks)
     return Freshness(
-        as_of_ms=min(mark["event_ms"] for mark in documents),
-        stream_ms=max(mark["event_ms"] for mark in documents),
-        written_ms=max(mark["written_ms"] for mark in documents),
+        as_of_ms=min(mark.event_ms for mark in marks),
+        stream_ms=max(mark.event_ms for mark in marks),
+        written_ms=max(mark.written_ms for mark in watermarks.values()),
+        watermarks=watermarks,
     )
 
 

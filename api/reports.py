@@ -2,7 +2,8 @@
 
 Parameters are declared here for the OpenAPI reference, then read from the raw query
 string by ``breakout.query``, which owns every rule and message (and refuses unknown
-parameters, which FastAPI alone would silently ignore).
+parameters, which FastAPI alone would silently ignore). Every read sums mirror rows, so
+every one is refused with a 503 while the mirror is incomplete (``api.reader``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from api.errors import error_responses
 from api.reader import Freshness, MirrorReader
 from api.responses import OrjsonResponse
 from api.schemas import Me, Snapshot, ValueList
@@ -79,7 +81,7 @@ async def _summary(
     now = int(datetime.now(UTC).timestamp())
     stream_time = freshness.stream_ms // 1000 if freshness.stream_ms is not None else now
     buckets = readable_cover(query.range, retention, stream_time, now)
-    tokens = await reader.versions(buckets)
+    tokens = await reader.versions(buckets, freshness)
     return await reader.summary(buckets, tokens, query.filters, group_by), freshness
 
 
@@ -97,7 +99,7 @@ def _range_parameters(
 RangeParameters = Annotated[None, Depends(_range_parameters)]
 
 
-@router.get("/me", response_model=Me, summary="The role of the caller's key")
+@router.get("/me", response_model=Me, summary="The role of the caller's key", responses=error_responses(401))
 async def me(role: Caller) -> dict[str, Any]:
     if role.customer is None:
         return {"role": "admin", "customer": None}
@@ -111,7 +113,7 @@ async def me(role: Caller) -> dict[str, Any]:
     description="Rows grouped by `group_by` and currency over a date range, with totals. "
     "Ratios are rebuilt from summed counts; money never sums across currencies. "
     "`format=csv` returns the same rows (same order and page) as CSV.",
-    responses={200: {"content": {"text/csv": {}}}, 401: {}, 403: {}, 422: {}},
+    responses={200: {"content": {"text/csv": {}}}, **error_responses(401, 403, 422, 503, refilling=True)},
 )
 async def breakout(
     request: Request,
@@ -188,7 +190,7 @@ async def _values(request: Request, role: Caller, dimension: str) -> dict[str, A
     }
 
 
-_LIST = {"response_model": ValueList, "responses": {401: {}, 403: {}, 422: {}}}
+_LIST = {"response_model": ValueList, "responses": error_responses(401, 403, 422, 503, refilling=True)}
 
 
 @router.get("/destinations", summary="Destinations with traffic in a range", **_LIST)  # type: ignore[arg-type]

@@ -67,3 +67,45 @@ class ValueList(BaseModel):
 class Me(BaseModel):
     role: str = Field(description="`admin` or `customer`")
     customer: str | None
+
+
+class Error(BaseModel):
+    """Every error the API answers: 401, 403, 422 and 503 alike."""
+
+    detail: str = Field(description="One sentence saying what went wrong and what to change")
+
+
+class ConsumerLag(BaseModel):
+    topic: str
+    partition: int
+    lag: int = Field(description="Messages not committed yet: end offset - committed offset")
+    end: int = Field(description="The partition's end offset, as the worker last saw it")
+    committed: int = Field(description="The consumer group's committed offset")
+    stalled: bool = Field(
+        description="No progress for 60 s with messages waiting, or no report from a worker for 30 s"
+    )
+    moved_age_seconds: float = Field(description="Since the committed offset last moved (or lag was 0)")
+    report_age_seconds: float = Field(description="Since a worker last reported this partition")
+
+
+class TopicPartition(BaseModel):
+    topic: str
+    partition: int
+
+
+class Readiness(BaseModel):
+    status: str = Field(
+        description="`ok`, or the first reason not to route reads here: `unavailable` (Redis does not "
+        "answer), `incomplete` (the mirror is being refilled), `stalled` (a consumer makes no "
+        "progress), `stale` (no write within `max_age`)"
+    )
+    redis: str = Field(description="`ok`, or the error Redis answered with")
+    detail: str | None = Field(None, description="Why the status is not `ok`")
+    as_of_ms: int | None = Field(None, description="Event time every partition is mirrored up to")
+    mirror_written_age_seconds: float | None = Field(None, description="Since a worker last wrote")
+    mirror_complete: bool | None = Field(None, description="Every partition mirrored whole in this epoch")
+    missing_partitions: list[int] = Field(
+        default_factory=list, description="Internal-topic partitions not mirrored whole yet"
+    )
+    stalled: list[TopicPartition] = Field(default_factory=list, description="Consumers making no progress")
+    lag: list[ConsumerLag] = Field(default_factory=list, description="Every consumed partition's lag")

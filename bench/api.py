@@ -40,8 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from breakout.auth import ADMIN, key_entry, new_key  # noqa: E402
+from breakout.buckets import Granularity  # noqa: E402
+from breakout.redis_layout import Layout, Watermark  # noqa: E402
+from breakout.settings import load_settings  # noqa: E402
 
 DAY = 86400
+D = Granularity.DAY
 
 
 def free_port() -> int:
@@ -75,24 +79,29 @@ def day_rows(
 
 
 async def write_bucket(
-    client: aioredis.Redis, app: str, start: int, customer: str, rows: dict[tuple[str, str, str], list[int]]
+    client: aioredis.Redis,
+    layout: Layout,
+    start: int,
+    customer: str,
+    rows: dict[tuple[str, str, str], list[int]],
 ) -> None:
     """One customer-bucket in the mirror's layout, as the worker's Lua script writes it."""
-    prefix = f"{app}:rows:d:{start}"
     pipe = client.pipeline(transaction=False)
     pipe.hset(
-        f"{prefix}:c:{customer}",
+        layout.customer_rows(D, start, customer),
         mapping={orjson.dumps(list(key)): orjson.dumps(value) for key, value in rows.items()}
         | {"@applied": 1},
     )
     for (destination, provider, currency), value in rows.items():
         pipe.hset(
-            f"{prefix}:d:{destination}", orjson.dumps([customer, provider, currency]), orjson.dumps(value)
+            layout.destination_rows(D, start, destination),
+            orjson.dumps([customer, provider, currency]),
+            orjson.dumps(value),
         )
-        pipe.sadd(f"{app}:idx:d:{start}:destinations", destination)
-    pipe.sadd(f"{app}:idx:d:{start}:customers", customer)
-    pipe.zadd(f"{app}:buckets:d", {str(start): start})
-    pipe.incr(f"{app}:version:d:{start}")
+        pipe.sadd(layout.destinations(D, start), destination)
+    pipe.sadd(layout.customers(D, start), customer)
+    pipe.zadd(layout.buckets(D), {str(start): start})
+    pipe.incr(layout.version(D, start))
     await pipe.execute()
 
 
@@ -106,22 +115,26 @@ async def fill(
     today = int(time.time()) // DAY * DAY
     first = today - days * DAY
     client = aioredis.from_url(redis_url)
+    layout = Layout(app)
+    epoch = uuid.uuid4().hex
     written = 0
     try:
-        await client.set(f"{app}:mirror", uuid.uuid4().hex)
+        await client.set(layout.marker, epoch)
         for day in range(days):
             start = first + day * DAY
             batch = []
             for c in range(customers):
                 rows = day_rows(rng, c, own[c])
                 written += len(rows)
-                batch.append(write_bucket(client, app, start, f"cust-{c:04d}", rows))
+                batch.append(write_bucket(client, layout, start, f"cust-{c:04d}", rows))
                 if len(batch) == 50:
                     await asyncio.gather(*batch)
                     batch = []
             await asyncio.gather(*batch)
-        mark = {"event_ms": today * 1000 - 1, "offset": 0, "written_ms": int(time.time() * 1000)}
-        await client.hset(f"{app}:watermark", mapping={str(p): orjson.dumps(mark) for p in range(4)})
+        # Every partition mirrored whole in this epoch: the API answers only a complete mirror.
+        mark = Watermark(today * 1000 - 1, 0, int(time.time() * 1000), epoch).encode()
+        partitions = range(load_settings().partitions)
+        await client.hset(layout.watermarks, mapping={str(p): mark for p in partitions})
     finally:
         await client.aclose()
     return first, first + (days - 1) * DAY, written
@@ -161,14 +174,15 @@ class Api:
 async def touch_newest(redis_url: str, app: str, start: int) -> None:
     """What a worker's flush does to the newest bucket during live traffic: rows and version move."""
     client = aioredis.from_url(redis_url)
+    layout = Layout(app)
     try:
-        key = f"{app}:rows:d:{start}:c:cust-0001"
+        key = layout.customer_rows(D, start, "cust-0001")
         fields = await client.hgetall(key)
         field, value = next((f, v) for f, v in fields.items() if f != b"@applied")
         counters = orjson.loads(value)
         counters[0] += 1
         await client.hset(key, field, orjson.dumps(counters))
-        await client.incr(f"{app}:version:d:{start}")
+        await client.incr(layout.version(D, start))
     finally:
         await client.aclose()
 

@@ -12,7 +12,7 @@ from datetime import date
 
 from breakout.auth import Role
 from breakout.errors import BreakoutError, QueryError
-from breakout.snapshot import DIMENSIONS, Filters, sortable_columns
+from breakout.snapshot import COSTS, DIMENSIONS, Filters, sortable_columns
 from breakout.timerange import TimeRange, parse_range, parse_tz
 
 DEFAULT_LIMIT = 1000
@@ -21,6 +21,8 @@ FORMATS = ("json", "csv")
 RANGE_PARAMETERS = ("from", "to", "tz", "customer", "destination", "provider")
 SNAPSHOT_PARAMETERS = (*RANGE_PARAMETERS, "group_by", "sort", "limit", "offset", "format")
 _REPEATABLE = frozenset({"customer", "destination", "provider"})
+# What a customer key never sees: what its calls cost us, and who carried them.
+HIDDEN_FROM_CUSTOMERS = frozenset({"provider", *COSTS})
 
 
 class AccessDenied(BreakoutError):
@@ -83,6 +85,16 @@ def _scoped_customers(asked: frozenset[str] | None, role: Role) -> frozenset[str
     return frozenset({role.customer})
 
 
+def _visible(parameter: str, column: str, role: Role) -> None:
+    """A column hidden from a key is refused wherever the key names it, not only blanked:
+    grouping or sorting by a hidden column would tell its values by the rows' order."""
+    if role.customer is not None and column in HIDDEN_FROM_CUSTOMERS:
+        raise AccessDenied(
+            f"{parameter}: {column!r} is for admin keys; a customer key does not see what its calls "
+            "cost us or which provider carried them, so it cannot group or sort by them either"
+        )
+
+
 def parse_range_query(
     params: Mapping[str, Sequence[str]], role: Role, today: date, allowed: Sequence[str] = RANGE_PARAMETERS
 ) -> RangeQuery:
@@ -121,10 +133,8 @@ def parse_snapshot_query(params: Mapping[str, Sequence[str]], role: Role, today:
         raise QueryError(
             f"group_by: expected some of {', '.join(DIMENSIONS)} (comma-separated), got {group_text!r}"
         )
-    if "provider" in group_by and role.customer is not None:
-        raise AccessDenied(
-            "group_by=provider is for admin keys; a customer key reads its own traffic by destination"
-        )
+    for name in group_by:
+        _visible("group_by", name, role)
     if len(set(group_by)) != len(group_by):
         raise QueryError(f"group_by: {group_text!r} names a column twice")
     sort_text = _single(params, "sort") or None
@@ -137,6 +147,7 @@ def parse_snapshot_query(params: Mapping[str, Sequence[str]], role: Role, today:
                 f"sort: {sort!r} is not a column of this report; use one of "
                 f"{', '.join(sortable_columns(group_by))}, with - in front for descending"
             )
+        _visible("sort", sort, role)
     output = _single(params, "format") or "json"
     if output not in FORMATS:
         raise QueryError(f"format: expected json or csv, got {output!r}")

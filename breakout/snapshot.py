@@ -8,9 +8,7 @@ arithmetic, so the API, the CSV and the tests agree to the digit.
 
 from __future__ import annotations
 
-import csv
 import heapq
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
@@ -28,6 +26,7 @@ from breakout.aggregate import (
     Counters,
 )
 from breakout.aggregate import add as add_counters
+from breakout.csv_cells import csv_line
 from breakout.money import format_micros
 
 # A stored row: customer, destination, provider, currency, counters.
@@ -248,14 +247,13 @@ def totals_row(per_currency: dict[str, Counters], *, with_costs: bool) -> dict[s
 
 
 def to_csv(group_by: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
-    """The rows as CSV with a header; an undefined ratio is an empty cell."""
+    """The rows as CSV with a header; an undefined ratio is an empty cell.
+
+    Cells are written by ``csv_cell``, the rule the portal's Download CSV follows too, so a
+    name from a CDR never reaches a spreadsheet as a formula.
+    """
     columns = [*group_by, "currency", *METRICS]
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row[column] is None else row[column] for column in columns])
-    return out.getvalue()
+    return csv_line(columns) + "".join([csv_line([row[column] for column in columns]) for row in rows])
 
 
 class Settled:

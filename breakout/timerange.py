@@ -53,37 +53,69 @@ def _parse_bound(name: str, text: str, tz: ZoneInfo, *, is_end: bool) -> int:
             day = date.fromisoformat(text)
         except ValueError:
             raise QueryError(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
+        if is_end:
+            if day == date.max:
+                raise QueryError(
+                    f"{name}: {text!r} includes its whole day, which ends in the year 10000, past the "
+                    "calendar; end the range at 9999-12-31T23:59 at the latest"
+                )
+            day += timedelta(days=1)
+        moment = datetime(day.year, day.month, day.day, tzinfo=tz)
+    else:
         try:
-            if is_end:
-                day += timedelta(days=1)
-            return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp())
-        except (OverflowError, ValueError):
-            raise QueryError(f"{name}: {text!r} is out of range") from None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise QueryError(
+                f"{name}: {text!r} is neither a date (YYYY-MM-DD) nor an ISO datetime (YYYY-MM-DDTHH:MM)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=tz)
+    epoch = moment.timestamp()
+    if not _on_calendar(epoch, tz):
+        raise QueryError(_outside_calendar(name, text, tz))
+    if epoch % 60:  # also a date in a zone's local mean time, centuries ago (London: -0:01:15)
         raise QueryError(
-            f"{name}: {text!r} is neither a date (YYYY-MM-DD) nor an ISO datetime (YYYY-MM-DDTHH:MM)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    try:
-        epoch = moment.timestamp()
-    except (OverflowError, ValueError):
-        raise QueryError(f"{name}: {text!r} is out of range") from None
-    if epoch % 60:
-        raise QueryError(f"{name}: {text!r} is not on a whole minute; the finest buckets are one minute")
+            f"{name}: {text!r} is not on a whole minute in UTC; the finest buckets are one minute"
+        )
     return int(epoch)
+
+
+def _on_calendar(epoch: float, tz: ZoneInfo) -> bool:
+    """Whether ``epoch`` is a datetime both in UTC and in ``tz``.
+
+    A bound is shown in UTC (retention messages) and in ``tz`` (the answer's ``from`` and
+    ``to``), and an offset can carry a moment the parser accepts (``0001-01-01T00:00+14:00``,
+    ``9999-12-31T23:00-05:00``) past either end of the calendar: refused here, it is a 422
+    instead of a crash wherever it would be shown.
+    """
+    try:
+        datetime.fromtimestamp(epoch, UTC)
+        datetime.fromtimestamp(epoch, tz)
+    except (OverflowError, ValueError, OSError):
+        return False
+    return True
+
+
+def _outside_calendar(name: str, text: str, tz: ZoneInfo) -> str:
+    where = "UTC" if tz.key == "UTC" else f"UTC and in {tz.key}"
+    return (
+        f"{name}: {text!r} is outside the calendar, which runs from 0001-01-01 00:00 "
+        f"to 9999-12-31 23:59 in {where}"
+    )
 
 
 def parse_range(from_text: str | None, to_text: str | None, tz: ZoneInfo, today: date) -> TimeRange:
     """``from``/``to`` as the API takes them. No ``from``: today; no ``to``: the ``from`` date
     (one day), or the end of today after a ``from`` datetime."""
     from_text = from_text or today.isoformat()
-    if not to_text:
-        to_text = from_text if len(from_text) == 10 else today.isoformat()
     start = _parse_bound("from", from_text, tz, is_end=False)
-    end = _parse_bound("to", to_text, tz, is_end=True)
+    if to_text:
+        end = _parse_bound("to", to_text, tz, is_end=True)
+    elif len(from_text) == 10:  # one day, whose end `from` names
+        to_text, end = from_text, _parse_bound("from", from_text, tz, is_end=True)
+    else:
+        to_text = today.isoformat()
+        end = _parse_bound("to", to_text, tz, is_end=True)
     if start >= end:
         raise QueryError(f"from ({from_text}) must be before to ({to_text})")
     return TimeRange(start, end, tz)

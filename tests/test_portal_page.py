@@ -33,6 +33,15 @@ async def test_the_page_and_its_assets_are_served_from_this_origin() -> None:
             assert "http://" not in response.text and "https://" not in response.text, path
         script = await client.get("/static/portal.js")
         assert script.headers["content-type"].startswith("text/javascript")
+        # Modules portal.js imports: from this origin too, and named without the page's ?v=
+        # version, so revalidated on every load rather than kept stale after an upgrade.
+        imported = re.findall(r'^import .* from "\./([^"]+)";$', script.text, re.MULTILINE)
+        assert imported == ["csv-cells.js"]
+        for name in imported:
+            module = await client.get(f"/static/{name}")
+            assert module.status_code == 200 and module.headers["content-type"].startswith("text/javascript")
+            assert module.headers["cache-control"] == "no-cache"
+            assert "http://" not in module.text and "https://" not in module.text, name
         for element in ("destination-select", "refresh", "auto-refresh", "download-csv", "as-of", "error"):
             assert f'id="{element}"' in page.text, element
         assert "/" not in (await client.get("/openapi.json")).json()["paths"]

@@ -4,6 +4,8 @@
 // durations arrive as exact decimal strings and are only ever formatted as strings:
 // nothing here turns a charge into a float, for display, sorting or CSV.
 
+import { csvCell } from "./csv-cells.js";
+
 const KEY_STORAGE = "breakout.apiKey";
 const AUTO_REFRESH_MS = 30_000;
 const ROW_LIMIT = 10_000; // the API's maximum page
@@ -220,13 +222,6 @@ const CSV_HEADERS = {
   dtmf_pct: "DTMF %",
 };
 
-function csvCell(value) {
-  if (value === null || value === undefined) return "";
-  let text = String(value);
-  if (/^[=+\-@\t\r]/.test(text) && !DECIMAL.test(text)) text = `'${text}`; // no formulas from names
-  return /[",\r\n]/.test(text) ? `"${text.replaceAll('"', '""')}"` : text;
-}
-
 /** CSV of exactly the rows and totals shown, in the order shown; values exact (no floats). */
 export function buildCsv(columns, rows, totalRows) {
   const header = columns.map((c) => CSV_HEADERS[c] ?? COLUMNS[c].label);
@@ -247,18 +242,10 @@ class ApiError extends Error {
   }
 }
 
+/** Every error the API answers is {"detail": "<one sentence>"} (docs/api.md, Errors). */
 function detailText(body) {
   const detail = body?.detail;
-  if (typeof detail === "string") return detail;
-  if (Array.isArray(detail)) {
-    return detail
-      .map((d) => {
-        const where = Array.isArray(d.loc) ? d.loc.filter((p) => p !== "query").join(".") : "";
-        return where ? `${where}: ${d.msg}` : d.msg;
-      })
-      .join("; ");
-  }
-  return null;
+  return typeof detail === "string" ? detail : null;
 }
 
 async function api(path, params = []) {
@@ -485,7 +472,11 @@ function queryParams() {
   }
   params.push(["group_by", groupBy().join(",")]);
   const keys = groupBy();
-  const sortable = !GROUP_KEYS.includes(state.sort.col) || keys.includes(state.sort.col);
+  // A column the table does not show (another grouping, or costs after an admin signed out) is
+  // not asked for: the API refuses a customer key's sort by a column hidden from it.
+  const sortable = GROUP_KEYS.includes(state.sort.col)
+    ? keys.includes(state.sort.col)
+    : isAdmin() || !COSTS.has(state.sort.col);
   params.push(["sort", sortable ? `${state.sort.desc ? "-" : ""}${state.sort.col}` : "-attempts"]);
   params.push(["limit", String(ROW_LIMIT)]);
   return params;
@@ -571,8 +562,15 @@ function handleApiError(error) {
     signOut(`The API did not accept the key: ${error.message}`);
     return;
   }
-  showError(error instanceof ApiError ? error.message : `Something went wrong in the page: ${error}`);
-  if (!(error instanceof ApiError)) console.error(error);
+  if (!(error instanceof ApiError)) {
+    showError(`Something went wrong in the page: ${error}`);
+    console.error(error);
+    return;
+  }
+  // 503: Redis is down or the mirror is being refilled, and no partial totals are served; a
+  // table already shown stays as it was, which the banner says.
+  const kept = error.status === 503 && state.data ? ". The table below is the last complete snapshot." : "";
+  showError(error.message + kept);
 }
 
 function markDirty() {

@@ -222,6 +222,9 @@ async def test_a_customer_key_sees_only_its_own_account(
         ("/v1/customers", span | {"customer": "cust-04"}),
         ("/v1/destinations", span | {"customer": "cust-04"}),
         ("/v1/breakout", span | {"group_by": "provider"}),
+        ("/v1/breakout", span | {"sort": "-provider_charge"}),
+        ("/v1/breakout", span | {"sort": "profit", "format": "csv"}),
+        ("/v1/breakout", span | {"sort": "-profit_pct"}),
         ("/v1/providers", span),
         ("/v1/alerts", {}),
         ("/v1/alerts/stream", {}),
@@ -261,7 +264,8 @@ async def test_admin_lists_for_the_selectors(mirrored: Mirrored, client: httpx.A
         ({"format": "xml"}, 422, "json or csv"),
         ({"from": "2026-11-01T10:00:30"}, 422, "whole minute"),
         ({"tz": ["UTC", "UTC"]}, 422, "once"),
-        ({"from": "9999-12-31"}, 422, "out of range"),
+        ({"from": "9999-12-31"}, 422, "includes its whole day"),
+        ({"from": "2026-11-01", "to": "9999-12-31T23:00-05:00"}, 422, "outside the calendar"),
         ({"from": "0001-01-01", "to": "9999-12-30"}, 422, "beyond retention"),
         ({"tz": "a" * 300}, 422, "unknown time zone"),
     ],
@@ -286,12 +290,20 @@ async def test_keys_are_required(mirrored: Mirrored, client: httpx.AsyncClient) 
 async def test_health_readiness_and_metrics(mirrored: Mirrored, client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["as_of_ms"] is not None
+    body = ready.json()
+    # The worker that mirrored the dataset has stopped: 30 s on, its lag reports are silent.
+    assert (ready.status_code, body["status"]) in {(200, "ok"), (503, "stalled")}, ready.text
+    assert (
+        body["as_of_ms"] is not None and body["mirror_complete"] is True and body["missing_partitions"] == []
+    )
+    topics = {mirrored.settings.topic, f"{mirrored.settings.app_id}-normalized"}
+    assert body["lag"] and {lag["topic"] for lag in body["lag"]} <= topics
     stale = await client.get("/readyz", params={"max_age": "0"})
-    assert stale.status_code == 503 and stale.json()["status"] == "stale"
+    assert stale.status_code == 503 and stale.json()["status"] in {"stale", "stalled"}
     await client.get("/v1/breakout", headers=mirrored.headers())
     metrics = (await client.get("/metrics")).text
     assert 'breakout_api_requests_total{route="/v1/breakout",status="200"}' in metrics
+    assert "breakout_mirror_complete 1.0" in metrics
     accepted = next(
         line for line in metrics.splitlines() if line.startswith('breakout_worker_cdrs{outcome="accepted"}')
     )

@@ -2,7 +2,8 @@
 
 The worker's writes are imitated key by key (docs/redis-layout.md), so each kind of change
 — a customer's rows move, a customer appears, a customer's hash expires, Redis is emptied
-and refilled — can be made on purpose between two reads.
+and refilled — can be made on purpose between two reads. Rows are read only from a whole
+mirror, and a mirror emptied between the versions and the rows is not read as a short one.
 """
 
 from __future__ import annotations
@@ -10,19 +11,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
-import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from api.reader import MirrorReader
+from api.reader import IncompleteMirror, MirrorReader
 from breakout.buckets import Granularity
+from breakout.redis_layout import Layout
 from breakout.snapshot import Filters, currency_totals
 from breakout.timerange import Bucket
+from tests.integration.handmade import empty, mark_whole, write_rows
 
 pytestmark = pytest.mark.integration
 
 DAY = 86400
 BUCKETS: list[Bucket] = [(Granularity.DAY, 1_790_000_000 // DAY * DAY + n * DAY) for n in range(3)]
+PARTITIONS = 4
 
 
 @pytest.fixture
@@ -33,23 +36,20 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 async def write(
-    redis: aioredis.Redis, app: str, bucket: Bucket, customer: str, rows: dict[str, int], applied: int
+    redis: aioredis.Redis, layout: Layout, bucket: Bucket, customer: str, rows: dict[str, int], applied: int
 ) -> None:
-    """One customer-bucket as the mirror writes it: rows by destination, applied offset, version."""
-    g, start = bucket
-    key = f"{app}:rows:{g.value}:{start}:c:{customer}"
-    await redis.delete(key)
-    fields = {
-        orjson.dumps([dest, "prov", "USD"]): orjson.dumps([n, n, 0, 0, 0, 0, 0]) for dest, n in rows.items()
-    }
-    await redis.hset(key, mapping={**fields, "@applied": applied})
-    await redis.sadd(f"{app}:idx:{g.value}:{start}:customers", customer)
-    await redis.incr(f"{app}:version:{g.value}:{start}")
+    """One customer-bucket: ``n`` connected calls to each destination, through one provider."""
+    counters = {(dest, "prov", "USD"): [n, n, 0, 0, 0, 0, 0] for dest, n in rows.items()}
+    await write_rows(redis, layout, bucket, customer, counters, applied)
 
 
-async def answers(redis: aioredis.Redis, app: str, reader: MirrorReader) -> dict[tuple[str, ...], list[int]]:
+def reader_of(redis: aioredis.Redis, layout: Layout, cache_rows: int) -> MirrorReader:
+    return MirrorReader(redis, layout, PARTITIONS, cache_rows)
+
+
+async def answers(redis: aioredis.Redis, reader: MirrorReader) -> dict[tuple[str, ...], list[int]]:
     """Every group, and the same answer again as the API builds it: page, row count, totals."""
-    tokens = await reader.versions(BUCKETS)
+    tokens = await reader.versions(BUCKETS, await reader.freshness())
     summary = await reader.summary(BUCKETS, tokens, Filters(), ("customer", "destination"))
     groups = summary.groups
     assert summary.page(None, False, 0, 1000) == sorted(groups.items())
@@ -59,34 +59,64 @@ async def answers(redis: aioredis.Redis, app: str, reader: MirrorReader) -> dict
 
 
 async def test_cached_answers_equal_cold_ones_after_every_change(redis: aioredis.Redis) -> None:
-    app = f"reader-{uuid.uuid4().hex[:8]}"
-    await redis.set(f"{app}:mirror", "first")
-    cached = MirrorReader(redis, app, cache_rows=100_000)
+    layout = Layout(f"reader-{uuid.uuid4().hex[:8]}")
+    await mark_whole(redis, layout, PARTITIONS, event_ms=BUCKETS[2][1] * 1000, epoch="first")
+    cached = reader_of(redis, layout, cache_rows=100_000)
 
     async def check() -> dict[tuple[str, ...], list[int]]:
-        cold = await answers(redis, app, MirrorReader(redis, app, cache_rows=0))
-        assert await answers(redis, app, cached) == cold
+        cold = await answers(redis, reader_of(redis, layout, cache_rows=0))
+        assert await answers(redis, cached) == cold
         return cold
 
-    await write(redis, app, BUCKETS[0], "acme", {"France": 1}, applied=5)
-    await write(redis, app, BUCKETS[2], "acme", {"France": 2, "Peru": 1}, applied=9)
-    await write(redis, app, BUCKETS[2], "beta", {"France": 4}, applied=10)
+    await write(redis, layout, BUCKETS[0], "acme", {"France": 1}, applied=5)
+    await write(redis, layout, BUCKETS[2], "acme", {"France": 2, "Peru": 1}, applied=9)
+    await write(redis, layout, BUCKETS[2], "beta", {"France": 4}, applied=10)
     assert (await check())[("acme", "France", "USD")][0] == 3
 
-    await write(redis, app, BUCKETS[2], "beta", {"France": 5, "Chad": 1}, applied=11)  # the newest moves
+    await write(redis, layout, BUCKETS[2], "beta", {"France": 5, "Chad": 1}, applied=11)  # the newest moves
     assert (await check())[("beta", "France", "USD")][0] == 5
-    await write(redis, app, BUCKETS[2], "gamma", {"Peru": 7}, applied=12)  # a new customer
-    await write(redis, app, BUCKETS[0], "acme", {"France": 3}, applied=13)  # a late CDR in an old bucket
+    await write(redis, layout, BUCKETS[2], "gamma", {"Peru": 7}, applied=12)  # a new customer
+    await write(redis, layout, BUCKETS[0], "acme", {"France": 3}, applied=13)  # a late CDR in an old bucket
     assert (await check())[("acme", "France", "USD")][0] == 5
-    await redis.delete(f"{app}:rows:d:{BUCKETS[2][1]}:c:acme")  # expired, still in the index
-    await redis.incr(f"{app}:version:d:{BUCKETS[2][1]}")
+    g, start = BUCKETS[2]
+    await redis.delete(layout.customer_rows(g, start, "acme"))  # expired, still in the index
+    await redis.incr(layout.version(g, start))
     assert (await check())[("acme", "France", "USD")][0] == 3
 
-    # Redis emptied and refilled by the worker: versions start again, the marker is new.
-    await redis.delete(*[key async for key in redis.scan_iter(f"{app}:*")])
-    await redis.set(f"{app}:mirror", "second")
-    await write(redis, app, BUCKETS[2], "beta", {"France": 5, "Chad": 1}, applied=11)
+    # Redis emptied and being refilled by the worker: versions start again, the marker is new,
+    # and until every partition is mirrored whole in the new epoch nothing is read.
+    await empty(redis, layout)
+    await redis.set(layout.marker, "second")
+    await write(redis, layout, BUCKETS[2], "beta", {"France": 5, "Chad": 1}, applied=11)
+    for reader in (cached, reader_of(redis, layout, cache_rows=0)):
+        with pytest.raises(IncompleteMirror, match="partitions 0, 1, 2, 3"):
+            await answers(redis, reader)
+    await mark_whole(redis, layout, PARTITIONS, event_ms=BUCKETS[2][1] * 1000, epoch="second")
     assert await check() == {
         ("beta", "Chad", "USD"): [1, 1, 0, 0, 0, 0, 0],
         ("beta", "France", "USD"): [5, 5, 0, 0, 0, 0, 0],
     }
+
+
+@pytest.mark.parametrize("cache_rows", [0, 100_000])
+async def test_a_mirror_emptied_after_the_versions_are_read_is_not_read_as_a_short_one(
+    redis: aioredis.Redis, cache_rows: int
+) -> None:
+    """Redis emptied (and the refill begun) between the versions' MGET and the rows' reads:
+    the marker read again at the end of the rows' pipeline tells, so no partial sum is made."""
+    layout = Layout(f"reader-{uuid.uuid4().hex[:8]}")
+    await mark_whole(redis, layout, PARTITIONS, event_ms=BUCKETS[2][1] * 1000)
+    for n, bucket in enumerate(BUCKETS):
+        await write(redis, layout, bucket, "acme", {"France": n + 1}, applied=n)
+    reader = reader_of(redis, layout, cache_rows)
+    for filters in (Filters(), Filters(customers=frozenset({"acme"}))):
+        tokens = await reader.versions(BUCKETS, await reader.freshness())
+        await empty(redis, layout)
+        await redis.set(layout.marker, "refilling")
+        await write(redis, layout, BUCKETS[2], "acme", {"France": 3}, applied=2)
+        with pytest.raises(IncompleteMirror, match="being refilled"):
+            await reader.summary(BUCKETS, tokens, filters, ("customer", "destination"))
+        await mark_whole(redis, layout, PARTITIONS, event_ms=BUCKETS[2][1] * 1000)
+        for n, bucket in enumerate(BUCKETS[:2]):
+            await write(redis, layout, bucket, "acme", {"France": n + 1}, applied=n)
+        assert (await answers(redis, reader))[("acme", "France", "USD")][0] == 6

@@ -8,7 +8,8 @@ import pytest
 
 from breakout.auth import ADMIN, Role
 from breakout.errors import QueryError
-from breakout.query import AccessDenied, parse_range_query, parse_snapshot_query
+from breakout.query import HIDDEN_FROM_CUSTOMERS, AccessDenied, parse_range_query, parse_snapshot_query
+from breakout.snapshot import COSTS
 
 TODAY = date(2026, 11, 25)
 ACME = Role("acme")
@@ -68,3 +69,26 @@ def test_a_customer_key_is_forced_to_its_account() -> None:
 def test_a_customer_key_cannot_ask_for_more(params: dict[str, list[str]]) -> None:
     with pytest.raises(AccessDenied):
         parse_snapshot_query(params, ACME, TODAY)
+
+
+@pytest.mark.parametrize("column", sorted(COSTS))
+@pytest.mark.parametrize("descending", ["", "-"])
+def test_a_customer_key_cannot_sort_by_what_it_does_not_see(column: str, descending: str) -> None:
+    """Blanked values sorted would still tell their order: refused, naming the column."""
+    with pytest.raises(AccessDenied, match=f"sort: '{column}' is for admin keys"):
+        parse_snapshot_query({"sort": [descending + column]}, ACME, TODAY)
+    assert parse_snapshot_query({"sort": [descending + column]}, ADMIN, TODAY).sort == column
+
+
+def test_a_customer_key_sorts_by_every_column_it_sees() -> None:
+    for column in ("customer", "destination", "currency", "attempts", "asr", "customer_charge", "dtmf_pct"):
+        assert parse_snapshot_query({"sort": [f"-{column}"]}, ACME, TODAY).sort == column
+
+
+def test_everything_hidden_from_customer_keys_is_refused_where_it_can_be_named() -> None:
+    """Every parameter naming a column: group_by, sort, and the provider filter."""
+    assert {"provider", *COSTS} == HIDDEN_FROM_CUSTOMERS
+    with pytest.raises(AccessDenied, match="group_by: 'provider'"):
+        parse_snapshot_query({"group_by": ["destination,provider"]}, ACME, TODAY)
+    with pytest.raises(AccessDenied, match="provider detail"):
+        parse_range_query({"provider": ["p1"]}, ACME, TODAY)

@@ -146,6 +146,24 @@ def test_csv_has_every_column_and_blank_undefined_ratios() -> None:
     )
 
 
+def test_csv_neutralises_formulas_from_cdrs_and_keeps_losses_numbers() -> None:
+    """Names come from CDRs; a loss is a negative number, not a formula (``breakout.csv_cells``)."""
+    rows = [
+        ('=HYPERLINK("https://x.example")', "+cmd|' /C calc'!A0", "p1", "USD", [1, 1, 1000, 900, 300, 0, 0]),
+        ("@acme", "\tUK", "p1", "USD", [1, 0, 0, 0, 0, 0, 0]),
+    ]
+    groups = group_rows(rows, ("customer", "destination"), Filters())
+    shown = [present(("customer", "destination"), group, with_costs=True) for group in sorted(groups.items())]
+    text = to_csv(("customer", "destination"), shown)
+    assert text.startswith("customer,destination,currency,attempts,")
+    table = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [(r["customer"], r["destination"]) for r in table] == [
+        ('\'=HYPERLINK("https://x.example")', "'+cmd|' /C calc'!A0"),
+        ("'@acme", "'\tUK"),
+    ]
+    assert (table[0]["profit"], table[0]["profit_pct"]) == ("-0.000600", "-200.00")
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_summary_pages_and_totals_equal_those_of_all_groups_summed(seed: int) -> None:
     """The lazy merge of the settled buckets and the newest one answers like a full sum."""

@@ -159,7 +159,7 @@ def test_retention_message_says_from_when_data_is_kept() -> None:
 @pytest.mark.parametrize(
     ("from_text", "to_text", "tz", "message"),
     [
-        ("9999-12-31", None, "UTC", "out of range"),
+        ("9999-12-31", None, "UTC", "from: '9999-12-31' includes its whole day"),
         ("0001-01-01T00:00", None, "UTC", None),  # parses; retention refuses it below
         (None, None, "a" * 300, "unknown time zone"),
         (None, None, "Etc/GMT+14", "unknown time zone"),
@@ -182,3 +182,58 @@ def test_readable_cover_refuses_centuries_before_tiling_and_stops_after_tomorrow
     future = parse_range("2026-11-24", "9999-12-30", parse_tz("UTC"), TODAY)
     buckets = readable_cover(future, RETENTION, NOW, NOW)
     assert buckets[0] == (D, epoch("2026-11-24T00:00+00:00")) and len(buckets) == 4
+
+
+# Calendar edges: ±14 h is the widest offset in use (Etc/GMT-14 is UTC+14, Etc/GMT+12 is UTC-12).
+@pytest.mark.parametrize(
+    ("from_text", "to_text", "tz"),
+    [
+        ("0001-01-01", None, "UTC"),
+        ("0001-01-01T00:00", "0001-01-01T00:01", "UTC"),
+        ("0001-01-01T14:00+14:00", "0001-01-02", "UTC"),
+        ("0001-01-01", None, "Etc/GMT+12"),
+        ("0001-01-01T00:00-14:00", "0001-01-02", "Etc/GMT+12"),
+        ("9999-12-30", "9999-12-30", "UTC"),
+        ("9999-12-30", "9999-12-30", "Etc/GMT+12"),
+        ("9999-12-31T00:00", "9999-12-31T23:59", "UTC"),
+        ("9999-12-31T00:00", "9999-12-31T23:59", "Etc/GMT-14"),
+        ("9999-12-31T09:59Z", "9999-12-31T09:59-14:00", "UTC"),
+    ],
+)
+def test_ranges_at_the_calendar_edges_are_read_and_shown(
+    from_text: str, to_text: str | None, tz: str
+) -> None:
+    """Shown as the answer's from/to (in tz), the CSV file name (last minute) and retention
+    messages (UTC); read by the retention check and the cover."""
+    time_range = parse_range(from_text, to_text, parse_tz(tz), TODAY)
+    for epoch in (time_range.start, time_range.end, time_range.end - 1):
+        time_range.iso(epoch)
+        datetime.fromtimestamp(epoch, UTC)
+    if time_range.start < NOW:
+        with pytest.raises(QueryError, match="beyond retention"):
+            readable_cover(time_range, RETENTION, NOW, NOW)
+    else:
+        assert readable_cover(time_range, RETENTION, NOW, NOW) == []  # no bucket so far ahead
+
+
+@pytest.mark.parametrize(
+    ("from_text", "to_text", "tz", "message"),
+    [
+        ("0001-01-01", None, "Etc/GMT-14", "from: '0001-01-01' is outside the calendar"),
+        ("0001-01-01T00:00", None, "Etc/GMT-14", "from: '0001-01-01T00:00' is outside the calendar"),
+        ("0001-01-01T00:00+14:00", "0001-01-02", "UTC", "from: .* is outside the calendar"),
+        ("0001-01-01T13:59+14:00", "0001-01-02", "UTC", "from: .* is outside the calendar"),
+        ("9999-12-31", None, "UTC", "from: '9999-12-31' includes its whole day"),
+        ("9999-12-31", None, "Etc/GMT+12", "from: '9999-12-31' includes its whole day"),
+        ("9999-12-30", "9999-12-31", "Etc/GMT-14", "to: '9999-12-31' includes its whole day"),
+        ("9999-12-31T00:00", "9999-12-31T23:01-14:00", "UTC", "to: .* is outside the calendar"),
+        ("9999-12-31T10:00Z", "9999-12-31T11:00Z", "Etc/GMT-14", "from: .* in UTC and in Etc/GMT-14"),
+        ("2026-11-01", "9999-12-31T23:00-05:00", "Europe/London", "to: .* is outside the calendar"),
+        ("1800-01-01", None, "Europe/London", "whole minute"),  # local mean time: UTC-0:01:15
+    ],
+)
+def test_ranges_past_the_calendar_are_refused_naming_the_bound(
+    from_text: str, to_text: str | None, tz: str, message: str
+) -> None:
+    with pytest.raises(QueryError, match=message):
+        parse_range(from_text, to_text, parse_tz(tz), TODAY)

@@ -1,0 +1,129 @@
+"""A mirror written by hand in the worker's layout (``breakout.redis_layout``), for read-API tests
+that need Redis in one precise state: whole, emptied, a partition left from an older epoch, a
+consumer that stalled. Each write is what the worker's flush writes for it, key by key.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+import orjson
+import redis.asyncio as aioredis
+
+from api.app import create_app
+from breakout.aggregate import Counters
+from breakout.auth import ADMIN, Role, key_entry, new_key
+from breakout.redis_layout import Lag, Layout, Watermark
+from breakout.settings import load_settings
+from breakout.timerange import Bucket
+
+Rows = dict[tuple[str, str, str], Counters]  # (destination, provider, currency) → counters
+
+
+async def write_rows(
+    redis: aioredis.Redis, layout: Layout, bucket: Bucket, customer: str, rows: Rows, applied: int
+) -> None:
+    """One customer-bucket: its hash (replaced whole, with ``@applied``), the destination hashes,
+    both indexes, the bucket list and a new version."""
+    g, start = bucket
+    key = layout.customer_rows(g, start, customer)
+    pipe = redis.pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.hset(
+        key, mapping={orjson.dumps(list(k)): orjson.dumps(v) for k, v in rows.items()} | {"@applied": applied}
+    )
+    for (destination, provider, currency), counters in rows.items():
+        pipe.hset(
+            layout.destination_rows(g, start, destination),
+            orjson.dumps([customer, provider, currency]),
+            orjson.dumps(counters),
+        )
+        pipe.sadd(layout.destinations(g, start), destination)
+    pipe.sadd(layout.customers(g, start), customer)
+    pipe.zadd(layout.buckets(g), {str(start): start})
+    pipe.incr(layout.version(g, start))
+    await pipe.execute()
+
+
+async def mark_whole(
+    redis: aioredis.Redis,
+    layout: Layout,
+    partitions: int,
+    event_ms: int,
+    epoch: str | None = None,
+    written_ms: int | None = None,
+) -> str:
+    """The marker (a new epoch unless given) and every partition's watermark in that epoch, as
+    the workers leave them once each has mirrored its partitions whole (by default, just now).
+    Returns the epoch."""
+    epoch = epoch or uuid.uuid4().hex
+    written_ms = written_ms or int(time.time() * 1000)
+    await redis.set(layout.marker, epoch)
+    await redis.hset(
+        layout.watermarks,
+        mapping={str(p): Watermark(event_ms, 100 + p, written_ms, epoch).encode() for p in range(partitions)},
+    )
+    return epoch
+
+
+async def set_watermark(redis: aioredis.Redis, layout: Layout, partition: int, mark: Watermark) -> None:
+    await redis.hset(layout.watermarks, str(partition), mark.encode())
+
+
+async def report_lag(redis: aioredis.Redis, layout: Layout, lag: Lag) -> None:
+    """One consumed partition's lag, as a worker reports it every few seconds."""
+    await redis.hset(layout.lag, lag.field(), lag.encode())
+
+
+async def empty(redis: aioredis.Redis, layout: Layout) -> None:
+    """Every key of this app gone, as after a restart without persistence or a FLUSHALL
+    (the session's Redis is shared by every test, so only this app's keys are deleted)."""
+    keys = [key async for key in redis.scan_iter(f"{layout.app_id}:*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+
+
+@dataclass(frozen=True)
+class Served:
+    """The read API on a hand-written mirror: its client, Redis, layout and two keys."""
+
+    http: httpx.AsyncClient
+    redis: aioredis.Redis
+    layout: Layout
+    partitions: int
+    admin: dict[str, str]
+    customer: dict[str, str]  # the key of customer ``acme``
+
+
+@asynccontextmanager
+async def serve(redis_url: str, partitions: int = 4) -> AsyncIterator[Served]:
+    """A fresh app id (nothing mirrored yet) and the API reading it."""
+    admin, customer = new_key(), new_key()
+    settings = load_settings(
+        redis=redis_url,
+        app_id=f"handmade-{uuid.uuid4().hex[:10]}",
+        partitions=partitions,
+        api_keys=f"{key_entry(admin, ADMIN)},{key_entry(customer, Role('acme'))}",
+    )
+    app = create_app(settings)
+    redis = aioredis.from_url(redis_url)
+    try:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+        ):
+            yield Served(
+                http,
+                redis,
+                Layout(settings.app_id),
+                partitions,
+                {"Authorization": f"Bearer {admin}"},
+                {"Authorization": f"Bearer {customer}"},
+            )
+    finally:
+        await redis.aclose()
