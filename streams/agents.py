@@ -75,12 +75,17 @@ async def fail_stop(app: faust.App) -> AsyncIterator[None]:
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.critical("stopping the worker: %r", exc, exc_info=True)
-        deadline = threading.Timer(CRASH_EXIT_SECONDS, os._exit, args=(1,))
-        deadline.daemon = True
-        deadline.start()
-        await app.crash(exc)
+        await stop_worker(app, exc)
         raise
+
+
+async def stop_worker(app: faust.App, exc: BaseException) -> None:
+    """Stop the worker through Faust, and the process anyway if that stop hangs."""
+    log.critical("stopping the worker: %r", exc, exc_info=exc)
+    deadline = threading.Timer(CRASH_EXIT_SECONDS, os._exit, args=(1,))
+    deadline.daemon = True
+    deadline.start()
+    await app.crash(exc)
 
 
 def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
@@ -125,6 +130,15 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     lag = LagReporter(settings, ingest.committed, aggregator.applied_offsets)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
 
+    # Deliveries under way (steps 5-6 of the commit sequence), held until done; a failed one
+    # stops the worker like any unexpected error: its messages stay unacknowledged.
+    pending: set[asyncio.Future[None]] = set()
+
+    def settle(done: asyncio.Future[None]) -> None:
+        pending.discard(done)
+        if not done.cancelled() and (exc := done.exception()) is not None:
+            pending.add(asyncio.ensure_future(stop_worker(app, exc)))
+
     @app.agent(source, name="aggregate")
     async def aggregate(stream: faust.StreamT[bytes]) -> AsyncIterator[Any]:
         async with fail_stop(app):
@@ -140,7 +154,9 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
                 # Dead letters sent: their message's progress is stored at once, so a restart
                 # does not replay it and dead-letter the same CDRs again. Too-late CDRs are rare.
                 if too_late or aggregator.due(partition):
-                    await aggregator.flush(partition)
+                    acknowledging = asyncio.ensure_future(aggregator.flush(partition))
+                    pending.add(acknowledging)
+                    acknowledging.add_done_callback(settle)
                 yield None
 
     @app.task  # type: ignore[untyped-decorator]

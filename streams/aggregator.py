@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -161,11 +161,14 @@ class Aggregator:
             or time.monotonic() - state.flushed_at >= TABLE_FLUSH_SECONDS
         )
 
-    async def flush(self, partition: int) -> None:
-        """Write the partition's pending state to its tables, then acknowledge what it covers.
+    def flush(self, partition: int) -> Coroutine[Any, Any, None]:
+        """Write the partition's pending state to its tables (step 4); return steps 5 and 6.
 
         Must run while the current Faust event is one of this partition: the RocksDB store
-        and the changelog take the partition from it.
+        and the changelog take the partition from it. The returned coroutine delivers and
+        acknowledges; the agent runs it beside its loop, so waiting for the broker never
+        holds up the next message. A later delivery covers every earlier write too, so the
+        order in which such coroutines finish does not matter.
         """
         state = self.partitions[partition]
         rows, seen = self.tables.rows, self.tables.seen
@@ -190,6 +193,9 @@ class Aggregator:
         state.forgotten.clear()
         state.flushed_at = time.monotonic()
         held, state.held = state.held, []
+        return self._acknowledge(held)
+
+    async def _acknowledge(self, held: list[Acknowledgeable]) -> None:
         # Step 5.
         await self.deliver()
         # Step 6.
