@@ -22,6 +22,15 @@ from breakout.redis_layout import Lag, Layout, Watermark
 from breakout.settings import load_settings
 from breakout.timerange import Bucket
 
+# Every read that sums mirror rows over a date range: each must refuse an incomplete mirror.
+RANGE_READS = [
+    ("/v1/breakout", {}),
+    ("/v1/breakout", {"format": "csv"}),
+    ("/v1/destinations", {}),
+    ("/v1/customers", {}),
+    ("/v1/providers", {}),
+]
+
 Rows = dict[tuple[str, str, str], Counters]  # (destination, provider, currency) → counters
 
 

@@ -20,7 +20,16 @@ import pytest
 
 from breakout.buckets import Granularity
 from breakout.redis_layout import Lag, Watermark
-from tests.integration.handmade import Served, empty, mark_whole, report_lag, serve, set_watermark, write_rows
+from tests.integration.handmade import (
+    RANGE_READS,
+    Served,
+    empty,
+    mark_whole,
+    report_lag,
+    serve,
+    set_watermark,
+    write_rows,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +43,6 @@ SPAN = {
 #            attempts connected duration_ms provider customer pending dtmf
 ACME_FRANCE = [10, 4, 300_000, 1_000_000, 1_500_000, 1, 2]
 BETA_PERU = [3, 1, 60_000, 200_000, 100_000, 0, 0]
-READS = [
-    ("/v1/breakout", {}),
-    ("/v1/breakout", {"format": "csv"}),
-    ("/v1/destinations", {}),
-    ("/v1/customers", {}),
-    ("/v1/providers", {}),
-]
 
 
 @pytest.fixture
@@ -65,7 +67,7 @@ async def get(api: Served, path: str, **params: Any) -> httpx.Response:
 
 async def assert_refused(api: Served, detail: str) -> None:
     """Every read that sums mirror rows: 503, Retry-After, the detail saying why."""
-    for path, params in READS:
+    for path, params in RANGE_READS:
         response = await get(api, path, **params)
         assert response.status_code == 503, (path, params, response.text)
         assert response.headers["retry-after"] == "2"

@@ -19,7 +19,7 @@ from breakout.auth import ADMIN, key_entry, new_key
 from breakout.buckets import Granularity
 from breakout.csv_cells import csv_cell
 from breakout.settings import load_settings
-from tests.integration.handmade import Served, mark_whole, serve, write_rows
+from tests.integration.handmade import RANGE_READS, Served, mark_whole, serve, write_rows
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +27,6 @@ DAY = 86400
 TODAY = int(time.time()) // DAY * DAY
 SPAN = {"from": time.strftime("%Y-%m-%d", time.gmtime(TODAY))}
 COST_COLUMNS = ("provider_charge", "profit", "profit_pct")
-RANGE_READS = [
-    ("/v1/breakout", {}),
-    ("/v1/breakout", {"format": "csv"}),
-    ("/v1/destinations", {}),
-    ("/v1/customers", {}),
-    ("/v1/providers", {}),
-]
 
 
 @pytest.fixture
