@@ -24,12 +24,19 @@ from dataclasses import dataclass
 from operator import add
 from typing import Any, Generic, TypeVar
 
-import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from breakout.aggregate import Counters
-from breakout.redis_layout import Completeness, Lag, Layout, Watermark, completeness, decode_watermarks
+from breakout.redis_layout import (
+    Completeness,
+    Lag,
+    Layout,
+    Watermark,
+    completeness,
+    decode_rows,
+    decode_watermarks,
+)
 from breakout.snapshot import Filters, Settled, SourceRow, Summary, currency_totals, group_rows, merge_groups
 from breakout.timerange import Bucket
 
@@ -364,16 +371,14 @@ def _sources(filters: Filters) -> list[Source]:
 
 
 def _parse(kind: str, name: str, fields: dict[bytes, bytes]) -> list[SourceRow]:
-    """A customer hash (fields ``[destination, provider, currency]``) or a destination hash
-    (fields ``[customer, provider, currency]``) as source rows."""
-    loads = orjson.loads
-    rows: list[SourceRow] = []
-    for field, value in fields.items():
-        if field[:1] != b"[":
-            continue  # "@applied"
-        first, provider, currency = loads(field)
-        if kind == "c":
-            rows.append((name, first, provider, currency, loads(value)))
-        else:
-            rows.append((first, name, provider, currency, loads(value)))
-    return rows
+    """A customer hash (``kind`` ``c``: rows by destination) or a destination hash (rows by
+    customer) as source rows."""
+    if kind == "c":
+        return [
+            (name, first, provider, currency, counters)
+            for first, provider, currency, counters in decode_rows(fields)
+        ]
+    return [
+        (first, name, provider, currency, counters)
+        for first, provider, currency, counters in decode_rows(fields)
+    ]

@@ -33,7 +33,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import orjson
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from breakout.auth import ADMIN, key_entry, new_key  # noqa: E402
 from breakout.buckets import Granularity  # noqa: E402
-from breakout.redis_layout import Layout, Watermark  # noqa: E402
+from breakout.redis_layout import (  # noqa: E402
+    APPLIED_FIELD,
+    Layout,
+    Watermark,
+    decode_rows,
+    encode_counters,
+    encode_row_field,
+)
 from breakout.settings import load_settings  # noqa: E402
 
 DAY = 86400
@@ -89,14 +95,14 @@ async def write_bucket(
     pipe = client.pipeline(transaction=False)
     pipe.hset(
         layout.customer_rows(D, start, customer),
-        mapping={orjson.dumps(list(key)): orjson.dumps(value) for key, value in rows.items()}
-        | {"@applied": 1},
+        mapping={encode_row_field(*key): encode_counters(value) for key, value in rows.items()}
+        | {APPLIED_FIELD: 1},
     )
     for (destination, provider, currency), value in rows.items():
         pipe.hset(
             layout.destination_rows(D, start, destination),
-            orjson.dumps([customer, provider, currency]),
-            orjson.dumps(value),
+            encode_row_field(customer, provider, currency),
+            encode_counters(value),
         )
         pipe.sadd(layout.destinations(D, start), destination)
     pipe.sadd(layout.customers(D, start), customer)
@@ -178,10 +184,9 @@ async def touch_newest(redis_url: str, app: str, start: int) -> None:
     try:
         key = layout.customer_rows(D, start, "cust-0001")
         fields = await client.hgetall(key)
-        field, value = next((f, v) for f, v in fields.items() if f != b"@applied")
-        counters = orjson.loads(value)
+        destination, provider, currency, counters = decode_rows(fields)[0]
         counters[0] += 1
-        await client.hset(key, field, orjson.dumps(counters))
+        await client.hset(key, encode_row_field(destination, provider, currency), encode_counters(counters))
         await client.incr(layout.version(D, start))
     finally:
         await client.aclose()

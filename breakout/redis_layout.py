@@ -21,6 +21,10 @@ import orjson
 
 from breakout.buckets import Granularity
 
+# A customer-bucket hash also holds the internal-topic offset its values include.
+APPLIED_FIELD = b"@applied"
+Row = tuple[str, str, str, list[int]]  # (customer or destination, provider, currency, counters)
+
 # How long a worker's last report may be old before readers call the worker silent, and how
 # long consumer lag may go without progress before readers call the worker stalled.
 REPORT_STALE_MS = 30_000
@@ -98,6 +102,29 @@ class Layout:
     def version(self, granularity: Granularity, start: int) -> str:
         """String: bumped by every write that changes the bucket (readers cache until it moves)."""
         return f"{self.app_id}:version:{granularity.value}:{start}"
+
+
+def encode_row_field(first: str, provider: str, currency: str) -> bytes:
+    """A row's hash field: ``[destination, provider, currency]`` in a customer hash,
+    ``[customer, provider, currency]`` in a destination hash, as JSON (any names, no escaping
+    scheme of our own). The worker's Lua script writes the same (``streams.mirror``)."""
+    return orjson.dumps([first, provider, currency])
+
+
+def encode_counters(counters: list[int]) -> bytes:
+    """A row's value: its counters as a JSON array of integers (``docs/redis-layout.md``)."""
+    return orjson.dumps(counters)
+
+
+def decode_rows(fields: dict[bytes, bytes]) -> list[Row]:
+    """Every row of a customer or destination hash read with ``HGETALL`` (not ``@applied``)."""
+    loads = orjson.loads
+    rows: list[Row] = []
+    for field, value in fields.items():
+        if field[:1] == b"[":  # not "@applied"
+            first, provider, currency = loads(field)
+            rows.append((first, provider, currency, loads(value)))
+    return rows
 
 
 @dataclass(frozen=True, slots=True)

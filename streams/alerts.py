@@ -35,7 +35,7 @@ from breakout.noc.clock import due_minutes, effective_watermark
 from breakout.noc.detector import Detector, KeyState
 from breakout.noc.rules import AlertKey, Rules
 from breakout.noc.series import Counts
-from breakout.redis_layout import Layout, completeness, decode_watermarks
+from breakout.redis_layout import Layout, completeness, decode_rows, decode_watermarks
 from breakout.settings import Settings
 from streams.agents import fail_stop
 from streams.ingest import normalized_topic
@@ -80,9 +80,7 @@ async def read_minutes(client: aioredis.Redis, app_id: str, starts: list[int]) -
         start: defaultdict(lambda: [0, 0]) for start in starts
     }
     for (start, destination), fields in zip(order, rows, strict=True):
-        for field, value in fields.items():
-            provider = orjson.loads(field)[1]
-            counters = orjson.loads(value)
+        for _, provider, _, counters in decode_rows(fields):
             total = sums[start][(destination, provider)]
             total[0] += counters[0]
             total[1] += counters[1]

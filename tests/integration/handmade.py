@@ -12,13 +12,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
-import orjson
 import redis.asyncio as aioredis
 
 from api.app import create_app
 from breakout.aggregate import Counters
 from breakout.auth import ADMIN, Role, key_entry, new_key
-from breakout.redis_layout import Lag, Layout, Watermark
+from breakout.redis_layout import APPLIED_FIELD, Lag, Layout, Watermark, encode_counters, encode_row_field
 from breakout.settings import load_settings
 from breakout.timerange import Bucket
 
@@ -44,13 +43,15 @@ async def write_rows(
     pipe = redis.pipeline(transaction=True)
     pipe.delete(key)
     pipe.hset(
-        key, mapping={orjson.dumps(list(k)): orjson.dumps(v) for k, v in rows.items()} | {"@applied": applied}
+        key,
+        mapping={encode_row_field(*k): encode_counters(v) for k, v in rows.items()}
+        | {APPLIED_FIELD: applied},
     )
     for (destination, provider, currency), counters in rows.items():
         pipe.hset(
             layout.destination_rows(g, start, destination),
-            orjson.dumps([customer, provider, currency]),
-            orjson.dumps(counters),
+            encode_row_field(customer, provider, currency),
+            encode_counters(counters),
         )
         pipe.sadd(layout.destinations(g, start), destination)
     pipe.sadd(layout.customers(g, start), customer)

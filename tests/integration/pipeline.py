@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from breakout.auth import ADMIN, Role, key_entry, new_key
-from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks
+from breakout.redis_layout import Completeness, Layout, completeness, decode_rows, decode_watermarks
 from breakout.settings import Settings, load_settings
 from tests import dataset
 
@@ -103,11 +103,8 @@ async def _rows(client: aioredis.Redis, layout: Layout) -> dict[RowKey, list[int
     rows: dict[RowKey, list[int]] = {}
     async for raw_key in client.scan_iter(match=layout.customer_rows_pattern, count=1000):
         granularity, start, customer = layout.parse_customer_rows(raw_key.decode())
-        for field, value in (await client.hgetall(raw_key)).items():
-            if field == b"@applied":
-                continue
-            destination, provider, currency = orjson.loads(field)
-            rows[(granularity.value, start, customer, destination, provider, currency)] = orjson.loads(value)
+        for destination, provider, currency, counters in decode_rows(await client.hgetall(raw_key)):
+            rows[(granularity.value, start, customer, destination, provider, currency)] = counters
     return rows
 
 
