@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/api.py [--customers 1000] [--destinations 300] [--days 31] [--requests 300]
 
-Starts Redis through scripts/redis.sh (or uses BREAKOUT_REDIS), writes the mirror's
-documented layout (docs/redis-layout.md) for ``--days`` whole UTC days: every customer
+Starts Redis through scripts/redis.sh (or uses BREAKOUT_REDIS), writes ``--days`` whole
+UTC days through the worker's own Redis mirror (``streams.mirror``): every customer
 calls its own ~30 of the ``--destinations`` destinations, 20 of them each day, through
 one or two providers (about 30,000 rows a day, 930,000 for a month). Then it starts
 ``breakout api`` as a subprocess and times, over HTTP, the report for the whole month:
@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -39,16 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from breakout.auth import ADMIN, key_entry, new_key  # noqa: E402
-from breakout.buckets import Granularity  # noqa: E402
-from breakout.redis_layout import (  # noqa: E402
-    APPLIED_FIELD,
-    Layout,
-    Watermark,
-    decode_rows,
-    encode_counters,
-    encode_row_field,
-)
+from breakout.buckets import Granularity, Retention  # noqa: E402
+from breakout.ledger import BucketKey, CustomerBucket, row_id  # noqa: E402
+from breakout.redis_layout import Layout, decode_rows, encode_counters, encode_row_field  # noqa: E402
 from breakout.settings import load_settings  # noqa: E402
+from streams.mirror import WRITE_BUCKET, RedisMirror  # noqa: E402
 
 DAY = 86400
 D = Granularity.DAY
@@ -84,31 +80,25 @@ def day_rows(
     return rows
 
 
-async def write_bucket(
-    client: aioredis.Redis,
-    layout: Layout,
-    start: int,
-    customer: str,
-    rows: dict[tuple[str, str, str], list[int]],
-) -> None:
-    """One customer-bucket in the mirror's layout, as the worker's Lua script writes it."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(
-        layout.customer_rows(D, start, customer),
-        mapping={encode_row_field(*key): encode_counters(value) for key, value in rows.items()}
-        | {APPLIED_FIELD: 1},
-    )
-    for (destination, provider, currency), value in rows.items():
-        pipe.hset(
-            layout.destination_rows(D, start, destination),
-            encode_row_field(customer, provider, currency),
-            encode_counters(value),
-        )
-        pipe.sadd(layout.destinations(D, start), destination)
-    pipe.sadd(layout.customers(D, start), customer)
-    pipe.zadd(layout.buckets(D), {str(start): start})
-    pipe.incr(layout.version(D, start))
-    await pipe.execute()
+class Month:
+    """The bench's stand-in for a worker, as the mirror sees it (``streams.mirror.MirrorSource``):
+    every partition owned, nothing left to write whole, stream time at the end of today."""
+
+    def __init__(self, partitions: int, stream_ms: int) -> None:
+        self.partitions = partitions
+        self.stream_ms = stream_ms
+
+    def owned(self) -> set[int]:
+        return set(range(self.partitions))
+
+    def bucket_keys(self, partitions: set[int]) -> list[BucketKey]:
+        return []  # every bucket was staged and written already
+
+    def value(self, key: BucketKey) -> CustomerBucket | None:
+        return None
+
+    def watermark(self, partition: int) -> tuple[int, int]:
+        return self.stream_ms, 0
 
 
 async def fill(
@@ -120,27 +110,23 @@ async def fill(
     own = {c: rng.sample(names, 30) for c in range(customers)}
     today = int(time.time()) // DAY * DAY
     first = today - days * DAY
+    # Written by the worker's own mirror (its script, chunks, epoch and watermarks), so the
+    # API reads exactly what a worker would have left.
+    partitions = load_settings().partitions
+    mirror = RedisMirror(redis_url, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    month = Month(partitions, (today + DAY) * 1000 - 1)
     client = aioredis.from_url(redis_url)
-    layout = Layout(app)
-    epoch = uuid.uuid4().hex
+    script = client.register_script(WRITE_BUCKET)
     written = 0
     try:
-        await client.set(layout.marker, epoch)
         for day in range(days):
             start = first + day * DAY
-            batch = []
             for c in range(customers):
                 rows = day_rows(rng, c, own[c])
                 written += len(rows)
-                batch.append(write_bucket(client, layout, start, f"cust-{c:04d}", rows))
-                if len(batch) == 50:
-                    await asyncio.gather(*batch)
-                    batch = []
-            await asyncio.gather(*batch)
-        # Every partition mirrored whole in this epoch: the API answers only a complete mirror.
-        mark = Watermark(today * 1000 - 1, 0, int(time.time() * 1000), epoch).encode()
-        partitions = range(load_settings().partitions)
-        await client.hset(layout.watermarks, mapping={str(p): mark for p in partitions})
+                bucket = CustomerBucket(1, {row_id(*row): counters for row, counters in rows.items()})
+                mirror.stage(BucketKey(c % partitions, D, start, f"cust-{c:04d}"), bucket, None)
+            await mirror.flush(client, script, month)
     finally:
         await client.aclose()
     return first, first + (days - 1) * DAY, written
@@ -183,7 +169,7 @@ async def touch_newest(redis_url: str, app: str, start: int) -> None:
     layout = Layout(app)
     try:
         key = layout.customer_rows(D, start, "cust-0001")
-        fields = await client.hgetall(key)
+        fields: dict[bytes, bytes] = await client.hgetall(key)  # type: ignore[assignment]
         destination, provider, currency, counters = decode_rows(fields)[0]
         counters[0] += 1
         await client.hset(key, encode_row_field(destination, provider, currency), encode_counters(counters))
