@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     rebalance_timeout: Seconds = Field(
         60, description="Seconds a consumer group waits for members to rejoin."
     )
+    ingest_linger_ms: int = Field(
+        200,
+        ge=10,
+        le=5_000,
+        description="Milliseconds the broker may hold the ingest step's fetch for more CDRs to batch "
+        "with the first: the delay live traffic pays for being processed in batches.",
+    )
     store: str = Field(
         "rocksdb://",
         pattern=r"^(rocksdb|memory)://$",

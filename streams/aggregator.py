@@ -6,9 +6,12 @@ For each message of a partition, in order:
 2. **Stage** every changed customer-bucket for Redis (``streams.mirror``): the mirror
    writes it within about a second, so Redis never waits for the tables.
 3. **Hold** the message unacknowledged.
-4. **Flush** the partition to its tables every ``TABLE_FLUSH_SECONDS`` or
-   ``TABLE_FLUSH_MESSAGES``: changed buckets (each carrying the offset it absorbed), dedup
-   batches and progress (stream time, offset), so a busy bucket is written once per flush.
+4. **Flush** the partition to its tables every ``TABLE_FLUSH_SECONDS``, or sooner once
+   the held messages reach ``TABLE_FLUSH_BYTES``: changed buckets (each carrying the offset
+   it absorbed), dedup batches and progress (stream time, offset), so a busy bucket is
+   written once per flush. The cadence is by time, not by message count, because a
+   bucket write costs the same for one CDR as for thousands: counting messages would make
+   a live trickle of small messages write every bucket several times a second.
 5. **Deliver**: wait until the broker has every changelog message of those writes. Faust
    flushes its producer before it commits, but that flush gives up when its buffer does
    not move for 0.1 s, so without this an offset could be committed whose state was never
@@ -39,8 +42,10 @@ from breakout.normalize import Record
 
 log = logging.getLogger(__name__)
 
-TABLE_FLUSH_SECONDS = 5.0
-TABLE_FLUSH_MESSAGES = 200
+TABLE_FLUSH_SECONDS = 30.0
+# Held messages are kept in memory until their flush: this bounds them (a backlog's
+# internal messages are up to a few MB each).
+TABLE_FLUSH_BYTES = 64 << 20
 CACHE_LIMIT = 200_000
 LEGACY_RECORD_FIELDS = 11  # records written by versions before ``Record.origin``
 
@@ -86,6 +91,7 @@ class PartitionState:
     seen: dict[int, bytes] = field(default_factory=dict)
     forgotten: list[int] = field(default_factory=list)
     held: list[Acknowledgeable] = field(default_factory=list)
+    held_bytes: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
 
 
@@ -150,6 +156,7 @@ class Aggregator:
         self.counters["rejected:too_late"] += len(outcome.too_late)
         # Step 3.
         state.held.append(message)
+        state.held_bytes += len(value)
         return outcome.too_late
 
     # Steps 4-6 -----------------------------------------------------------------------------
@@ -157,7 +164,7 @@ class Aggregator:
     def due(self, partition: int) -> bool:
         state = self.partitions[partition]
         return (
-            len(state.held) >= TABLE_FLUSH_MESSAGES
+            state.held_bytes >= TABLE_FLUSH_BYTES
             or time.monotonic() - state.flushed_at >= TABLE_FLUSH_SECONDS
         )
 
@@ -192,7 +199,7 @@ class Aggregator:
         state.seen.clear()
         state.forgotten.clear()
         state.flushed_at = time.monotonic()
-        held, state.held = state.held, []
+        held, state.held, state.held_bytes = state.held, [], 0
         return self._acknowledge(held)
 
     async def _acknowledge(self, held: list[Acknowledgeable]) -> None:

@@ -8,13 +8,21 @@ then consumes cheaply. Re-keying by customer on the way puts every CDR of a cust
 and so every re-delivery of one, on the same partition, whatever key the producer used.
 
 The loop, in order, per poll:
-1. fetch up to ``MAX_RECORDS`` messages;
+1. fetch up to ``MAX_RECORDS`` messages, the broker holding each fetch up to
+   ``BREAKOUT_INGEST_LINGER_MS`` for more to share the internal messages;
 2. normalize each (``breakout.normalize``), refusing what breaks the contract;
 3. send the records, grouped by target partition, and the dead letters;
 4. wait until the broker has acknowledged every send;
 5. commit the consumed offsets.
 A crash anywhere before step 5 replays the poll; the agent's id index makes the
 re-sent records count once.
+
+Step 1's linger is what keeps live traffic cheap: a backlog fills a poll at once, but a
+steady trickle would otherwise make each poll a handful of CDRs, and every poll costs a
+fetch, an internal message per partition, a round trip for the acknowledgements and a
+commit. The agent pays per internal message, not per CDR, so a tenth of a second of
+waiting here turns hundreds of tiny messages a second into a few: a bounded delay, not
+waiting for a batch to fill.
 
 Nothing a message holds may stop this loop, since a restarted worker would meet the same
 message again: every CDR is counted or dead-lettered, and every message sent fits the
@@ -31,7 +39,7 @@ import zlib
 from collections import Counter, defaultdict
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from breakout.buckets import Retention
@@ -46,6 +54,8 @@ from streams.topics import max_message_bytes
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 20_000
+POLL_MS = 200
+FETCH_MIN_BYTES = 1 << 20
 RECORDS_PER_MESSAGE = 5_000
 # A record batch's header (61 bytes) and one record's framing (at most 21) around a value,
 # plus its key, with room to spare: a value this much under its topic's limit always fits.
@@ -143,6 +153,10 @@ class Ingest:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 << 20,
             fetch_max_bytes=64 << 20,
+            # Step 1's linger: the broker answers a fetch once FETCH_MIN_BYTES are waiting or
+            # the linger has passed, so a trickle arrives in batches without asking more often.
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=settings.ingest_linger_ms,
             rebalance_timeout_ms=settings.rebalance_timeout * 1000,
         )
         producer = AIOKafkaProducer(
@@ -158,7 +172,7 @@ class Ingest:
             await asyncio.wait_for(producer.start(), BROKER_WAIT_SECONDS)
             await asyncio.wait_for(consumer.start(), BROKER_WAIT_SECONDS)
             while True:
-                batches = await consumer.getmany(timeout_ms=200, max_records=MAX_RECORDS)
+                batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
                 if batches:
                     await asyncio.wait_for(self._process(batches, producer), BROKER_WAIT_SECONDS)
                     await asyncio.wait_for(consumer.commit(), BROKER_WAIT_SECONDS)
@@ -180,7 +194,9 @@ class Ingest:
             offset = await asyncio.wait_for(consumer.committed(assigned[partition]), BROKER_WAIT_SECONDS)
             self.committed[partition] = offset if offset is not None else -1
 
-    async def _process(self, batches: dict[Any, list[Any]], producer: AIOKafkaProducer) -> None:
+    async def _process(
+        self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], producer: AIOKafkaProducer
+    ) -> None:
         settings = self.settings
         partitions = settings.partitions
         now_ms = int(time.time() * 1000)

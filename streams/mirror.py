@@ -9,7 +9,13 @@ CDRs. A partition assigned to this worker (start, rebalance) is written whole on
 Only then does its watermark carry the epoch, which is how readers tell a whole mirror
 from a partial one.
 
-One flush (``flush``, every ``FLUSH_SECONDS``), in order:
+Flushes follow each other as closely as the load allows: the next begins
+``FLUSH_SECONDS`` after the last began, or, when a flush takes longer than half that,
+twice its duration after. A quiet worker's changes reach Redis within a fraction of a
+second; a busy one spends at most half its time writing, and each flush then carries
+more changes per bucket, which costs Redis and the worker less per CDR.
+
+One flush (``flush``), in order:
 1. Read the epoch (creating it in an empty Redis); a new one forgets which partitions
    are whole.
 2. Take what the agent staged since the last flush, and the owned partitions' watermarks
@@ -17,9 +23,12 @@ One flush (``flush``, every ``FLUSH_SECONDS``), in order:
 3. Write every row of each owned partition that is not whole in this epoch, in chunks.
 4. Write the staged changes, in chunks, each customer-bucket by an offset-guarded script.
 5. Only if every write succeeded: the watermarks, with the epoch, and the counters.
-A failure keeps the staged changes (newer values replacing older ones) and the next
-flush starts again at step 1, so the mirror catches up when Redis returns. Writing
-absolute values (never HINCRBY) makes a repeated write harmless.
+Each chunk is one pipeline small enough to finish well inside the socket timeout, so a
+flush of any size progresses. A failure keeps the staged changes that were not written
+(newer values replacing older ones) and the next flush starts again at step 1, so the
+mirror catches up when Redis returns; a partition being written whole starts over, as
+Redis may have lost what it had. Writing absolute values (never HINCRBY) makes a
+repeated write harmless.
 """
 
 from __future__ import annotations
@@ -46,7 +55,9 @@ from breakout.redis_layout import Layout, Watermark
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 1.0
+FLUSH_SECONDS = 0.5
+# A flush slower than FLUSH_SECONDS / WRITING_SHARE is followed by a pause as long as itself.
+WRITING_SHARE = 0.5
 COUNTERS_TTL_SECONDS = 7 * 86400
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 # One pipeline holds at most this many rows (and customer-buckets): each round trip stays
@@ -128,7 +139,7 @@ class RedisMirror:
         failures = 0
         try:
             while True:
-                await asyncio.sleep(FLUSH_SECONDS)
+                began = time.monotonic()
                 try:
                     await self.flush(client, script, source)
                 except (RedisError, OSError) as exc:
@@ -138,10 +149,12 @@ class RedisMirror:
                         "Redis mirror: %r; %d keys kept, retrying in %.1fs", exc, len(self._staged), delay
                     )
                     await asyncio.sleep(delay)
-                else:
-                    if failures:
-                        log.info("Redis mirror: caught up after %d failed flushes", failures)
-                    failures = 0
+                    continue
+                if failures:
+                    log.info("Redis mirror: caught up after %d failed flushes", failures)
+                failures = 0
+                took = time.monotonic() - began
+                await asyncio.sleep(max(FLUSH_SECONDS, took / WRITING_SHARE) - took)
         finally:
             await client.aclose()
 
@@ -175,9 +188,11 @@ class RedisMirror:
                     len(keys),
                     time.monotonic() - began,
                 )
-            # Step 4. What changed since the last flush.
-            for chunk in _chunks(staged):
+            # Step 4. What changed since the last flush; a chunk written is not written again.
+            for chunk in _chunks(dict(staged)):
                 await self._write_rows(client, script, chunk, stream_s)
+                for key in chunk:
+                    del staged[key]
         except BaseException:
             for key, change in self._staged.items():  # keep what failed, merged with what came since
                 staged[key] = _merge(staged.get(key), change)
@@ -202,49 +217,59 @@ class RedisMirror:
         changes: dict[BucketKey, Change],
         stream_s: int,
     ) -> None:
-        """One pipeline: each customer-bucket by the script, then the versions of their buckets."""
+        """One pipeline: one script call per bucket for its changed customers, then its version.
+
+        A bucket's customers share one call (live traffic changes a few buckets, each for
+        many customers): what a call costs the worker and Redis is then paid per bucket and
+        per row, not per customer, and each destination hash gets one write per call.
+        """
         layout = self.layout
         pipe = client.pipeline(transaction=False)
-        scripted: list[tuple[int, BucketKey]] = []
-        changed_buckets: set[tuple[Granularity, int]] = set()
+        # Per bucket, the script's four arguments of each customer written (none: only deleted).
+        by_bucket: dict[tuple[Granularity, int], list[EncodableT]] = {}
         for key, (bucket, changed) in changes.items():
-            changed_buckets.add((key.granularity, key.start))
+            customers = by_bucket.setdefault((key.granularity, key.start), [])
             if bucket is None:
                 pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
                 pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
-            ttl = max(1, self.retention.expires_at(key.granularity, key.start) - stream_s)
             row_ids = list(bucket.rows) if changed is None else list(changed)
-            # Two JSON arguments per bucket (packing a command costs per argument, not per
-            # byte), built in C: the row ids, which are JSON text already, and their counters.
-            ids = "[" + ",".join(row_ids) + "]"
-            counters = orjson.dumps([bucket.rows[r] for r in row_ids])
-            scripted.append((len(pipe), key))
-            await script(
-                keys=[
-                    layout.customer_rows(key.granularity, key.start, key.customer),
-                    layout.customers(key.granularity, key.start),
-                    layout.destinations(key.granularity, key.start),
-                    layout.buckets(key.granularity),
-                ],
-                args=[
-                    bucket.applied,
-                    ttl,
-                    key.customer,
-                    key.start,
-                    layout.destination_rows(key.granularity, key.start, ""),
-                    ids,
-                    counters,
-                ],
-                client=pipe,
+            # Row ids are JSON text already, and counters are dumped in C: two arguments per
+            # customer for its rows (packing a command costs per argument, not per byte).
+            customers += (
+                key.customer,
+                bucket.applied,
+                "[" + ",".join(row_ids) + "]",
+                orjson.dumps([bucket.rows[r] for r in row_ids]),
             )
-        for granularity, start in changed_buckets:
+        scripted: list[tuple[int, Granularity, int]] = []
+        for (granularity, start), customers in by_bucket.items():
+            ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
+            if customers:
+                scripted.append((len(pipe), granularity, start))
+                await script(
+                    keys=[
+                        layout.customers(granularity, start),
+                        layout.destinations(granularity, start),
+                        layout.buckets(granularity),
+                    ],
+                    args=[
+                        ttl,
+                        start,
+                        layout.customer_rows_prefix(granularity, start),
+                        layout.destination_rows(granularity, start, ""),
+                        *customers,
+                    ],
+                    client=pipe,
+                )
             # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
             version = layout.version(granularity, start)
             pipe.incr(version)
-            pipe.expire(version, max(1, self.retention.expires_at(granularity, start) - stream_s))
+            pipe.expire(version, ttl)
         results = await pipe.execute()
-        self._needs_full.update(key for index, key in scripted if results[index] == 0)
+        refused = {(g, start, _text(c)) for index, g, start in scripted for c in results[index]}
+        if refused:
+            self._needs_full.update(k for k in changes if (k.granularity, k.start, k.customer) in refused)
 
     async def _write_progress(
         self, client: aioredis.Redis, epoch: str, marks: dict[int, tuple[int, int]]
@@ -267,60 +292,83 @@ class RedisMirror:
         await pipe.execute()
 
 
-# Writes one customer-bucket unless Redis already holds a newer one (returns 0 then): after a
-# rebalance the worker that lost a partition may still be flushing older values of it. An
-# equal offset is written: both workers computed the same state from the same messages.
-# KEYS: customer hash, customers index, destinations index, buckets zset.
-# ARGV: applied offset, ttl, customer, bucket start, destination-hash key prefix, a JSON array
-# of row ids [destination, provider, currency] and a JSON array of their counters. Counters are
-# cut out of that text as they are, never decoded: Lua numbers would round integers past 2^53,
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# Writes the changed rows of some customers of one bucket, each unless Redis already holds a
+# newer value of that customer-bucket (returned then): after a rebalance the worker that
+# lost a partition may still be flushing older values of it. An equal offset is written:
+# both workers computed the same state from the same messages.
+# KEYS: customers index, destinations index, buckets zset.
+# ARGV: ttl, bucket start, customer-hash key prefix, destination-hash key prefix, then per
+# customer four: its name, the applied offset, a JSON array of row ids
+# [destination, provider, currency] and a JSON array of their counters. Counters are cut
+# out of that text as they are, never decoded: Lua numbers would round integers past 2^53,
 # and cjson prints only 14 digits. Counters are never negative, so each is a run of digits
 # and commas in brackets.
 # Fields are written with one HSET per hash (in chunks: unpack has a stack limit), because
-# each redis.call costs more than the field it writes.
-# The destination hashes are named from the prefix, so this assumes one Redis, not a cluster.
+# each redis.call costs more than the field it writes; a destination hash gets one HSET for
+# every customer of the call.
+# The customer and destination hashes are named from prefixes, so this assumes one Redis,
+# not a cluster.
 WRITE_BUCKET = """
-local applied = tonumber(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], '@applied') or '-1')
-if current > applied then return 0 end
-local ttl = tonumber(ARGV[2])
-local customer = ARGV[3]
+local ttl = tonumber(ARGV[1])
+local customer_prefix, destination_prefix = ARGV[3], ARGV[4]
 local function hset(key, fields)
   for i = 1, #fields, 1000 do
     redis.call('HSET', key, unpack(fields, i, math.min(i + 999, #fields)))
   end
 end
-local by_customer = {'@applied', applied}
+local refused = {}
+local written = {}
 local by_destination = {}
 local destinations = {}
-local next_counters = string.gmatch(ARGV[7], '%[[%d,]+%]')
-for _, row in ipairs(cjson.decode(ARGV[6])) do
-  local destination, provider, currency = row[1], row[2], row[3]
-  local counters = next_counters()
-  by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
-  by_customer[#by_customer + 1] = counters
-  local fields = by_destination[destination]
-  if not fields then
-    fields = {}
-    by_destination[destination] = fields
-    destinations[#destinations + 1] = destination
+for c = 5, #ARGV, 4 do
+  local customer, applied = ARGV[c], tonumber(ARGV[c + 1])
+  local customer_key = customer_prefix .. customer
+  local current = tonumber(redis.call('HGET', customer_key, '@applied') or '-1')
+  if current > applied then
+    refused[#refused + 1] = customer
+  else
+    written[#written + 1] = customer
+    local by_customer = {'@applied', ARGV[c + 1]}
+    local next_counters = string.gmatch(ARGV[c + 3], '%[[%d,]+%]')
+    for _, row in ipairs(cjson.decode(ARGV[c + 2])) do
+      local destination, provider, currency = row[1], row[2], row[3]
+      local counters = next_counters()
+      by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
+      by_customer[#by_customer + 1] = counters
+      local fields = by_destination[destination]
+      if not fields then
+        fields = {}
+        by_destination[destination] = fields
+        destinations[#destinations + 1] = destination
+      end
+      fields[#fields + 1] = cjson.encode({customer, provider, currency})
+      fields[#fields + 1] = counters
+    end
+    hset(customer_key, by_customer)
+    redis.call('EXPIRE', customer_key, ttl)
   end
-  fields[#fields + 1] = cjson.encode({customer, provider, currency})
-  fields[#fields + 1] = counters
 end
-hset(KEYS[1], by_customer)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('SADD', KEYS[2], customer)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[4])
+if #written > 0 then
+  for i = 1, #written, 1000 do
+    redis.call('SADD', KEYS[1], unpack(written, i, math.min(i + 999, #written)))
+  end
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2])
+end
 for _, destination in ipairs(destinations) do
-  local destination_key = ARGV[5] .. destination
+  local destination_key = destination_prefix .. destination
   hset(destination_key, by_destination[destination])
   redis.call('EXPIRE', destination_key, ttl)
 end
-for i = 1, #destinations, 1000 do
-  redis.call('SADD', KEYS[3], unpack(destinations, i, math.min(i + 999, #destinations)))
+if #destinations > 0 then
+  for i = 1, #destinations, 1000 do
+    redis.call('SADD', KEYS[2], unpack(destinations, i, math.min(i + 999, #destinations)))
+  end
+  redis.call('EXPIRE', KEYS[2], ttl)
 end
-redis.call('EXPIRE', KEYS[3], ttl)
-return 1
+return refused
 """

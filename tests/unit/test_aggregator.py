@@ -6,11 +6,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import orjson
+import pytest
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId
 from breakout.normalize import Record
-from streams.aggregator import TABLE_FLUSH_MESSAGES, Aggregator
+from streams import aggregator as aggregator_module
+from streams.aggregator import TABLE_FLUSH_SECONDS, Aggregator
 
 RETENTION = Retention(minute=172_800, hour=3_024_000, day=34_560_000)
 T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
@@ -77,12 +79,23 @@ async def test_apply_stages_for_redis_at_once_and_holds_the_message_until_the_ta
     assert orjson.loads(tables.progress[b"2"]) == {"t": T0, "o": 0}
 
 
-def test_due_after_enough_messages() -> None:
+def test_many_small_messages_wait_for_the_clock() -> None:
+    """A live trickle's small messages must not make every bucket be written each time."""
     agg = aggregator(Tables())
-    for offset in range(TABLE_FLUSH_MESSAGES - 1):
+    for offset in range(1_000):
         agg.apply(PARTITION, offset, encode(record(f"c{offset}")), Message())
         assert not agg.due(PARTITION)
-    agg.apply(PARTITION, TABLE_FLUSH_MESSAGES, encode(record("last")), Message())
+    agg.partitions[PARTITION].flushed_at -= TABLE_FLUSH_SECONDS
+    assert agg.due(PARTITION)
+
+
+def test_due_once_the_held_messages_reach_the_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    agg = aggregator(Tables())
+    first, second = encode(record("a")), encode(record("b"))
+    monkeypatch.setattr(aggregator_module, "TABLE_FLUSH_BYTES", len(first) + len(second))
+    agg.apply(PARTITION, 0, first, Message())
+    assert not agg.due(PARTITION)
+    agg.apply(PARTITION, 1, second, Message())
     assert agg.due(PARTITION)
 
 
