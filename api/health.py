@@ -34,6 +34,7 @@ def readiness(health: MirrorHealth, now_ms: int, max_age: float | None) -> tuple
         "status": "ok",
         "redis": "ok",
         "as_of_ms": freshness.as_of_ms,
+        "behind_ms": freshness.behind_ms,
         "mirror_written_age_seconds": written_age,
         "mirror_complete": state.complete,
         "missing_partitions": list(state.missing),

@@ -42,6 +42,16 @@ class ApiMetrics:
             "Seconds since a worker last wrote the mirror",
             registry=self.registry,
         )
+        self.behind = Gauge(
+            "breakout_mirror_behind_seconds",
+            "Seconds the newest mirrored CDR event time trails the newest the workers have ingested",
+            registry=self.registry,
+        )
+        self.ingested_age = Gauge(
+            "breakout_ingested_age_seconds",
+            "Wall-clock seconds since the event time of the newest CDR the workers have ingested",
+            registry=self.registry,
+        )
         self.complete = Gauge(
             "breakout_mirror_complete",
             "1 when every partition is mirrored whole in the current epoch, 0 while Redis is refilled",
@@ -85,6 +95,10 @@ class ApiMetrics:
             self.as_of_age.set((now_ms - freshness.as_of_ms) / 1000)
         if freshness.written_ms is not None:
             self.written_age.set((now_ms - freshness.written_ms) / 1000)
+        if freshness.behind_ms is not None:
+            self.behind.set(freshness.behind_ms / 1000)
+        if freshness.ingested_ms is not None:
+            self.ingested_age.set((now_ms - freshness.ingested_ms) / 1000)
         self.complete.set(health.completeness.complete)
         self.lag.clear()  # a partition no longer reported is no longer shown
         self.stalled.clear()

@@ -93,6 +93,15 @@ class Freshness:
     stream_ms: int | None
     written_ms: int | None
     watermarks: dict[int, Watermark]
+    ingested_ms: int | None = None
+
+    @property
+    def behind_ms(self) -> int | None:
+        """How far the newest mirrored event time trails the newest ingested: about the
+        linger and a flush when the pipeline keeps up, growing when it falls behind."""
+        if self.ingested_ms is None or self.stream_ms is None:
+            return None
+        return max(0, self.ingested_ms - self.stream_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +144,7 @@ class MirrorReader:
         )
 
     async def freshness(self) -> Freshness:
-        return _freshness(decode_watermarks(await self.client.hgetall(self.layout.watermarks)))
+        return freshness_of(decode_watermarks(await self.client.hgetall(self.layout.watermarks)))
 
     async def health(self) -> MirrorHealth:
         """Freshness, completeness and the consumer lag the workers report, in one round trip."""
@@ -146,7 +155,7 @@ class MirrorReader:
         marker, marks, lags = await pipe.execute()
         watermarks = decode_watermarks(marks)
         return MirrorHealth(
-            _freshness(watermarks),
+            freshness_of(watermarks),
             completeness(marker, watermarks, self.partitions),
             sorted((Lag.decode(raw) for raw in lags.values()), key=lambda lag: (lag.topic, lag.partition)),
         )
@@ -347,17 +356,21 @@ def _out_of_the_collectors_way() -> None:
     gc.freeze()
 
 
-def _freshness(watermarks: dict[int, Watermark]) -> Freshness:
+def freshness_of(watermarks: dict[int, Watermark]) -> Freshness:
+    """What the watermarks say of the mirror's age and of how far it trails the ingest."""
     # A partition that never had a message (offset -1) has no event time to be behind on.
     marks = [mark for mark in watermarks.values() if mark.offset >= 0]
+    ingested = [mark.ingested_ms for mark in watermarks.values() if mark.ingested_ms is not None]
+    ingested_ms = max(ingested, default=None)
     if not marks:
         written = max((mark.written_ms for mark in watermarks.values()), default=None)
-        return Freshness(None, None, written, watermarks)
+        return Freshness(None, None, written, watermarks, ingested_ms)
     return Freshness(
         as_of_ms=min(mark.event_ms for mark in marks),
         stream_ms=max(mark.event_ms for mark in marks),
         written_ms=max(mark.written_ms for mark in watermarks.values()),
         watermarks=watermarks,
+        ingested_ms=ingested_ms,
     )
 
 

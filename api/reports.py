@@ -145,6 +145,7 @@ async def breakout(
             headers={
                 "Content-Disposition": f'attachment; filename="{name}"',
                 "X-Breakout-As-Of": _iso(freshness.as_of_ms, query.range) or "",
+                "X-Breakout-Behind-Ms": "" if freshness.behind_ms is None else str(freshness.behind_ms),
                 "X-Breakout-Total-Rows": str(summary.total_rows),
             },
         )
@@ -157,6 +158,7 @@ async def breakout(
             "group_by": list(query.group_by),
             "as_of": _iso(freshness.as_of_ms, query.range),
             "as_of_ms": freshness.as_of_ms,
+            "behind_ms": freshness.behind_ms,
             "total_rows": summary.total_rows,
             "offset": query.offset,
             "limit": query.limit,

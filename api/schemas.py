@@ -43,6 +43,11 @@ class Snapshot(BaseModel):
         description="Event time up to which every partition is mirrored; null before any"
     )
     as_of_ms: int | None
+    behind_ms: int | None = Field(
+        description="Milliseconds the newest mirrored event time trails the newest CDR the workers "
+        "have ingested: a few hundred when the pipeline keeps up, growing when it falls behind; "
+        "null before the first CDR"
+    )
     total_rows: int = Field(description="Rows before paging")
     offset: int
     limit: int
@@ -102,6 +107,9 @@ class Readiness(BaseModel):
     redis: str = Field(description="`ok`, or the error Redis answered with")
     detail: str | None = Field(None, description="Why the status is not `ok`")
     as_of_ms: int | None = Field(None, description="Event time every partition is mirrored up to")
+    behind_ms: int | None = Field(
+        None, description="Milliseconds the newest mirrored event time trails the newest ingested"
+    )
     mirror_written_age_seconds: float | None = Field(None, description="Since a worker last wrote")
     mirror_complete: bool | None = Field(None, description="Every partition mirrored whole in this epoch")
     missing_partitions: list[int] = Field(

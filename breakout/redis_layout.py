@@ -133,13 +133,17 @@ class Watermark:
 
     ``event_ms`` is the partition's stream time and ``offset`` the last message applied;
     ``epoch`` is the mirror epoch in which the partition was written whole (every row its
-    owner holds), ``written_ms`` the wall-clock time of the write.
+    owner holds), ``written_ms`` the wall-clock time of the write. ``ingested_ms`` is the
+    newest CDR event time the owner's ingest step had committed then (None: none yet):
+    how far ahead of the mirror the pipeline has read, so a reader sees a worker that
+    ingests but falls behind in aggregating or mirroring.
     """
 
     event_ms: int
     offset: int
     written_ms: int
     epoch: str
+    ingested_ms: int | None = None
 
     def encode(self) -> bytes:
         return orjson.dumps(
@@ -148,6 +152,7 @@ class Watermark:
                 "offset": self.offset,
                 "written_ms": self.written_ms,
                 "epoch": self.epoch,
+                "ingested_ms": self.ingested_ms,
             }
         )
 
@@ -155,7 +160,11 @@ class Watermark:
     def decode(cls, raw: bytes | str) -> Watermark:
         document: dict[str, Any] = orjson.loads(raw)
         return cls(
-            document["event_ms"], document["offset"], document["written_ms"], document.get("epoch", "")
+            document["event_ms"],
+            document["offset"],
+            document["written_ms"],
+            document.get("epoch", ""),
+            document.get("ingested_ms"),
         )
 
 

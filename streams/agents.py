@@ -109,7 +109,10 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             return None  # tables may be half-recovered: nothing to read yet
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == source_name}
 
-    mirror = RedisMirror(settings.redis, settings.app_id, retention, counters)
+    ingest = Ingest(settings, dial_codes, retention, counters)
+    mirror = RedisMirror(
+        settings.redis, settings.app_id, retention, counters, ingested=lambda: ingest.newest_event_ms
+    )
 
     async def deliver_changelog() -> None:
         producer = app.producer
@@ -126,7 +129,6 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
         assigned=assigned,
         deliver=deliver_changelog,
     )
-    ingest = Ingest(settings, dial_codes, retention, counters)
     lag = LagReporter(settings, ingest.committed, aggregator.applied_offsets)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
 

@@ -117,6 +117,8 @@ class Ingest:
         # Per CDR-topic partition assigned here: the offset committed so far (-1: none yet).
         # How far the ingest has got, for the lag report; it does not move while a step hangs.
         self.committed: dict[int, int] = {}
+        # The newest CDR event time among the CDRs committed here: how far the worker has read.
+        self.newest_event_ms: int | None = None
         self._record_room = self._dead_letter_room = 0  # set by run() from the broker's limits
 
     async def run(self) -> None:
@@ -174,8 +176,10 @@ class Ingest:
             while True:
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
                 if batches:
-                    await asyncio.wait_for(self._process(batches, producer), BROKER_WAIT_SECONDS)
+                    newest = await asyncio.wait_for(self._process(batches, producer), BROKER_WAIT_SECONDS)
                     await asyncio.wait_for(consumer.commit(), BROKER_WAIT_SECONDS)
+                    if newest is not None and (self.newest_event_ms or 0) < newest:
+                        self.newest_event_ms = newest
                     for tp, messages in batches.items():
                         self.committed[tp.partition] = messages[-1].offset + 1
                 await self._follow_assignment(consumer)
@@ -196,13 +200,15 @@ class Ingest:
 
     async def _process(
         self, batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]], producer: AIOKafkaProducer
-    ) -> None:
+    ) -> int | None:
+        """Steps 2-4; the newest event time among the CDRs sent (None: there were none)."""
         settings = self.settings
         partitions = settings.partitions
         now_ms = int(time.time() * 1000)
         late_before_ms = now_ms + FUTURE_SLACK_MS + LATE_MARGIN_MS - self.retention.longest_kept * 1000
         by_partition: defaultdict[int, list[Record]] = defaultdict(list)
         sends = []
+        newest = -1
         for tp, messages in batches.items():
             for message in messages:
                 records, rejects = normalize_message(
@@ -213,6 +219,8 @@ class Ingest:
                     source=(tp.topic, tp.partition, message.offset),
                     late_before_ms=late_before_ms,
                 )
+                if records:
+                    newest = max(newest, max(record.start_ms for record in records))
                 for record in records:
                     by_partition[target_partition(record.customer_id, partitions, self._partition_of)].append(
                         record
@@ -239,3 +247,4 @@ class Ingest:
             ):
                 sends.append(await producer.send(topic, value, partition=partition))
         await asyncio.gather(*sends)
+        return newest if newest >= 0 else None

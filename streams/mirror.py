@@ -40,7 +40,7 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import orjson
@@ -113,8 +113,16 @@ def _chunks(changes: dict[BucketKey, Change]) -> Iterator[dict[BucketKey, Change
 class RedisMirror:
     """Staged changes waiting for Redis, which partitions are whole, and the loop that writes."""
 
-    def __init__(self, url: str, app_id: str, retention: Retention, counters: Counter[str]) -> None:
+    def __init__(
+        self,
+        url: str,
+        app_id: str,
+        retention: Retention,
+        counters: Counter[str],
+        ingested: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.url = url
+        self.ingested = ingested  # the newest event time this worker's ingest step committed
         self.layout = Layout(app_id)
         self.retention = retention
         self.counters = counters
@@ -170,6 +178,7 @@ class RedisMirror:
         owned = source.owned()
         self.whole &= owned
         marks = {p: source.watermark(p) for p in owned}
+        ingested_ms = self.ingested()
         staged, self._staged = self._staged, {}
         stream_s = max((ms for ms, _ in marks.values()), default=int(time.time() * 1000)) // 1000
         try:
@@ -199,7 +208,7 @@ class RedisMirror:
             self._staged = staged
             raise
         # Step 5. Every write succeeded: the watermarks may say so.
-        await self._write_progress(client, epoch, marks)
+        await self._write_progress(client, epoch, marks, ingested_ms)
         self.whole |= pending
 
     async def _epoch(self, client: aioredis.Redis) -> str:
@@ -272,7 +281,7 @@ class RedisMirror:
             self._needs_full.update(k for k in changes if (k.granularity, k.start, k.customer) in refused)
 
     async def _write_progress(
-        self, client: aioredis.Redis, epoch: str, marks: dict[int, tuple[int, int]]
+        self, client: aioredis.Redis, epoch: str, marks: dict[int, tuple[int, int]], ingested_ms: int | None
     ) -> None:
         pipe = client.pipeline(transaction=False)
         if marks:
@@ -280,7 +289,8 @@ class RedisMirror:
             pipe.hset(
                 self.layout.watermarks,
                 mapping={
-                    str(p): Watermark(ms, offset, now, epoch).encode() for p, (ms, offset) in marks.items()
+                    str(p): Watermark(ms, offset, now, epoch, ingested_ms).encode()
+                    for p, (ms, offset) in marks.items()
                 },
             )
         if self.counters:

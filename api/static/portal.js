@@ -803,6 +803,20 @@ function formatAge(seconds) {
   return `${Math.round(seconds / 86400)} days ago`;
 }
 
+// Past these, the status dot turns amber, then red: the figures are older than a NOC or a
+// portal user would assume. `behind` is how far the mirror trails what the workers have
+// ingested (the pipeline falling behind); `age` is since the newest complete event time
+// (which also grows when no CDRs arrive, so it is the gentler signal).
+const AMBER = { ageS: 60, behindS: 10 };
+const RED = { ageS: 300, behindS: 60 };
+
+function freshnessState(ageS, behindMs) {
+  const behindS = (behindMs ?? 0) / 1000;
+  if (ageS > RED.ageS || behindS > RED.behindS) return "late";
+  if (ageS > AMBER.ageS || behindS > AMBER.behindS) return "old";
+  return "fresh";
+}
+
 function renderStatus() {
   const el = $("as-of");
   const data = state.data;
@@ -815,9 +829,13 @@ function renderStatus() {
   const asOf = new Date(data.as_of);
   const age = Math.max(0, (Date.now() - asOf.getTime()) / 1000);
   const today = todayIn($("tz").value) === new Intl.DateTimeFormat("en-CA", { timeZone: $("tz").value }).format(asOf);
-  el.textContent = `as of ${formatTime(data.as_of, !today)} · ${formatAge(age)}`;
-  el.title = `Complete up to ${data.as_of} (event time)`;
-  el.dataset.state = age > 300 ? "old" : "fresh";
+  const behindS = (data.behind_ms ?? 0) / 1000;
+  const behind = behindS > AMBER.behindS ? ` · ${Math.round(behindS)} s behind the ingest` : "";
+  el.textContent = `as of ${formatTime(data.as_of, !today)} · ${formatAge(age)}${behind}`;
+  el.title =
+    `Complete up to ${data.as_of} (event time). ` +
+    `The newest mirrored CDR trails the newest ingested by ${behindS.toFixed(1)} s.`;
+  el.dataset.state = freshnessState(age, data.behind_ms);
 }
 
 // ---------------------------------------------------------------- CSV download
@@ -973,6 +991,7 @@ window.breakoutPortal = {
   formatDuration,
   compareDecimal,
   sortRows,
+  freshnessState,
   buildCsv,
   csv: () => (state.data ? buildCsv(state.columns, state.view, totalRows()) : null),
 };

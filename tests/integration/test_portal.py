@@ -387,6 +387,8 @@ def test_formatting_is_exact_string_arithmetic(portal: str, browser: WebDriver) 
              dur: P.formatDuration("306.500", true),
              cmp: [["-0.5", "-0.25"], ["10.000001", "10.0000009"], ["2.10", "2.1"]].map(
                ([a, b]) => P.compareDecimal(a, b)),
+             freshness: [[5, 300], [5, null], [120, 300], [5, 20000], [400, 0], [5, 90000]].map(
+               ([age, behind]) => P.freshnessState(age, behind)),
              sorted: P.sortRows(
                [{c: "b", profit: "2.5"}, {c: "a", profit: null}, {c: "c", profit: "10.0"},
                 {c: "d", profit: "2.50"}, {c: "e", profit: "-1"}],
@@ -398,5 +400,6 @@ def test_formatting_is_exact_string_arithmetic(portal: str, browser: WebDriver) 
     assert got["pct"] == "38.28%" and got["none"] == "\u2013"
     assert got["acd"] == ["1:01", "1:00", "1:00", "1:02:06"]  # half-even, like the API's duration_hms
     assert got["dur"] == "0:05:06"
+    assert got["freshness"] == ["fresh", "fresh", "old", "old", "late", "late"]
     assert got["cmp"][0] < 0 and got["cmp"][1] > 0 and got["cmp"][2] == 0
     assert got["sorted"] == ["c", "b", "d", "e", "a"]  # stable on ties, empty values last

@@ -25,7 +25,10 @@ def test_customer_key_names_round_trip_any_customer() -> None:
 
 def test_watermark_round_trips_and_reads_the_older_format() -> None:
     assert Watermark.decode(mark().encode()) == mark()
-    assert Watermark.decode(b'{"event_ms":1,"offset":2,"written_ms":3}').epoch == ""
+    ingested = Watermark(event_ms=1, offset=2, written_ms=3, epoch=EPOCH, ingested_ms=9)
+    assert Watermark.decode(ingested.encode()) == ingested
+    older = Watermark.decode(b'{"event_ms":1,"offset":2,"written_ms":3}')
+    assert older.epoch == "" and older.ingested_ms is None
 
 
 @pytest.mark.parametrize(
