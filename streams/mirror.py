@@ -49,6 +49,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
+from breakout.aggregate import Counters
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId
 from breakout.redis_layout import Layout, Watermark
@@ -234,25 +235,22 @@ class RedisMirror:
         """
         layout = self.layout
         pipe = client.pipeline(transaction=False)
-        # Per bucket, the script's four arguments of each customer written (none: only deleted).
-        by_bucket: dict[tuple[Granularity, int], list[EncodableT]] = {}
+        # Per bucket, for the script: each customer written as JSON text of its name, offset and
+        # row ids (JSON text already), and every row's counters in the same order.
+        by_bucket: dict[tuple[Granularity, int], tuple[list[str], list[Counters]]] = {}
         for key, (bucket, changed) in changes.items():
-            customers = by_bucket.setdefault((key.granularity, key.start), [])
+            customers, counters = by_bucket.setdefault((key.granularity, key.start), ([], []))
             if bucket is None:
                 pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
                 pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
             row_ids = list(bucket.rows) if changed is None else list(changed)
-            # Row ids are JSON text already, and counters are dumped in C: two arguments per
-            # customer for its rows (packing a command costs per argument, not per byte).
-            customers += (
-                key.customer,
-                bucket.applied,
-                "[" + ",".join(row_ids) + "]",
-                orjson.dumps([bucket.rows[r] for r in row_ids]),
+            customers.append(
+                f'[{orjson.dumps(key.customer).decode()},"{bucket.applied}",[{",".join(row_ids)}]]'
             )
+            counters += [bucket.rows[r] for r in row_ids]
         scripted: list[tuple[int, Granularity, int]] = []
-        for (granularity, start), customers in by_bucket.items():
+        for (granularity, start), (customers, counters) in by_bucket.items():
             ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
             if customers:
                 scripted.append((len(pipe), granularity, start))
@@ -267,7 +265,10 @@ class RedisMirror:
                         start,
                         layout.customer_rows_prefix(granularity, start),
                         layout.destination_rows(granularity, start, ""),
-                        *customers,
+                        # Two arguments, whatever the number of customers: packing a command
+                        # costs per argument, not per byte.
+                        "[" + ",".join(customers) + "]",
+                        orjson.dumps(counters),
                     ],
                     client=pipe,
                 )
@@ -311,12 +312,12 @@ def _text(value: bytes | str) -> str:
 # lost a partition may still be flushing older values of it. An equal offset is written:
 # both workers computed the same state from the same messages.
 # KEYS: customers index, destinations index, buckets zset.
-# ARGV: ttl, bucket start, customer-hash key prefix, destination-hash key prefix, then per
-# customer four: its name, the applied offset, a JSON array of row ids
-# [destination, provider, currency] and a JSON array of their counters. Counters are cut
-# out of that text as they are, never decoded: Lua numbers would round integers past 2^53,
-# and cjson prints only 14 digits. Counters are never negative, so each is a run of digits
-# and commas in brackets.
+# ARGV: ttl, bucket start, customer-hash key prefix, destination-hash key prefix, a JSON
+# array with per customer [name, applied offset as text, [[destination, provider, currency],
+# ...]], and a JSON array of every row's counters, customer after customer. Counters are
+# cut out of that text as they are, never decoded: Lua numbers would round integers past
+# 2^53, and cjson prints only 14 digits. Counters are never negative, so each is a run of
+# digits and commas in brackets.
 # Fields are written with one HSET per hash (in chunks: unpack has a stack limit), because
 # each redis.call costs more than the field it writes; a destination hash gets one HSET for
 # every customer of the call.
@@ -334,17 +335,18 @@ local refused = {}
 local written = {}
 local by_destination = {}
 local destinations = {}
-for c = 5, #ARGV, 4 do
-  local customer, applied = ARGV[c], tonumber(ARGV[c + 1])
+local next_counters = string.gmatch(ARGV[6], '%[[%d,]+%]')
+for _, entry in ipairs(cjson.decode(ARGV[5])) do
+  local customer, applied, rows = entry[1], entry[2], entry[3]
   local customer_key = customer_prefix .. customer
   local current = tonumber(redis.call('HGET', customer_key, '@applied') or '-1')
-  if current > applied then
+  if current > tonumber(applied) then
     refused[#refused + 1] = customer
+    for _ = 1, #rows do next_counters() end
   else
     written[#written + 1] = customer
-    local by_customer = {'@applied', ARGV[c + 1]}
-    local next_counters = string.gmatch(ARGV[c + 3], '%[[%d,]+%]')
-    for _, row in ipairs(cjson.decode(ARGV[c + 2])) do
+    local by_customer = {'@applied', applied}
+    for _, row in ipairs(rows) do
       local destination, provider, currency = row[1], row[2], row[3]
       local counters = next_counters()
       by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
