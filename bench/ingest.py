@@ -133,8 +133,19 @@ def start_worker(kafka: str, redis_url: str, topic: str, app_id: str) -> subproc
     )
 
 
-async def time_pipeline(kafka: str, redis_url: str, topic: str, total: int, messages: int) -> float:
-    """CDR/s of one worker over a pre-published topic, first commit → fully mirrored."""
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (``VmHWM``), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+async def time_pipeline(
+    kafka: str, redis_url: str, topic: str, total: int, messages: int
+) -> tuple[float, float]:
+    """CDR/s of one worker over a pre-published topic, first commit → fully mirrored, and
+    the worker's peak RSS (MB) by then."""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     worker = start_worker(kafka, redis_url, topic, app_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
@@ -157,7 +168,7 @@ async def time_pipeline(kafka: str, redis_url: str, topic: str, total: int, mess
             watermarks = decode_watermarks(await client.hgetall(Layout(app_id).watermarks))
             marks = {p: mark.offset for p, mark in watermarks.items()}
             if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
-                return total / (time.perf_counter() - started)
+                return total / (time.perf_counter() - started), peak_rss_mb(worker.pid)
             await asyncio.sleep(0.02)
     finally:
         worker.terminate()
@@ -222,14 +233,17 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
     await prepublish(kafka, batched_topic, args.batched, 500, profile)
     await prepublish(kafka, naive_topic, args.naive, 1, profile)
     results: dict[str, list[float]] = {"naive": [], "single": [], "batched": []}
+    rss: dict[str, list[float]] = {"single": [], "batched": []}
     for run in range(args.runs):
         results["naive"].append(time_naive(kafka, naive_topic, args.naive))
-        results["single"].append(
-            await time_pipeline(kafka, redis_url, single_topic, args.single, args.single)
-        )
-        results["batched"].append(
-            await time_pipeline(kafka, redis_url, batched_topic, args.batched, args.batched // 500)
-        )
+        for kind, topic, messages in (
+            ("single", single_topic, args.single),
+            ("batched", batched_topic, args.batched // 500),
+        ):
+            total = args.single if kind == "single" else args.batched
+            rate, peak = await time_pipeline(kafka, redis_url, topic, total, messages)
+            results[kind].append(rate)
+            rss[kind].append(peak)
         print(
             f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} CDR/s" for k, v in results.items()), flush=True
         )
@@ -242,7 +256,10 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
         ("batched", "Breakout, 500-CDR batch messages"),
     ):
         median = statistics.median(results[kind])
-        print(f"  {label:<52} {median:>10,.0f} CDR/s  ({median / baseline:.1f}x baseline)")
+        print(
+            f"  {label:<52} {median:>10,.0f} CDR/s  ({median / baseline:.1f}x baseline), "
+            f"worker peak RSS {statistics.median(rss[kind]):,.0f} MB"
+        )
 
 
 def main() -> None:
