@@ -104,6 +104,7 @@ async def test_a_whole_mirror_is_answered_exactly(served: Served) -> None:
         "status": "ok",
         "redis": "ok",
         "as_of_ms": None,
+        "behind_ms": None,
         "mirror_written_age_seconds": None,
         "mirror_complete": True,
         "missing_partitions": [],
