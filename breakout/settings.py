@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         60, description="Seconds a consumer group waits for members to rejoin."
     )
     ingest_linger_ms: int = Field(
-        200,
+        500,
         ge=10,
         le=5_000,
         description="Milliseconds the broker may hold the ingest step's fetch for more CDRs to batch "

@@ -20,7 +20,7 @@ re-sent records count once.
 Step 1's linger is what keeps live traffic cheap: a backlog fills a poll at once, but a
 steady trickle would otherwise make each poll a handful of CDRs, and every poll costs a
 fetch, an internal message per partition, a round trip for the acknowledgements and a
-commit. The agent pays per internal message, not per CDR, so a tenth of a second of
+commit. The agent pays per internal message, not per CDR, so half a second of
 waiting here turns hundreds of tiny messages a second into a few: a bounded delay, not
 waiting for a batch to fill.
 
