@@ -48,3 +48,14 @@ def add(row: Counters, other: Counters) -> None:
     row[4] += other[4]
     row[5] += other[5]
     row[6] += other[6]
+
+
+def subtract(row: Counters, other: Counters) -> None:
+    """Take ``other`` out of ``row`` in place: a revision retracting the version it supersedes."""
+    row[0] -= other[0]
+    row[1] -= other[1]
+    row[2] -= other[2]
+    row[3] -= other[3]
+    row[4] -= other[4]
+    row[5] -= other[5]
+    row[6] -= other[6]

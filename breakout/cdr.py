@@ -26,6 +26,7 @@ MAX_TEXT = 256
 MAX_DIGITS = 32
 MAX_DURATION_S = 7 * 86400  # a week-long call attempt is a broken switch clock
 MAX_DTMF = 1_000_000
+MAX_REVISION = 2**31 - 1
 CONNECTED_STATUS = "answered"
 
 
@@ -45,6 +46,7 @@ class CDR:
     customer_charge: int | None
     currency: str
     dtmf: int
+    revision: int
 
 
 def decode_message(value: bytes | None) -> list[Any]:
@@ -102,6 +104,7 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
         customer_charge=None if customer_charge is None else _money(document, "customer_charge"),
         currency=_currency(get("currency"), default_currency),
         dtmf=_dtmf(get("dtmf")),
+        revision=_revision(get("revision")),
     )
 
 
@@ -232,5 +235,15 @@ def _dtmf(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DTMF:
         raise InvalidCDR(
             "bad_field", f"dtmf: expected a whole number from 0 to {MAX_DTMF}, got {_shown(value)}"
+        )
+    return value
+
+
+def _revision(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REVISION:
+        raise InvalidCDR(
+            "bad_field", f"revision: expected a whole number from 0 to {MAX_REVISION}, got {_shown(value)}"
         )
     return value

@@ -23,19 +23,20 @@ from breakout.cdr import (
     MAX_DIGITS,
     MAX_DTMF,
     MAX_DURATION_S,
+    MAX_REVISION,
     MAX_TEXT,
 )
 from breakout.money import MAX_MICROS, MICROS
 
 # What validate_cdr returns, as a plain tuple (a frozen dataclass alone costs ~1.5 µs to build).
-CDRFields = tuple[str, str, str, str, str | None, int, int, bool, int, int | None, str, int]
+CDRFields = tuple[str, str, str, str, str | None, int, int, bool, int, int | None, str, int, int]
 
 _MISSING: Any = object()
 
 
 def common_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDRFields | None:
     """``(id, customer_id, provider_id, dst, destination, start_ms, duration_ms, connected,
-    provider_charge, customer_charge, currency, dtmf)`` as ``validate_cdr`` would return them,
+    provider_charge, customer_charge, currency, dtmf, revision)`` as ``validate_cdr`` would return them,
     or ``None`` when the document is not the common well-formed case."""
     if type(document) is not dict:
         return None
@@ -102,6 +103,11 @@ def common_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDRField
         dtmf = 0
     elif type(dtmf) is not int or not 0 <= dtmf <= MAX_DTMF:
         return None
+    revision = get("revision")
+    if revision is None:
+        revision = 0
+    elif type(revision) is not int or not 0 <= revision <= MAX_REVISION:
+        return None
     return (
         cdr_id,
         customer_id,
@@ -115,6 +121,7 @@ def common_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDRField
         customer_charge,
         currency,
         dtmf,
+        revision,
     )
 
 

@@ -7,9 +7,14 @@ Two mechanisms make at-least-once delivery count each CDR once:
   rebalance has an offset at or below that, so it is skipped for that bucket; as
   each bucket value is written whole, a crash between two writes of one message
   leaves each bucket either fully with it or fully without it.
-* **CDR ids.** An id counted at one offset and seen again at another (the
-  platform re-published it, or the ingest step re-sent it) is a duplicate for
-  ``dedup_window`` of stream time.
+* **Versions.** Each CDR counted is remembered, per customer and id, as the version it
+  counted (``Counted``) for ``dedup_window`` of stream time. The same id seen again at
+  another offset is either a *revision* (a higher ``revision``, or the rated version of a
+  pending CDR): the counted version is retracted from its buckets and the new one added;
+  or a duplicate. A version remembers the offset that counted it and the version it
+  superseded there, so a replayed message retracts and adds exactly what it did the
+  first time. The versions live on disk (``streams.idstore``); the ledger holds only those
+  not yet written there, and asks ``lookup`` for the rest, once per message.
 
 Everything here is plain data and arithmetic; the Faust agent feeds it messages
 and stores what it returns.
@@ -23,7 +28,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from breakout.aggregate import Counters, add, counters_of
+from breakout.aggregate import Counters, add, counters_of, subtract
 from breakout.buckets import GRANULARITIES, Granularity, Retention
 from breakout.normalize import Record
 
@@ -83,6 +88,36 @@ class CustomerBucket:
         return cls(document["o"], rows)
 
 
+# One CDR's identity: ids are unique per customer (a revision keeps its customer).
+VersionKey = tuple[str, str]  # (customer, id)
+# What a lookup returns: ``encode_counted`` bytes, None for an id never counted (or forgotten).
+Lookup = Callable[[list[VersionKey]], list[bytes | None]]
+
+REVISION_UNKNOWN = "revision_unknown"
+TOO_LATE = "too_late"
+
+
+def version_of(record: Sequence[Any]) -> list[Any]:
+    """The part of a record a later revision needs to retract it, as stored:
+    ``[revision, provider, destination, currency, start_ms, connected, duration_ms,
+    provider_charge, customer_charge, dtmf]``."""
+    return [record[12], *record[2:5], *record[5:11]]
+
+
+def encode_counted(
+    key: VersionKey, offset: int, stream_ms: int, version: list[Any], previous: list[Any] | None
+) -> bytes:
+    """``[customer, id, offset, stream_ms, version, previous]``: the version counted for ``key``
+    at ``offset`` (stream time then: it is forgotten ``dedup_window`` later) and the one it
+    superseded in that message (None: the id was new there)."""
+    return orjson.dumps([key[0], key[1], offset, stream_ms, version, previous])
+
+
+def supersedes(revision: int, rated: bool, counted: list[Any]) -> bool:
+    """A higher revision supersedes; at equal revision, a rated CDR completes a pending one."""
+    return revision > counted[0] or (revision == counted[0] and rated and counted[8] is None)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What applying one message changed, for the edge to store, mirror and report."""
@@ -90,11 +125,11 @@ class Outcome:
     updates: dict[BucketKey, CustomerBucket] = field(default_factory=dict)
     changed_rows: dict[BucketKey, set[RowId]] = field(default_factory=dict)
     deletions: list[BucketKey] = field(default_factory=list)
-    counted_ids: list[str] = field(default_factory=list)
-    forgotten_offsets: list[int] = field(default_factory=list)
-    too_late: list[Record] = field(default_factory=list)
+    versions: dict[VersionKey, bytes] = field(default_factory=dict)
+    refused: list[tuple[str, Record]] = field(default_factory=list)  # (reason, record)
     duplicates: int = 0
     replayed: int = 0
+    revised: int = 0
 
 
 class _Targets(NamedTuple):
@@ -102,7 +137,7 @@ class _Targets(NamedTuple):
 
     keys: list[BucketKey]  # the kept buckets that have not absorbed this message yet
     rows: list[dict[RowId, Counters]]  # their rows
-    changed: set[RowId]  # the rows these CDRs added to, in each of those buckets
+    changed: set[RowId]  # the rows these CDRs changed, in each of those buckets
     replayed: bool  # a kept bucket had absorbed this message already
 
 
@@ -111,7 +146,8 @@ ROW_ID_CACHE = 100_000  # (destination, provider, currency) → row id, cleared 
 
 
 class PartitionLedger:
-    """The in-memory side of one partition's state: stream time, id index, live buckets.
+    """The in-memory side of one partition's state: stream time, live buckets, and the
+    versions counted but not yet in the id store.
 
     Rebuilt from the tables when the partition is assigned (``restore``), so it holds
     nothing the tables do not.
@@ -123,35 +159,39 @@ class PartitionLedger:
         self.dedup_window_ms = dedup_window_ms
         self.stream_ms = 0
         self.offset = -1  # the last message applied: one at or below it is a replay
-        self._seen: dict[str, int] = {}
-        self._seen_batches: dict[int, tuple[int, list[str]]] = {}
+        # Versions counted since the id store was last written: lookups see them first.
+        self.unstored: dict[VersionKey, bytes] = {}
         self._live: dict[tuple[Granularity, int], set[str]] = {}
         self._row_ids: dict[tuple[str, str, str], RowId] = {}
 
-    def restore(
-        self,
-        stream_ms: int,
-        offset: int,
-        bucket_keys: Iterable[BucketKey],
-        seen_batches: Iterable[tuple[int, int, list[str]]],
-    ) -> None:
+    @property
+    def horizon_ms(self) -> int:
+        """Versions counted at a stream time before this are forgotten."""
+        return self.stream_ms - self.dedup_window_ms
+
+    def restore(self, stream_ms: int, offset: int, bucket_keys: Iterable[BucketKey]) -> None:
         """Load what the tables hold for this partition after recovery."""
         self.stream_ms = stream_ms
         self.offset = offset
         for key in bucket_keys:
             self._live.setdefault((key.granularity, key.start), set()).add(key.customer)
-        for offset, newest_ms, ids in sorted(seen_batches):
-            self._remember(offset, newest_ms, ids)
 
-    def _remember(self, offset: int, newest_ms: int, ids: list[str]) -> None:
-        self._seen_batches[offset] = (newest_ms, ids)
-        for cdr_id in ids:
-            self._seen.setdefault(cdr_id, offset)
+    def stored(self, versions: dict[VersionKey, bytes]) -> None:
+        """``versions`` are in the id store now: lookups find them there."""
+        unstored = self.unstored
+        for key, value in versions.items():
+            if unstored.get(key) is value:
+                del unstored[key]
 
     def apply(
-        self, offset: int, records: Sequence[Record], read: Callable[[BucketKey], CustomerBucket | None]
+        self,
+        offset: int,
+        records: Sequence[Sequence[Any]],
+        read: Callable[[BucketKey], CustomerBucket | None],
+        lookup: Lookup,
     ) -> Outcome:
-        """Add one message's records to their buckets; ``read`` fetches stored bucket values.
+        """Add one message's records to their buckets; ``read`` fetches stored bucket values
+        and ``lookup`` the versions counted before.
 
         Stream time moves to the message's newest start time *before* any record is
         applied, so whether a CDR is too late never depends on its place in the message:
@@ -160,7 +200,9 @@ class PartitionLedger:
 
         This is the worker's per-CDR loop, so it only unpacks each record (a plain sequence
         in ``Record`` field order will do, as decoded from the internal topic) and adds to
-        rows; every bucket decision is made once per customer and minute, not per CDR.
+        rows; every bucket decision is made once per customer and minute, not per CDR, and
+        the versions counted before are looked up once per message. A known id (rare: a
+        revision or a duplicate) is the only case that decodes anything.
         """
         outcome = Outcome()
         newest_ms = max([record[5] for record in records], default=0)
@@ -170,31 +212,61 @@ class PartitionLedger:
             if newest_ms // 1000 > previous_s:
                 self._expire(outcome)
         stream_s = self.stream_ms // 1000
-        seen = self._seen
-        in_message: set[str] = set()
-        counted = outcome.counted_ids
+        stream_ms, horizon_ms = self.stream_ms, self.horizon_ms
         kept = [(g, g.seconds, stream_s - self.retention.expires_at(g, 0) + 1) for g in GRANULARITIES]
         skipped: set[BucketKey] = set()
         # Per (customer, minute): where its CDRs go. A minute lies in one hour and one day, so
         # the three buckets of every CDR of that customer and minute are the same.
         targets: dict[tuple[str, int], _Targets | None] = {}
         row_ids = self._row_ids
-        for record in records:
-            (cdr_id, customer, provider, destination, currency, start_ms, connected, duration_ms, charge,
-             charged, dtmf, _) = record  # fmt: skip
-            if cdr_id in in_message or seen.get(cdr_id, offset) != offset:
-                outcome.duplicates += 1
-                continue
-            in_message.add(cdr_id)
-            minute = start_ms // 60_000
-            target = targets.get((customer, minute), _UNSET)
+        known = self._known(records, lookup)
+        here = outcome.versions  # counted by this message so far
+
+        def target_of(customer: str, minute: int) -> _Targets | None:
+            target: _Targets | None = targets.get((customer, minute), _UNSET)
             if target is _UNSET:
                 target = targets[(customer, minute)] = self._targets(
                     offset, customer, minute * 60, kept, skipped, outcome, read
                 )
-            if target is None:  # older than every kept bucket
-                outcome.too_late.append(Record._make(record))
+            return target
+
+        for record in records:
+            (cdr_id, customer, provider, destination, currency, start_ms, connected, duration_ms, charge,
+             charged, dtmf, _, revision) = record  # fmt: skip
+            version_key = (customer, cdr_id)
+            previous: list[Any] | None = None  # the version this record supersedes
+            before: list[Any] | None = None  # the version counted before this message
+            raw = here.get(version_key)
+            again = raw is not None  # counted earlier in this message
+            if raw is None:
+                raw = known.get(version_key)
+            if raw is not None:
+                _, _, counted_at, counted_ms, counted, counted_before = orjson.loads(raw)
+                if again or counted_at < offset:
+                    if counted_ms < horizon_ms and not again:
+                        raw = None  # counted longer ago than the window: forgotten
+                    elif supersedes(revision, charged is not None, counted):
+                        previous = counted
+                        before = counted_before if again else counted
+                    else:
+                        outcome.duplicates += 1
+                        continue
+                elif counted_at > offset:  # counted by a later message: this one is an old replay
+                    outcome.replayed += 1
+                    continue
+                else:  # this very message, replayed: retract what it retracted the first time
+                    previous = before = counted_before
+            if raw is None and revision > 0:
+                outcome.refused.append((REVISION_UNKNOWN, Record._make(record)))
                 continue
+            minute = start_ms // 60_000
+            target = target_of(customer, minute)
+            if target is None:  # older than every kept bucket
+                outcome.refused.append((TOO_LATE, Record._make(record)))
+                continue
+            if previous is not None:
+                self._retract(customer, previous, target_of(customer, previous[4] // 60_000))
+                outcome.revised += 1
             row = row_ids.get((destination, provider, currency))
             if row is None:
                 if len(row_ids) >= ROW_ID_CACHE:
@@ -209,7 +281,7 @@ class PartitionLedger:
                     add(counters, contribution)
             target.changed.add(row)
             outcome.replayed += target.replayed
-            counted.append(cdr_id)
+            here[version_key] = encode_counted(version_key, offset, stream_ms, version_of(record), before)
         for target in targets.values():
             if target is not None:
                 for key in target.keys:
@@ -221,12 +293,47 @@ class PartitionLedger:
                 live = self._live[key_bucket] = set()
             live.add(key.customer)
             outcome.updates[key].applied = offset
-        if counted:
-            self._remember(offset, self.stream_ms, counted)
+        self.unstored.update(here)
         if offset <= self.offset:
-            outcome.too_late.clear()  # reported when the message was first applied
+            outcome.refused.clear()  # reported when the message was first applied
         self.offset = max(self.offset, offset)
         return outcome
+
+    def _known(self, records: Sequence[Sequence[Any]], lookup: Lookup) -> dict[VersionKey, bytes]:
+        """The versions counted before for the ids of ``records``: one lookup for those not here."""
+        unstored = self.unstored
+        known: dict[VersionKey, bytes] = {}
+        missing: list[VersionKey] = []
+        for record in records:
+            key = (record[1], record[0])
+            value = unstored.get(key)
+            if value is None:
+                missing.append(key)
+            else:
+                known[key] = value
+        if missing:
+            for key, value in zip(missing, lookup(missing), strict=True):
+                if value is not None:
+                    known[key] = value
+        return known
+
+    def _retract(self, customer: str, version: list[Any], target: _Targets | None) -> None:
+        """Remove an earlier version's contribution from the buckets of it that are kept.
+
+        Every bucket kept now was kept when that version was counted (retention only ever
+        drops buckets), so its row holds the contribution; a row left at zero stays a row
+        of zeros, which reports leave out.
+        """
+        if target is None:
+            return  # every bucket of the earlier version has expired
+        _, provider, destination, currency, _, connected, duration_ms, charge, charged, dtmf = version
+        row = row_id(destination, provider, currency)
+        contribution = counters_of(connected, duration_ms, charge, charged, dtmf)
+        for rows in target.rows:
+            counters = rows.get(row)
+            if counters is not None:
+                subtract(counters, contribution)
+        target.changed.add(row)
 
     def _targets(
         self,
@@ -268,17 +375,8 @@ class PartitionLedger:
         return _Targets(keys, rows, set(), replayed) if any_kept else None
 
     def _expire(self, outcome: Outcome) -> None:
-        """Drop buckets past retention and ids past the dedup window, at the new stream time."""
+        """Drop buckets past retention at the new stream time."""
         stream_s = self.stream_ms // 1000
         for granularity, start in [k for k in self._live if self.retention.is_expired(*k, stream_s)]:
             for customer in self._live.pop((granularity, start)):
                 outcome.deletions.append(BucketKey(self.partition, granularity, start, customer))
-        horizon = self.stream_ms - self.dedup_window_ms
-        for offset, (newest_ms, ids) in list(self._seen_batches.items()):
-            if newest_ms >= horizon:
-                break  # batches are kept in offset order; stop at the first one still needed
-            del self._seen_batches[offset]
-            outcome.forgotten_offsets.append(offset)
-            for cdr_id in ids:
-                if self._seen.get(cdr_id) == offset:
-                    del self._seen[cdr_id]

@@ -33,9 +33,11 @@ MAX_RECORD_BYTES = 4 * (6 * MAX_TEXT + 2) + 256 + 6 * 249 + 2 * ORIGIN_TEXT_BYTE
 class Record(NamedTuple):
     """A valid CDR as the aggregator needs it. Money in micro-units, times in milliseconds.
 
-    ``origin`` is set only for a CDR old enough that the aggregator may find it too late
-    (``normalize_message``'s ``late_before_ms``): its dead letter then carries the CDR as
-    published and where, like every other dead letter, at no cost to the common case.
+    ``origin`` is set only for a CDR the aggregator may refuse: one old enough to be too
+    late (``normalize_message``'s ``late_before_ms``), or a revision (which it refuses when
+    no earlier version is counted): its dead letter then carries the CDR as published and
+    where, like every other dead letter, at no cost to the common case. ``revision`` orders
+    versions of one CDR (see docs/cdr-contract.md).
     """
 
     id: str
@@ -50,6 +52,7 @@ class Record(NamedTuple):
     customer_charge: int | None
     dtmf: int
     origin: Origin | None = None
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +119,7 @@ def _normalize(
             rejects.append(Reject(exc.reason, exc.detail, payload, None if single else index))
             continue
         (cdr_id, customer, provider, dst, destination, start_ms, duration_ms, connected) = fields[:8]
-        provider_charge, customer_charge, currency, dtmf = fields[8:]
+        provider_charge, customer_charge, currency, dtmf, revision = fields[8:]
         records.append(
             Record(
                 cdr_id,
@@ -130,7 +133,12 @@ def _normalize(
                 provider_charge,
                 customer_charge,
                 dtmf,
-                None if start_ms >= late_before_ms else _origin(source, value, document, single, index),
+                # Kept for the CDRs the aggregator may refuse (too late, a revision it cannot
+                # match), so their dead letters carry the CDR as published.
+                None
+                if start_ms >= late_before_ms and not revision
+                else _origin(source, value, document, single, index),
+                revision,
             )
         )
     return records, rejects
@@ -219,4 +227,5 @@ def _fields(cdr: CDR) -> CDRFields:
         cdr.customer_charge,
         cdr.currency,
         cdr.dtmf,
+        cdr.revision,
     )

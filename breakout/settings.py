@@ -68,7 +68,16 @@ class Settings(BaseSettings):
     hour_retention: Seconds = Field(35 * 86400, description="Seconds hour buckets are kept (stream time).")
     day_retention: Seconds = Field(400 * 86400, description="Seconds day buckets are kept (stream time).")
     dedup_window: Seconds = Field(
-        7 * 86400, description="Seconds a CDR id is remembered to drop re-deliveries."
+        7 * 86400,
+        description="Seconds (stream time) a counted CDR version is remembered: re-deliveries are "
+        "dropped and revisions matched within it. Keep it longer than the platform's rating delay.",
+    )
+    id_cache_mb: int = Field(
+        64,
+        ge=8,
+        le=65_536,
+        description="MB of memory the worker's on-disk id store may cache (RocksDB block cache), "
+        "whatever the number of ids.",
     )
     api_keys: str = Field(
         "",

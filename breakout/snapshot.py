@@ -71,16 +71,20 @@ class Filters:
 def group_rows(
     rows: Iterable[SourceRow], group_by: tuple[str, ...], filters: Filters
 ) -> dict[tuple[str, ...], Counters]:
-    """Sum the admitted rows per (group_by values…, currency). Counters are copied, never shared."""
+    """Sum the admitted rows per (group_by values…, currency). Counters are copied, never shared.
+
+    A row of no attempts is left out: revisions moved every CDR it had elsewhere, and
+    counters never go negative, so it adds nothing and no group is made of such rows only.
+    """
     indexes = [DIMENSIONS.index(name) for name in group_by] + [3]
     key_of = itemgetter(*indexes)
     unfiltered = filters == Filters()
     groups: dict[tuple[str, ...], Counters] = {}
     for row in rows:
-        if not unfiltered and not filters.admits(row):
+        counters = row[4]
+        if not counters[0] or (not unfiltered and not filters.admits(row)):
             continue
         key = key_of(row)
-        counters = row[4]
         total = groups.get(key)
         if total is None:
             groups[key] = list(counters)

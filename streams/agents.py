@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -22,10 +23,12 @@ import orjson
 
 from breakout.buckets import Retention
 from breakout.destinations import load_dial_codes
+from breakout.ledger import REVISION_UNKNOWN, TOO_LATE
 from breakout.normalize import Record, Reject
 from breakout.settings import Settings
 from streams.aggregator import Aggregator
 from streams.deadletter import dead_letter
+from streams.idstore import MemoryIdIndex, RocksIdIndex
 from streams.ingest import Ingest, normalized_topic
 from streams.lag import LagReporter
 from streams.mirror import RedisMirror
@@ -46,19 +49,27 @@ def retention_of(settings: Settings) -> Retention:
     return Retention(settings.minute_retention, settings.hour_retention, settings.day_retention)
 
 
-def too_late_letter(record: Record, topic: str, partition: int, offset: int, index: int) -> bytes:
-    """The dead letter of a CDR the aggregator found too late: the CDR as published, and
-    where, when the ingest kept its origin (always, unless clocks jumped); else the record
-    as the internal topic carried it, and where in that topic."""
-    detail = "start_time is older than every kept bucket"
+REFUSED_DETAILS = {
+    TOO_LATE: "start_time is older than every kept bucket",
+    REVISION_UNKNOWN: "revision {revision} of an id with no version counted for this customer within "
+    "the dedup window: a revision must keep its customer_id and follow a counted version",
+}
+
+
+def refused_letter(reason: str, record: Record, topic: str, partition: int, offset: int, index: int) -> bytes:
+    """The dead letter of a CDR the aggregator refused: the CDR as published, and where,
+    when the ingest kept its origin (it does for old CDRs and revisions, the ones the
+    aggregator may refuse); else the record as the internal topic carried it, and where in
+    that topic."""
+    detail = REFUSED_DETAILS[reason].format(revision=record.revision)
     if record.origin is None:
-        reject = Reject("too_late", detail, orjson.dumps(record[:-1]), index)
+        reject = Reject(reason, detail, orjson.dumps(record._replace(origin=None)), index)
         return dead_letter(reject, topic, partition, offset, now_ms())
     source_topic, source_partition, source_offset, batch_index, text = record.origin
     payload = b"" if text is None else text.encode()
     if text is None:
         detail += " (the CDR is longer than the internal topic carries: read it at its offset)"
-    reject = Reject("too_late", detail, payload, batch_index)
+    reject = Reject(reason, detail, payload, batch_index)
     return dead_letter(reject, source_topic, source_partition, source_offset, now_ms())
 
 
@@ -128,6 +139,11 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
         counters,
         assigned=assigned,
         deliver=deliver_changelog,
+        ids=(
+            MemoryIdIndex()
+            if settings.store.startswith("memory")
+            else RocksIdIndex(Path(app.conf.tabledir) / "ids", settings.id_cache_mb << 20)
+        ),
     )
     lag = LagReporter(settings, ingest.committed, aggregator.applied_offsets)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
@@ -147,15 +163,15 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             async for event in stream.noack().events():  # type: ignore[attr-defined]
                 message = event.message
                 partition = message.partition
-                too_late = aggregator.apply(partition, message.offset, event.value, event)
-                for index, record in enumerate(too_late):
-                    value = too_late_letter(record, message.topic, partition, message.offset, index)
-                    key = f"too_late|{partition}|{message.offset}|{index}".encode()
+                refused = aggregator.apply(partition, message.offset, event.value, event)
+                for index, (reason, record) in enumerate(refused):
+                    value = refused_letter(reason, record, message.topic, partition, message.offset, index)
+                    key = f"{reason}|{partition}|{message.offset}|{index}".encode()
                     # Delivered before the message can be acknowledged: never lost to a crash.
                     await (await dlq.send(key=key, value=value))
                 # Dead letters sent: their message's progress is stored at once, so a restart
-                # does not replay it and dead-letter the same CDRs again. Too-late CDRs are rare.
-                if too_late or aggregator.due(partition):
+                # does not replay it and dead-letter the same CDRs again. Refusals are rare.
+                if refused or aggregator.due(partition):
                     acknowledging = asyncio.ensure_future(aggregator.flush(partition))
                     pending.add(acknowledging)
                     acknowledging.add_done_callback(settle)

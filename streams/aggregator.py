@@ -1,14 +1,17 @@
 """The commit sequence: how one internal-topic message becomes counted state, exactly once.
 
 For each message of a partition, in order:
-1. **Apply** it in memory through the partition's ledger (``breakout.ledger``): dedup by
-   id, offset guard per bucket, stream time, too-late decision.
+1. **Apply** it in memory through the partition's ledger (``breakout.ledger``): versions
+   looked up in the id store (``streams.idstore``), revisions and duplicates decided,
+   offset guard per bucket, stream time, too-late decision.
 2. **Stage** every changed customer-bucket for Redis (``streams.mirror``): the mirror
    writes it within about a second, so Redis never waits for the tables.
 3. **Hold** the message unacknowledged.
 4. **Flush** the partition to its tables every ``TABLE_FLUSH_SECONDS``, or sooner once
    the held messages reach ``TABLE_FLUSH_BYTES``: changed buckets (each carrying the offset
-   it absorbed), dedup batches and progress (stream time, offset), so a busy bucket is
+   it absorbed), the versions counted (appended to the ``versions`` table in entries of at
+   most ``VERSIONS_ENTRY_BYTES``; the oldest entries dropped once past the dedup window)
+   and progress (stream time, offset, the live entries), so a busy bucket is
    written once per flush. The cadence is by time, not by message count, because a
    bucket write costs the same for one CDR as for thousands: counting messages would make
    a live trickle of small messages write every bucket several times a second.
@@ -16,10 +19,13 @@ For each message of a partition, in order:
    flushes its producer before it commits, but that flush gives up when its buffer does
    not move for 0.1 s, so without this an offset could be committed whose state was never
    in the changelog, and a crash would lose counted CDRs.
-6. **Acknowledge** the held messages the flush covers; Faust commits their offsets.
-A crash anywhere before step 6 replays the messages since the last commit; each bucket's
-``applied`` offset and the ids make the replay count nothing twice, and the ledger's
-offset keeps too-late CDRs from being dead-lettered twice.
+6. **Index** the versions of the flush in the id store, now that the table holds them
+   for good: the index never knows a version a crash could take from the table.
+7. **Acknowledge** the held messages the flush covers; Faust commits their offsets.
+A crash anywhere before step 7 replays the messages since the last commit; each bucket's
+``applied`` offset and the versions (which name the offset that counted them) make the
+replay count nothing twice, and the ledger's offset keeps refused CDRs from being
+dead-lettered twice.
 
 The tables (``streams.tables.Tables``) and the mirror are reached through small
 interfaces, so this sequence is unit-tested with dictionaries and a recording mirror.
@@ -37,8 +43,9 @@ from typing import Any, Protocol
 import orjson
 
 from breakout.buckets import Retention
-from breakout.ledger import BucketKey, CustomerBucket, PartitionLedger, RowId
+from breakout.ledger import BucketKey, CustomerBucket, PartitionLedger, RowId, VersionKey
 from breakout.normalize import Record
+from streams.idstore import IdIndex, Mark, MemoryIdIndex
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +54,23 @@ TABLE_FLUSH_SECONDS = 30.0
 # internal messages are up to a few MB each).
 TABLE_FLUSH_BYTES = 64 << 20
 CACHE_LIMIT = 200_000
-LEGACY_RECORD_FIELDS = 11  # records written by versions before ``Record.origin``
+# A ``versions`` entry is at most this plus one version (~11 kB at worst): well inside the
+# changelog's 1 MB message limit.
+VERSIONS_ENTRY_BYTES = 512 << 10
+RECORD_FIELDS = len(Record._fields)
+# Records written by earlier versions lack the trailing fields: ``origin``, then ``revision``.
+RECORD_DEFAULTS: list[Any] = [None, 0]
 
 Table = MutableMapping[bytes, bytes]
 
 
 class StateTables(Protocol):
-    """The three tables of ``streams.tables``: bucket rows, dedup batches, progress."""
+    """The three tables of ``streams.tables``: bucket rows, versions counted, progress."""
 
     @property
     def rows(self) -> Table: ...
     @property
-    def seen(self) -> Table: ...
+    def versions(self) -> Table: ...
     @property
     def progress(self) -> Table: ...
 
@@ -80,16 +92,31 @@ class Acknowledgeable(Protocol):
     def ack(self) -> bool: ...
 
 
+@dataclass(frozen=True)
+class IndexWork:
+    """What one flush gives the id store once it is delivered (step 6)."""
+
+    flush: int
+    versions: dict[VersionKey, bytes]
+    expired: dict[VersionKey, bytes]
+    mark: Mark
+
+
 @dataclass
 class PartitionState:
     """One assigned partition's working set: what is applied but not yet in the tables."""
 
     ledger: PartitionLedger
+    first_entry: int = 0  # the oldest ``versions`` entry kept
+    next_entry: int = 0
+    last_entry: tuple[int, int] = (-1, 0)  # (offset, stream time) the newest entry covers
+    first_entry_ms: int | None = None  # stream time of the oldest entry, once read
     cache: dict[BucketKey, CustomerBucket] = field(default_factory=dict)
     dirty: set[BucketKey] = field(default_factory=set)
     deleted: set[BucketKey] = field(default_factory=set)
-    seen: dict[int, bytes] = field(default_factory=dict)
-    forgotten: list[int] = field(default_factory=list)
+    versions: dict[VersionKey, bytes] = field(default_factory=dict)
+    flushes: int = 0
+    indexing: list[IndexWork] = field(default_factory=list)
     held: list[Acknowledgeable] = field(default_factory=list)
     held_bytes: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
@@ -107,8 +134,10 @@ class Aggregator:
         counters: Counter[str],
         assigned: Callable[[], set[int] | None] = lambda: None,
         deliver: Deliver = _nothing_to_deliver,
+        ids: IdIndex | None = None,
     ) -> None:
         self.tables = tables
+        self.ids: IdIndex = MemoryIdIndex() if ids is None else ids
         self.mirror = mirror
         self.retention = retention
         self.dedup_window_ms = dedup_window_ms
@@ -120,8 +149,10 @@ class Aggregator:
 
     # Steps 1-3 -----------------------------------------------------------------------------
 
-    def apply(self, partition: int, offset: int, value: bytes, message: Acknowledgeable) -> list[Record]:
-        """Apply, stage and hold one message; return the records too late to count."""
+    def apply(
+        self, partition: int, offset: int, value: bytes, message: Acknowledgeable
+    ) -> list[tuple[str, Record]]:
+        """Apply, stage and hold one message; return the records refused, with the reason."""
         state = self.state(partition)
         cache = state.cache
 
@@ -134,9 +165,15 @@ class Aggregator:
 
         # Step 1.
         records = orjson.loads(value)  # records as positional arrays
-        if records and len(records[0]) == LEGACY_RECORD_FIELDS:
-            records = [[*record, None] for record in records]
-        outcome = state.ledger.apply(offset, records, read)
+        if records and len(records[0]) < RECORD_FIELDS:
+            missing = RECORD_DEFAULTS[len(records[0]) - RECORD_FIELDS :]
+            records = [[*record, *missing] for record in records]
+        ids = self.ids
+
+        def lookup(keys: list[VersionKey]) -> list[bytes | None]:
+            return ids.get_many(partition, keys)
+
+        outcome = state.ledger.apply(offset, records, read, lookup)
         # Step 2.
         for key, bucket in outcome.updates.items():
             cache[key] = bucket
@@ -148,16 +185,16 @@ class Aggregator:
             state.dirty.discard(key)
             state.deleted.add(key)
             self.mirror.stage(key, None, None)
-        if outcome.counted_ids:
-            state.seen[offset] = orjson.dumps({"t": state.ledger.stream_ms, "ids": outcome.counted_ids})
-        state.forgotten.extend(outcome.forgotten_offsets)
+        state.versions.update(outcome.versions)
         self.counters["duplicates"] += outcome.duplicates
         self.counters["replayed"] += outcome.replayed
-        self.counters["rejected:too_late"] += len(outcome.too_late)
+        self.counters["revised"] += outcome.revised
+        for reason, _ in outcome.refused:
+            self.counters[f"rejected:{reason}"] += 1
         # Step 3.
         state.held.append(message)
         state.held_bytes += len(value)
-        return outcome.too_late
+        return outcome.refused
 
     # Steps 4-6 -----------------------------------------------------------------------------
 
@@ -178,34 +215,80 @@ class Aggregator:
         order in which such coroutines finish does not matter.
         """
         state = self.partitions[partition]
-        rows, seen = self.tables.rows, self.tables.seen
+        rows = self.tables.rows
+        ledger = state.ledger
         # Step 4.
         for key in state.dirty:
             rows[key.encode()] = state.cache[key].encode()
         for key in state.deleted:
             rows.pop(key.encode(), None)
-        for offset, ids in state.seen.items():
-            seen[f"{partition}|{offset}".encode()] = ids
-        for offset in state.forgotten:
-            seen.pop(f"{partition}|{offset}".encode(), None)
-        ledger = state.ledger
+        versions, state.versions = state.versions, {}
+        self._append_versions(partition, state, list(versions.values()))
+        expired = self._expire_versions(partition, state)
         self.tables.progress[str(partition).encode()] = orjson.dumps(
-            {"t": ledger.stream_ms, "o": ledger.offset}
+            {"t": ledger.stream_ms, "o": ledger.offset, "f": state.first_entry, "n": state.next_entry}
         )
         if len(state.cache) > CACHE_LIMIT:
             state.cache.clear()  # everything in it is in the table now; hot buckets come back
         state.dirty.clear()
         state.deleted.clear()
-        state.seen.clear()
-        state.forgotten.clear()
         state.flushed_at = time.monotonic()
+        state.flushes += 1
+        state.indexing.append(
+            IndexWork(state.flushes, versions, expired, Mark(state.next_entry, *state.last_entry))
+        )
         held, state.held, state.held_bytes = state.held, [], 0
-        return self._acknowledge(held)
+        return self._acknowledge(partition, state, state.flushes, held)
 
-    async def _acknowledge(self, held: list[Acknowledgeable]) -> None:
+    def _append_versions(self, partition: int, state: PartitionState, versions: list[bytes]) -> None:
+        """Write ``versions`` to the table as new entries, in order, none much over
+        ``VERSIONS_ENTRY_BYTES``: each becomes one changelog message."""
+        ledger = state.ledger
+        header = b'{"t":%d,"o":%d,"v":[' % (ledger.stream_ms, ledger.offset)
+        start = size = 0
+        for end, value in enumerate(versions, 1):
+            size += len(value) + 1
+            if size >= VERSIONS_ENTRY_BYTES or end == len(versions):
+                entry = header + b",".join(versions[start:end]) + b"]}"
+                self.tables.versions[_entry_key(partition, state.next_entry)] = entry
+                state.next_entry += 1
+                state.last_entry = (ledger.offset, ledger.stream_ms)
+                start, size = end, 0
+
+    def _expire_versions(self, partition: int, state: PartitionState) -> dict[VersionKey, bytes]:
+        """Drop the entries counted before the dedup window; return their versions, for the
+        index to forget those it still holds as they are."""
+        expired: dict[VersionKey, bytes] = {}
+        table, horizon_ms = self.tables.versions, state.ledger.horizon_ms
+        while state.first_entry < state.next_entry:
+            if state.first_entry_ms is not None and state.first_entry_ms >= horizon_ms:
+                break
+            key = _entry_key(partition, state.first_entry)
+            raw = table.get(key)
+            document: dict[str, Any] = orjson.loads(raw) if raw is not None else {"t": -1, "v": []}
+            state.first_entry_ms = document["t"]
+            if document["t"] >= horizon_ms:
+                break
+            for version in document["v"]:
+                expired[(version[0], version[1])] = orjson.dumps(version)
+            table.pop(key, None)
+            state.first_entry += 1
+            state.first_entry_ms = None
+        return expired
+
+    async def _acknowledge(
+        self, partition: int, state: PartitionState, flush: int, held: list[Acknowledgeable]
+    ) -> None:
         # Step 5.
         await self.deliver()
-        # Step 6.
+        # Step 6. Flushes are indexed in order: a later delivery covers the earlier flushes
+        # too, so whichever delivery finishes first indexes every flush up to its own.
+        while state.indexing and state.indexing[0].flush <= flush:
+            work = state.indexing.pop(0)
+            if self.partitions.get(partition) is state:  # else revoked: the next owner indexes
+                self.ids.write(partition, work.versions, work.expired, work.mark)
+                state.ledger.stored(work.versions)
+        # Step 7.
         for message in held:
             message.ack()
 
@@ -215,7 +298,7 @@ class Aggregator:
         """The partition's state, restored from the tables on first use after assignment."""
         state = self.partitions.get(partition)
         if state is None:
-            state = self.partitions[partition] = PartitionState(self._restore(partition))
+            state = self.partitions[partition] = self._restore(partition)
         return state
 
     def forget(self, partition: int) -> None:
@@ -256,19 +339,58 @@ class Aggregator:
         ledger = self.state(partition).ledger
         return ledger.stream_ms, ledger.offset
 
-    def _restore(self, partition: int) -> PartitionLedger:
+    def _restore(self, partition: int) -> PartitionState:
         prefix = f"{partition}|".encode()
         ledger = PartitionLedger(partition, self.retention, self.dedup_window_ms)
         raw_progress = self.tables.progress.get(str(partition).encode())
         progress = orjson.loads(raw_progress) if raw_progress else {}
         keys = [BucketKey.decode(raw) for raw in self.tables.rows if raw.startswith(prefix)]
-        seen = []
-        for raw_key, raw_value in self.tables.seen.items():
-            if raw_key.startswith(prefix):
-                document = orjson.loads(raw_value)
-                seen.append((int(raw_key[len(prefix) :]), document["t"], document["ids"]))
-        ledger.restore(progress.get("t", 0), progress.get("o", -1), keys, seen)
+        ledger.restore(progress.get("t", 0), progress.get("o", -1), keys)
+        state = PartitionState(ledger, first_entry=progress.get("f", 0), next_entry=progress.get("n", 0))
+        indexed = self._catch_up_index(partition, state)
         log.info(
-            "partition %d restored: %d customer-buckets, %d dedup batches", partition, len(keys), len(seen)
+            "partition %d restored: %d customer-buckets, %d version entries, %d indexed now",
+            partition,
+            len(keys),
+            state.next_entry - state.first_entry,
+            indexed,
         )
-        return ledger
+        return state
+
+    def _entry(self, partition: int, entry: int) -> dict[str, Any] | None:
+        raw = self.tables.versions.get(_entry_key(partition, entry))
+        return None if raw is None else orjson.loads(raw)
+
+    def _catch_up_index(self, partition: int, state: PartitionState) -> int:
+        """Index the ``versions`` entries the id store lacks; return how many.
+
+        After an ordinary restart its mark is the table's last entry: nothing to do. A mark
+        past the table's end, or naming an entry the table holds otherwise, means the index
+        outlived its table (state deleted, broker emptied): it is rebuilt whole.
+        """
+        first, end = state.first_entry, state.next_entry
+        if end > first:
+            newest = self._entry(partition, end - 1)
+            if newest is not None:
+                state.last_entry = (newest["o"], newest["t"])
+        mark = self.ids.mark(partition)
+        start = first
+        if mark is not None and mark.next_seq <= end:
+            start = max(first, mark.next_seq)
+            if mark.next_seq - 1 >= first:
+                entry = self._entry(partition, mark.next_seq - 1)
+                if entry is None or (entry["o"], entry["t"]) != (mark.offset, mark.stream_ms):
+                    start = first
+        if start == first:
+            self.ids.reset(partition)
+        for number in range(start, end):
+            entry = self._entry(partition, number)
+            if entry is None:
+                continue
+            versions = {(v[0], v[1]): orjson.dumps(v) for v in entry["v"]}
+            self.ids.write(partition, versions, {}, Mark(number + 1, entry["o"], entry["t"]))
+        return end - start
+
+
+def _entry_key(partition: int, entry: int) -> bytes:
+    return f"{partition}|{entry}".encode()

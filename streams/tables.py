@@ -1,10 +1,14 @@
 """The worker's Faust tables. Keys and values are bytes the core encodes itself (orjson),
-so the changelog holds exactly what ``breakout.ledger`` wrote, and one table write per
-touched customer-bucket per message is the whole per-batch state traffic.
+so the changelog holds exactly what ``breakout.ledger`` wrote, and a flush writes each
+touched customer-bucket once and the versions counted in a few large entries: the state
+traffic is per bucket and per flush, never per CDR.
 
 * ``rows``     ``<partition>|<m|h|d>|<bucket start>|<customer>`` → ``CustomerBucket``
-* ``seen``     ``<partition>|<offset>`` → ids counted by that message (the dedup index)
-* ``progress`` ``<partition>`` → stream time and offset applied (the watermark)
+* ``versions`` ``<partition>|<entry>`` → ``{"t": stream time, "o": offset, "v": [counted, …]}``:
+  the versions counted (``breakout.ledger.encode_counted``), entries numbered in the order
+  written, the oldest dropped after the dedup window; ``streams.idstore`` indexes them
+* ``progress`` ``<partition>`` → stream time and offset applied (the watermark), and the
+  first and next ``versions`` entry numbers
 
 Every key starts with the partition so a restored worker can find one partition's
 state in any store, and so the memory store (one dict for all partitions) never mixes them.
@@ -23,7 +27,7 @@ BytesTable = TableT[bytes, bytes]
 @dataclass(frozen=True)
 class Tables:
     rows: BytesTable
-    seen: BytesTable
+    versions: BytesTable
     progress: BytesTable
 
 
@@ -39,6 +43,6 @@ def create_tables(app: faust.App, partitions: int) -> Tables:
 
     return Tables(
         rows=table("rows", "customer-bucket rows, with the offset each has absorbed"),
-        seen=table("seen", "CDR ids counted per message, for de-duplication"),
+        versions=table("versions", "CDR versions counted, in order, for revisions and de-duplication"),
         progress=table("progress", "stream time and offset applied per partition"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ from breakout.ledger import BucketKey, CustomerBucket, RowId
 from breakout.normalize import Record
 from streams import aggregator as aggregator_module
 from streams.aggregator import TABLE_FLUSH_SECONDS, Aggregator
+from streams.idstore import Mark, MemoryIdIndex
 
 RETENTION = Retention(minute=172_800, hour=3_024_000, day=34_560_000)
 T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
@@ -23,7 +25,7 @@ PARTITION = 2
 @dataclass
 class Tables:
     rows: dict[bytes, bytes] = field(default_factory=dict)
-    seen: dict[bytes, bytes] = field(default_factory=dict)
+    versions: dict[bytes, bytes] = field(default_factory=dict)
     progress: dict[bytes, bytes] = field(default_factory=dict)
 
 
@@ -44,16 +46,25 @@ class Message:
         return True
 
 
-def record(cdr_id: str, start_ms: int = T0, customer: str = "A") -> Record:
-    return Record(cdr_id, customer, "p1", "UK", "EUR", start_ms, True, 60_000, 10, 15, 0)
+def record(
+    cdr_id: str, start_ms: int = T0, customer: str = "A", revision: int = 0, charge: int = 15
+) -> Record:
+    return Record(cdr_id, customer, "p1", "UK", "EUR", start_ms, True, 60_000, 10, charge, 0, None, revision)
 
 
 def encode(*records: Record) -> bytes:
     return orjson.dumps(records, default=tuple)
 
 
-def aggregator(tables: Tables, mirror: Mirror | None = None, assigned: set[int] | None = None) -> Aggregator:
-    return Aggregator(tables, mirror or Mirror(), RETENTION, 7 * DAY_MS, Counter(), assigned=lambda: assigned)
+def aggregator(
+    tables: Tables,
+    mirror: Mirror | None = None,
+    assigned: set[int] | None = None,
+    ids: MemoryIdIndex | None = None,
+) -> Aggregator:
+    return Aggregator(
+        tables, mirror or Mirror(), RETENTION, 7 * DAY_MS, Counter(), assigned=lambda: assigned, ids=ids
+    )
 
 
 def attempts(tables: Tables) -> dict[tuple[str, str], int]:
@@ -76,7 +87,9 @@ async def test_apply_stages_for_redis_at_once_and_holds_the_message_until_the_ta
     await agg.flush(PARTITION)
     assert message.acked
     assert attempts(tables) == {("m", "A"): 2, ("h", "A"): 2, ("d", "A"): 2}
-    assert orjson.loads(tables.progress[b"2"]) == {"t": T0, "o": 0}
+    assert orjson.loads(tables.progress[b"2"]) == {"t": T0, "o": 0, "f": 0, "n": 1}
+    entry = orjson.loads(tables.versions[b"2|0"])
+    assert (entry["t"], entry["o"], [v[:3] for v in entry["v"]]) == (T0, 0, [["A", "a", 0], ["A", "b", 0]])
 
 
 def test_many_small_messages_wait_for_the_clock() -> None:
@@ -118,7 +131,7 @@ async def test_too_late_in_the_first_message_is_refused_and_reported_once_across
     now_ms = T0 + 500 * DAY_MS
     message = encode(record("old"), record("new", start_ms=now_ms, customer="B"))
     first = aggregator(tables)
-    assert [r.id for r in first.apply(PARTITION, 0, message, Message())] == ["old"]
+    assert [(why, r.id) for why, r in first.apply(PARTITION, 0, message, Message())] == [("too_late", "old")]
     await first.flush(PARTITION)
     assert {customer for _, customer in attempts(tables)} == {"B"}
     replayed = aggregator(tables)
@@ -166,3 +179,79 @@ async def test_messages_are_acknowledged_only_after_the_changelog_is_delivered()
     agg.apply(PARTITION, 0, encode(record("a")), message)
     await agg.flush(PARTITION)
     assert seen == [(3, False)] and message.acked
+
+
+# --- versions and the id store ------------------------------------------------------------
+
+
+async def test_the_id_store_is_written_only_after_delivery_and_in_flush_order() -> None:
+    tables, ids = Tables(), MemoryIdIndex()
+    marks: list[Mark | None] = []
+    releases: list[asyncio.Event] = []
+
+    async def deliver() -> None:
+        marks.append(ids.mark(PARTITION))
+        release = asyncio.Event()
+        releases.append(release)
+        await release.wait()
+
+    agg = Aggregator(tables, Mirror(), RETENTION, 7 * DAY_MS, Counter(), deliver=deliver, ids=ids)
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    first = asyncio.ensure_future(agg.flush(PARTITION))
+    agg.apply(PARTITION, 1, encode(record("a", charge=20, revision=1)), Message())
+    second = asyncio.ensure_future(agg.flush(PARTITION))
+    await asyncio.sleep(0)
+    assert marks == [None, None] and ids.get_many(PARTITION, [("A", "a")]) == [None]
+    releases[1].set()  # the later delivery covers both flushes: both are indexed, in order
+    await second
+    assert ids.mark(PARTITION) == Mark(2, 1, T0)
+    assert orjson.loads(ids.get_many(PARTITION, [("A", "a")])[0] or b"")[4][0] == 1  # revision 1
+    releases[0].set()
+    await first
+    assert orjson.loads(ids.get_many(PARTITION, [("A", "a")])[0] or b"")[4][0] == 1
+
+
+async def test_a_lost_id_store_is_rebuilt_from_the_versions_table() -> None:
+    tables = Tables()
+    first = aggregator(tables)
+    first.apply(PARTITION, 0, encode(record("a", charge=15)), Message())
+    first.apply(PARTITION, 1, encode(record("a", charge=20, revision=1)), Message())
+    await first.flush(PARTITION)
+    restarted = aggregator(tables, ids=MemoryIdIndex())  # the local store is gone
+    assert restarted.apply(PARTITION, 2, encode(record("a", charge=99, revision=1)), Message()) == []
+    assert restarted.counters["duplicates"] == 1
+    restarted.apply(PARTITION, 3, encode(record("a", charge=30, revision=2)), Message())
+    await restarted.flush(PARTITION)
+    rows = [CustomerBucket.decode(raw).rows for raw in tables.rows.values()]
+    assert [next(iter(r.values()))[:5] for r in rows] == [[1, 1, 60_000, 10, 30]] * 3
+
+
+async def test_an_id_store_ahead_of_its_table_is_rebuilt() -> None:
+    """The table was recovered from an emptied broker: the store must not keep what it lost."""
+    tables, ids = Tables(), MemoryIdIndex()
+    first = aggregator(tables, ids=ids)
+    first.apply(PARTITION, 0, encode(record("a")), Message())
+    await first.flush(PARTITION)
+    assert ids.mark(PARTITION) == Mark(1, 0, T0)
+    emptied = aggregator(Tables(), ids=ids)
+    assert emptied.apply(PARTITION, 0, encode(record("a")), Message()) == []
+    assert emptied.counters["duplicates"] == 0  # counted anew, as the emptied tables are
+
+
+async def test_versions_are_written_in_bounded_entries_and_dropped_after_the_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregator_module, "VERSIONS_ENTRY_BYTES", 200)
+    tables, ids = Tables(), MemoryIdIndex()
+    agg = aggregator(tables, ids=ids)
+    agg.apply(PARTITION, 0, encode(*(record(f"c{i}") for i in range(5))), Message())
+    await agg.flush(PARTITION)
+    # Versions of ~85 bytes: an entry closes once it reaches 200 bytes, so at most one over.
+    assert [len(orjson.loads(tables.versions[k])["v"]) for k in (b"2|0", b"2|1")] == [3, 2]
+    later = T0 + 7 * DAY_MS + 1
+    agg.apply(PARTITION, 1, encode(record("c0", start_ms=later, customer="B")), Message())
+    await agg.flush(PARTITION)
+    assert sorted(tables.versions) == [b"2|2"]
+    assert orjson.loads(tables.progress[b"2"])["f"] == 2
+    assert ids.get_many(PARTITION, [("A", "c0"), ("B", "c0")])[0] is None
+    assert ids.get_many(PARTITION, [("A", "c0"), ("B", "c0")])[1] is not None

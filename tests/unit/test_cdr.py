@@ -46,6 +46,7 @@ EXPECTED_BASE = CDR(
     customer_charge=20_000,
     currency="EUR",
     dtmf=0,
+    revision=0,
 )
 
 
@@ -176,6 +177,12 @@ def test_valid_base_cdr() -> None:
         ({"dtmf": REMOVE}, "dtmf", 0),
         ({"dtmf": None}, "dtmf", 0),
         ({"dtmf": 3}, "dtmf", 3),
+        # revision
+        ({"revision": REMOVE}, "revision", 0),
+        ({"revision": None}, "revision", 0),
+        ({"revision": 0}, "revision", 0),
+        ({"revision": 5}, "revision", 5),
+        ({"revision": 2**31 - 1}, "revision", 2**31 - 1),
         # destination: the platform's own name, or None to resolve by dial code
         ({"destination": ""}, "destination", None),
         ({"destination": REMOVE}, "destination", None),
@@ -288,6 +295,12 @@ def test_pending_cdr_is_valid() -> None:
         ({"dtmf": 1.5}, "bad_field"),
         ({"dtmf": "2"}, "bad_field"),
         ({"dtmf": True}, "bad_field"),
+        # revision
+        ({"revision": 2**31}, "bad_field"),
+        ({"revision": -1}, "bad_field"),
+        ({"revision": 1.0}, "bad_field"),
+        ({"revision": "1"}, "bad_field"),
+        ({"revision": True}, "bad_field"),
     ],
 )
 def test_validate_rejects(changes: dict[str, Any], reason: str) -> None:

@@ -168,6 +168,7 @@ TRICKY: dict[str, list[Any]] = {
     "customer_charge": ["0.02", "0", None, REMOVE, 0, 2.5, "abc", "1.1234567", " 0.02"],
     "currency": ["EUR", "eur", "Gbp", "EURO", "E1R", "", "\u00e9ur", 978, None, REMOVE],
     "dtmf": [0, 3, 1_000_000, 1_000_001, -1, 1.5, "2", True, None, REMOVE],
+    "revision": [0, 5, 2**31 - 1, 2**31, -1, 1.0, "1", True, None, REMOVE],
 }
 
 

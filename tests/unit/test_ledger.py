@@ -7,7 +7,17 @@ from typing import Any
 import pytest
 
 from breakout.buckets import Granularity, Retention
-from breakout.ledger import BucketKey, CustomerBucket, Outcome, PartitionLedger, row_id, row_parts
+from breakout.ledger import (
+    REVISION_UNKNOWN,
+    TOO_LATE,
+    BucketKey,
+    CustomerBucket,
+    Outcome,
+    PartitionLedger,
+    VersionKey,
+    row_id,
+    row_parts,
+)
 from breakout.normalize import Record
 
 M, H, D = Granularity.MINUTE, Granularity.HOUR, Granularity.DAY
@@ -63,13 +73,16 @@ def copy(bucket: CustomerBucket) -> CustomerBucket:
 
 
 class Store:
-    """The agent's tables, in memory: bucket values, dedup batches and stream time."""
+    """The agent's tables and id store, in memory: bucket values, versions and stream time."""
 
     def __init__(self) -> None:
         self.rows: dict[BucketKey, CustomerBucket] = {}
-        self.seen: dict[int, tuple[int, list[str]]] = {}
+        self.ids: dict[VersionKey, bytes] = {}
         self.stream_ms = 0
         self.offset = -1
+
+    def lookup(self, version_keys: list[VersionKey]) -> list[bytes | None]:
+        return [self.ids.get(k) for k in version_keys]
 
     def read(self, bucket_key: BucketKey) -> CustomerBucket | None:
         bucket = self.rows.get(bucket_key)
@@ -77,15 +90,13 @@ class Store:
 
     def apply(self, ledger: PartitionLedger, offset: int, *records: Record) -> Outcome:
         """Apply one message and store what it changed, as streams/agents.py does."""
-        outcome = ledger.apply(offset, records, self.read)
+        outcome = ledger.apply(offset, records, self.read, self.lookup)
         for bucket_key, bucket in outcome.updates.items():
             self.rows[bucket_key] = copy(bucket)
         for bucket_key in outcome.deletions:
             self.rows.pop(bucket_key, None)
-        if outcome.counted_ids:
-            self.seen[offset] = (ledger.stream_ms, list(outcome.counted_ids))
-        for forgotten in outcome.forgotten_offsets:
-            self.seen.pop(forgotten, None)
+        self.ids.update(outcome.versions)
+        ledger.stored(outcome.versions)
         self.stream_ms = ledger.stream_ms
         self.offset = ledger.offset
         return outcome
@@ -93,9 +104,7 @@ class Store:
     def restored(self) -> PartitionLedger:
         """A fresh ledger rebuilt from the tables, as after a restart or a rebalance."""
         ledger = new_ledger()
-        ledger.restore(
-            self.stream_ms, self.offset, list(self.rows), [(o, t, ids) for o, (t, ids) in self.seen.items()]
-        )
+        ledger.restore(self.stream_ms, self.offset, list(self.rows))
         return ledger
 
     def snapshot(self) -> dict[BucketKey, bytes]:
@@ -110,6 +119,15 @@ MESSAGE = (
 )
 A_ROWS = {UK: [2, 1, 60_000, 20, 30, 0, 0]}
 B_ROWS = {row_id("US", "p1", "EUR"): [1, 1, 60_000, 10, 15, 0, 0]}
+
+
+def counted_ids(outcome: Outcome) -> list[str]:
+    """The ids ``outcome`` counted a version of."""
+    return [cdr_id for _, cdr_id in outcome.versions]
+
+
+def refused(outcome: Outcome, reason: str = TOO_LATE) -> list[Record]:
+    return [record for why, record in outcome.refused if why == reason]
 
 
 def applied_once(offset: int = 7) -> tuple[Store, PartitionLedger, Outcome]:
@@ -127,9 +145,9 @@ def test_apply_creates_three_buckets_per_customer() -> None:
         **{k: CustomerBucket(7, A_ROWS) for k in keys("A")},
         **{k: CustomerBucket(7, B_ROWS) for k in keys("B")},
     }
-    assert outcome.counted_ids == ["c1", "c2", "c3"]
+    assert counted_ids(outcome) == ["c1", "c2", "c3"]
     assert (outcome.duplicates, outcome.replayed) == (0, 0)
-    assert (outcome.deletions, outcome.forgotten_offsets, outcome.too_late) == ([], [], [])
+    assert (outcome.deletions, outcome.refused) == ([], [])
     assert ledger.stream_ms == T0
 
 
@@ -236,7 +254,8 @@ def test_replay_after_crash_between_writes_completes_the_message(
     "records, duplicates, counted, a_rows",
     [
         ([rec("c1")], 1, [], A_ROWS),  # the same id at a later offset
-        ([rec("c3", customer="A")], 1, [], A_ROWS),  # the id decides, not the content
+        ([rec("c1", destination="US")], 1, [], A_ROWS),  # the id and revision decide, not the content
+        ([rec("c3")], 0, ["c3"], {UK: [3, 2, 120_000, 30, 45, 0, 0]}),  # ids are per customer
         ([rec("c1"), rec("c4")], 1, ["c4"], {UK: [3, 2, 120_000, 30, 45, 0, 0]}),
         ([rec("c4"), rec("c4")], 1, ["c4"], {UK: [3, 2, 120_000, 30, 45, 0, 0]}),
     ],
@@ -247,15 +266,17 @@ def test_duplicate_id_at_later_offset(
     store, ledger, _ = applied_once(offset=7)
     outcome = store.apply(ledger, 8, *records)
     assert outcome.duplicates == duplicates
-    assert outcome.counted_ids == counted
+    assert counted_ids(outcome) == counted
     assert store.rows[key(H)].rows == a_rows
 
 
 def test_same_id_twice_in_one_message_counts_once() -> None:
     outcome = Store().apply(new_ledger(), 0, rec("x"), rec("x", customer="B"), rec("x"))
-    assert outcome.duplicates == 2
-    assert outcome.counted_ids == ["x"]
-    assert outcome.updates == {k: CustomerBucket(0, {UK: [1, 1, 60_000, 10, 15, 0, 0]}) for k in keys("A")}
+    assert outcome.duplicates == 1
+    assert list(outcome.versions) == [("A", "x"), ("B", "x")]
+    assert outcome.updates == {
+        k: CustomerBucket(0, {UK: [1, 1, 60_000, 10, 15, 0, 0]}) for k in [*keys("A"), *keys("B")]
+    }
 
 
 # --- (5) a restored ledger -----------------------------------------------------------------
@@ -269,8 +290,8 @@ def test_restored_ledger_detects_duplicate_and_replay() -> None:
     replay = store.apply(store.restored(), 7, *MESSAGE)
     assert (replay.updates, replay.replayed, replay.duplicates) == ({}, 3, 0)
 
-    duplicate = store.apply(store.restored(), 9, rec("c1"), rec("c4"))
-    assert (duplicate.updates, duplicate.duplicates, duplicate.counted_ids) == ({}, 2, [])
+    duplicate = store.apply(store.restored(), 9, rec("c1"), rec("c4", customer="C"))
+    assert (duplicate.updates, duplicate.duplicates, counted_ids(duplicate)) == ({}, 2, [])
     assert store.snapshot() == before
 
 
@@ -305,8 +326,8 @@ def test_late_cdr_lands_in_kept_buckets(stream_s: int, granularities: set[Granul
     outcome = store.apply(ledger, 1, late)
     assert {k.granularity for k in outcome.updates} == granularities
     assert all(k.customer == "A" and k.start == key(k.granularity).start for k in outcome.updates)
-    assert outcome.too_late == []
-    assert outcome.counted_ids == ["late"]
+    assert outcome.refused == []
+    assert counted_ids(outcome) == ["late"]
     assert ledger.stream_ms == stream_s * 1000  # a late CDR never moves stream time back
 
 
@@ -316,8 +337,8 @@ def test_cdr_older_than_all_retention_is_too_late(stream_s: int) -> None:
     store.apply(ledger, 0, rec("now", customer="Z", start_ms=stream_s * 1000))
     late = rec("late")
     outcome = store.apply(ledger, 1, late, rec("fresh", start_ms=stream_s * 1000))
-    assert outcome.too_late == [late]
-    assert outcome.counted_ids == ["fresh"]
+    assert refused(outcome) == [late]
+    assert counted_ids(outcome) == ["fresh"]
     assert all(k.start >= stream_s // 86_400 * 86_400 for k in outcome.updates)
 
 
@@ -327,8 +348,8 @@ def test_too_late_is_decided_from_the_newest_cdr_of_the_first_message() -> None:
     late = rec("late")
     now = rec("now", customer="Z", start_ms=DAY_GONE * 1000)
     outcome = store.apply(ledger, 0, late, now)
-    assert outcome.too_late == [late]
-    assert outcome.counted_ids == ["now"]
+    assert refused(outcome) == [late]
+    assert counted_ids(outcome) == ["now"]
     assert all(k.customer == "Z" for k in store.rows)  # nothing of the old CDR was kept
 
 
@@ -336,9 +357,9 @@ def test_too_late_of_a_replayed_message_is_reported_once() -> None:
     store, ledger = Store(), new_ledger()
     late = rec("late")
     now = rec("now", customer="Z", start_ms=DAY_GONE * 1000)
-    assert store.apply(ledger, 0, late, now).too_late == [late]
-    assert store.restored().apply(0, [late, now], store.read).too_late == []
-    assert store.apply(ledger, 1, late).too_late == [late]  # the same CDR sent again: refused again
+    assert refused(store.apply(ledger, 0, late, now)) == [late]
+    assert store.restored().apply(0, [late, now], store.read, store.lookup).refused == []
+    assert refused(store.apply(ledger, 1, late)) == [late]  # the same CDR sent again: refused again
 
 
 # --- (8) expiry of buckets and of dedup ids ----------------------------------------------
@@ -372,37 +393,37 @@ def test_expired_bucket_is_deleted_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "advance_ms, forgotten, recounted",
+    "advance_ms, recounted",
     [
-        (WINDOW_MS, [], False),  # exactly one window later: still a duplicate
-        (WINDOW_MS + 1, [0], True),  # past the window: forgotten, counted again
-        (WINDOW_MS + DAY_MS, [0], True),
+        (WINDOW_MS, False),  # exactly one window later: still a duplicate
+        (WINDOW_MS + 1, True),  # past the window: forgotten, counted again
+        (WINDOW_MS + DAY_MS, True),
     ],
 )
-def test_dedup_window(advance_ms: int, forgotten: list[int], recounted: bool) -> None:
+def test_dedup_window(advance_ms: int, recounted: bool) -> None:
     store, ledger = Store(), new_ledger()
     store.apply(ledger, 0, rec("x"))
     later = T0 + advance_ms
-    outcome = store.apply(ledger, 1, rec("y", customer="Z", start_ms=later))
-    assert outcome.forgotten_offsets == forgotten
-    assert (0 in store.seen) is not recounted
+    store.apply(ledger, 1, rec("y", customer="Z", start_ms=later))
+    assert ledger.horizon_ms == later - WINDOW_MS
 
     again = store.apply(ledger, 2, rec("x", start_ms=later))
     assert again.duplicates == (0 if recounted else 1)
-    assert again.counted_ids == (["x"] if recounted else [])
+    assert counted_ids(again) == (["x"] if recounted else [])
     if recounted:
         day_key = key(D, start=later // 1000 // 86_400 * 86_400)
         assert again.updates[day_key] == CustomerBucket(2, {UK: [1, 1, 60_000, 10, 15, 0, 0]})
 
 
-def test_dedup_forgets_batches_in_offset_order() -> None:
+def test_dedup_window_counts_from_the_stream_time_an_id_was_counted_at() -> None:
     store, ledger = Store(), new_ledger()
     store.apply(ledger, 0, rec("a"))
     store.apply(ledger, 1, rec("b", start_ms=T0 + DAY_MS))
     store.apply(ledger, 2, rec("c", start_ms=T0 + 2 * DAY_MS))
-    outcome = store.apply(ledger, 3, rec("d", start_ms=T0 + DAY_MS + WINDOW_MS + 1))
-    assert outcome.forgotten_offsets == [0, 1]
-    assert sorted(store.seen) == [2, 3]
+    store.apply(ledger, 3, rec("d", start_ms=T0 + DAY_MS + WINDOW_MS + 1))
+    again = store.apply(ledger, 4, *(rec(i, start_ms=T0 + 3 * DAY_MS) for i in "abcd"))
+    assert counted_ids(again) == ["a", "b"]  # counted at T0 and T0 + 1 day: forgotten
+    assert again.duplicates == 2
 
 
 # --- (9) encodings -----------------------------------------------------------------------
@@ -461,3 +482,150 @@ def test_customer_bucket_decodes_the_earlier_list_format() -> None:
     assert CustomerBucket.decode(old) == CustomerBucket(
         7, {UK: [2, 1, 60_000, 20, 30, 0, 0], row_id("A|B", "", "USD"): [1, 0, 0, 0, 0, 1, 0]}
     )
+
+
+# --- (10) revisions ------------------------------------------------------------------------
+
+ZERO = [0] * 7
+US = row_id("US", "p1", "EUR")
+LATER_MS = T0 + DAY_MS + 3_600_000 + 60_000  # another minute, hour and day
+LATER = {M: (LATER_MS // 60_000) * 60, H: (LATER_MS // 3_600_000) * 3600, D: (LATER_MS // DAY_MS) * 86_400}
+
+
+def later_keys(customer: str = "A") -> list[BucketKey]:
+    return [key(g, customer, LATER[g]) for g in (M, H, D)]
+
+
+def rows_of(store: Store, bucket_keys: list[BucketKey]) -> list[dict[str, list[int]]]:
+    return [store.rows[k].rows for k in bucket_keys]
+
+
+def test_rating_completes_a_pending_cdr() -> None:
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x", customer_charge=None))
+    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 0, 0, 1, 0]}] * 3
+    outcome = store.apply(ledger, 1, rec("x"))
+    assert (outcome.revised, outcome.duplicates) == (1, 0)
+    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 10, 15, 0, 0]}] * 3
+    assert outcome.changed_rows == {k: {UK} for k in keys()}
+
+
+@pytest.mark.parametrize(
+    "first, again",
+    [
+        (rec("x"), rec("x", customer_charge=None)),  # pending after rated, same revision
+        (rec("x"), rec("x", customer_charge=99)),  # rated again at the same revision
+        (rec("x", revision=2), rec("x", revision=1, customer_charge=99)),  # an older revision
+        (rec("x", customer_charge=None), rec("x", customer_charge=None)),
+    ],
+)
+def test_anything_but_a_revision_is_a_duplicate(first: Record, again: Record) -> None:
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, first._replace(revision=0) if first.revision == 2 else first)
+    if first.revision == 2:
+        store.apply(ledger, 1, first)
+    before = store.snapshot()
+    outcome = store.apply(ledger, 5, again)
+    assert (outcome.duplicates, outcome.revised, outcome.updates) == (1, 0, {})
+    assert store.snapshot() == before
+
+
+def test_a_higher_revision_moves_the_contribution() -> None:
+    """Re-rated with another destination, provider, currency, start time and charge."""
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x"), rec("y"))
+    revised = rec(
+        "x", revision=1, destination="US", start_ms=LATER_MS, provider_charge=7, customer_charge=9, dtmf=2
+    )
+    outcome = store.apply(ledger, 1, revised)
+    assert outcome.revised == 1
+    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 10, 15, 0, 0]}] * 3  # only y is left
+    assert rows_of(store, later_keys()) == [{US: [1, 1, 60_000, 7, 9, 0, 1]}] * 3
+    assert outcome.changed_rows == {**{k: {UK} for k in keys()}, **{k: {US} for k in later_keys()}}
+
+    store.apply(ledger, 2, rec("y", revision=3, destination="US", start_ms=LATER_MS))
+    assert rows_of(store, keys()) == [{UK: ZERO}] * 3  # a row of zeros: reports leave it out
+    assert rows_of(store, later_keys()) == [{US: [2, 2, 120_000, 17, 24, 0, 1]}] * 3
+
+
+def test_revisions_in_one_message_count_the_last() -> None:
+    store, ledger = Store(), new_ledger()
+    outcome = store.apply(ledger, 0, rec("x", customer_charge=None), rec("x"), rec("x", revision=1, dtmf=1))
+    assert (outcome.revised, outcome.duplicates) == (2, 0)
+    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 10, 15, 0, 1]}] * 3
+
+
+def test_revision_of_an_unknown_id_is_refused() -> None:
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x"))
+    unknown = rec("y", revision=1)
+    moved = rec("x", customer="B", revision=1)  # another customer: not the same CDR
+    outcome = store.apply(ledger, 1, unknown, moved)
+    assert refused(outcome, REVISION_UNKNOWN) == [unknown, moved]
+    assert outcome.updates == {}
+
+
+def test_revision_of_a_version_past_the_dedup_window_is_refused() -> None:
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x"))
+    now = T0 + WINDOW_MS + 1
+    store.apply(ledger, 1, rec("z", customer="Z", start_ms=now))
+    outcome = store.apply(ledger, 2, rec("x", revision=1, start_ms=now))
+    assert refused(outcome, REVISION_UNKNOWN) == [rec("x", revision=1, start_ms=now)]
+    assert rows_of(store, [key(H), key(D)]) == [{UK: [1, 1, 60_000, 10, 15, 0, 0]}] * 2
+
+
+def test_revision_corrects_only_the_buckets_still_kept() -> None:
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x"))
+    now_ms = MINUTE_GONE * 1000  # x's minute bucket has expired, its hour and day are kept
+    outcome = store.apply(ledger, 1, rec("x", revision=1, start_ms=now_ms, customer_charge=20))
+    assert outcome.revised == 1
+    assert rows_of(store, [key(H), key(D)]) == [{UK: ZERO}] * 2
+    assert key(M) not in store.rows
+    new_minute = key(M, start=now_ms // 1000)
+    assert store.rows[new_minute].rows == {UK: [1, 1, 60_000, 10, 20, 0, 0]}
+
+
+def test_a_too_late_revision_leaves_the_counted_version() -> None:
+    store, ledger = Store(), PartitionLedger(PARTITION, RETENTION, 2 * DAY_GONE * 1000)  # remembers x
+    store.apply(ledger, 0, rec("x", start_ms=T0 + DAY_MS))  # its hour and day are kept ...
+    store.apply(ledger, 1, rec("z", customer="Z", start_ms=DAY_GONE * 1000))
+    late = rec("x", revision=1, start_ms=T0)  # ... but the revision's day has expired
+    outcome = store.apply(ledger, 2, late)
+    assert refused(outcome) == [late]
+    assert outcome.revised == 0
+    assert store.rows[key(D, start=D0 + 86_400)].rows == {UK: [1, 1, 60_000, 10, 15, 0, 0]}
+
+
+@pytest.mark.parametrize("written", [0, 1, 3, 6])
+def test_a_revision_replayed_after_a_crash_retracts_and_adds_once(written: int) -> None:
+    """The revision message's bucket writes partly made (the moved-from and moved-to
+    buckets, in any order), then a restart replays it, from the id store as it was written."""
+    full, ledger = Store(), new_ledger()
+    full.apply(ledger, 0, rec("x", customer_charge=None), rec("y"))
+    crashed = Store()
+    crashed.rows = {k: copy(v) for k, v in full.rows.items()}
+    crashed.ids, crashed.stream_ms, crashed.offset = dict(full.ids), full.stream_ms, full.offset
+    message = [rec("x", revision=1, start_ms=LATER_MS), rec("y", customer_charge=None)]
+    first = full.apply(ledger, 1, *message)
+    for bucket_key in list(first.updates)[:written]:
+        crashed.rows[bucket_key] = copy(full.rows[bucket_key])
+    if written == 6:
+        crashed.ids.update(first.versions)  # the id store was written too
+    replay = crashed.apply(crashed.restored(), 1, *message)
+    assert crashed.snapshot() == full.snapshot()
+    assert replay.refused == []
+    # and once more, from a ledger that saw the replay
+    crashed.apply(crashed.restored(), 1, *message)
+    assert crashed.snapshot() == full.snapshot()
+
+
+def test_an_old_message_replayed_after_a_later_revision_changes_nothing() -> None:
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x"))
+    store.apply(ledger, 1, rec("x", revision=1, destination="US"))
+    before = store.snapshot()
+    outcome = store.apply(store.restored(), 0, rec("x"))
+    assert (outcome.replayed, outcome.revised, outcome.updates) == (1, 0, {})
+    assert store.snapshot() == before
