@@ -1,0 +1,265 @@
+"""Worker memory and state size as counted CDRs accumulate, and partition recovery time.
+
+    .venv/bin/python bench/memory.py [--stages 1,5,20] [--keep]
+
+Starts Kafka and Redis through scripts/kafka.sh and scripts/redis.sh (or uses
+BREAKOUT_KAFKA / BREAKOUT_REDIS, without the changelog sizes then), and one ``breakout
+worker`` with the default settings: the ``rocksdb://`` store and the 7-day dedup window.
+It publishes unique CDRs in 500-CDR messages whose start times spread over the last five
+days, so no id leaves the window and no bucket expires: every id stays in the state, the
+worst case. After each stage (millions of CDRs counted in total) it prints the worker's
+resident memory (now and peak), its data directory, the changelog topics on the broker's
+disk and Redis's memory.
+
+Then recovery, twice: the worker is stopped and started again on its data directory, and
+once more on an empty one (tables and id store rebuilt from the changelogs); each time it
+prints how long until every partition is restored, and until 1,000 new CDRs are mirrored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ingest import PARTITIONS, ROOT, create_topic, end_offsets, start_services
+
+from breakout.redis_layout import Layout, decode_watermarks
+from breakout.synthetic import Profile, cdr_stream
+
+PER_MESSAGE = 500
+SPREAD_S = 5 * 86_400  # start times over the last five days: inside the 7-day dedup window
+PROBE = 1_000
+RESTORED = re.compile(rb"partition \d+ restored")
+TABLES = ("rows", "versions", "progress")
+
+
+class Worker:
+    """One ``breakout worker`` on a given data directory, logging to a file."""
+
+    def __init__(
+        self, kafka: str, redis_url: str, topic: str, app_id: str, data_dir: Path, log: Path
+    ) -> None:
+        self.log = log
+        self.started = time.perf_counter()
+        env = dict(
+            os.environ,
+            BREAKOUT_KAFKA=kafka,
+            BREAKOUT_REDIS=redis_url,
+            BREAKOUT_TOPIC=topic,
+            BREAKOUT_APP_ID=app_id,
+            BREAKOUT_DATA_DIR=str(data_dir),
+            BREAKOUT_LOG_LEVEL="info",
+        )
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "breakout", "worker"], env=env, cwd=ROOT, stdout=out, stderr=out
+            )
+
+    def status(self, field: str) -> float:
+        """``VmRSS`` or ``VmHWM`` of the process, in MB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no {field} for process {self.process.pid}")
+
+    def restored(self) -> int:
+        return len(RESTORED.findall(self.log.read_bytes()))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+async def publish(kafka: str, topic: str, cdrs: Iterator[dict[str, Any]], count: int) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka, linger_ms=50, max_batch_size=1 << 20, max_request_size=16 << 20
+    )
+    await producer.start()
+    try:
+        futures = []
+        for _ in range(count // PER_MESSAGE):
+            chunk = [next(cdrs) for _ in range(PER_MESSAGE)]
+            futures.append(
+                await producer.send(topic, orjson.dumps(chunk), key=chunk[0]["customer_id"].encode())
+            )
+            if len(futures) >= 2_000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def mirrored(kafka: str, redis_url: str, app_id: str, worker: Worker) -> None:
+    """Wait until the mirror's watermarks cover every internal message published so far."""
+    client = aioredis.from_url(redis_url)
+    try:
+        while True:
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"worker exited: see {worker.log}")
+            ends = await end_offsets(kafka, f"{app_id}-normalized")
+            marks = {
+                p: m.offset
+                for p, m in decode_watermarks(await client.hgetall(Layout(app_id).watermarks)).items()
+            }
+            if any(ends.values()) and all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await client.aclose()
+
+
+async def ingested_all(kafka: str, topic: str, app_id: str) -> None:
+    """Wait until the ingest step has committed every CDR-topic message."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        ends = await end_offsets(kafka, topic)
+        while True:
+            offsets = await admin.list_consumer_group_offsets(f"{app_id}-ingest")
+            if sum(max(meta.offset, 0) for meta in offsets.values()) >= sum(ends.values()):
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
+async def redis_mb(redis_url: str) -> float:
+    client = aioredis.from_url(redis_url)
+    try:
+        return int((await client.info("memory"))["used_memory"]) / 1e6
+    finally:
+        await client.aclose()
+
+
+def changelog_mb(kafka_data: Path | None, app_id: str) -> dict[str, float]:
+    if kafka_data is None:
+        return {}
+    return {
+        table: sum(size_mb(d) for d in kafka_data.glob(f"{app_id}-{table}-changelog-*")) for table in TABLES
+    }
+
+
+async def recover(
+    kafka: str,
+    redis_url: str,
+    topic: str,
+    app_id: str,
+    data_dir: Path,
+    log: Path,
+    cdrs: Iterator[dict[str, Any]],
+) -> tuple[float, float, float]:
+    """Start a worker; (seconds until every partition is restored, until a probe batch is
+    mirrored, its resident memory then in MB)."""
+    worker = Worker(kafka, redis_url, topic, app_id, data_dir, log)
+    try:
+        while worker.restored() < PARTITIONS:
+            if worker.process.poll() is not None:
+                raise RuntimeError(f"worker exited: see {log}")
+            await asyncio.sleep(0.1)
+        restored = time.perf_counter() - worker.started
+        await publish(kafka, topic, cdrs, PROBE)
+        await ingested_all(kafka, topic, app_id)
+        await mirrored(kafka, redis_url, app_id, worker)
+        return restored, time.perf_counter() - worker.started, worker.status("VmRSS")
+    finally:
+        worker.stop()
+
+
+async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Path, own_kafka: bool) -> None:
+    stages = [int(float(s) * 1_000_000) for s in args.stages.split(",")]
+    topic, app_id = f"memory-{uuid.uuid4().hex[:6]}", f"memory-{uuid.uuid4().hex[:6]}"
+    await create_topic(kafka, topic)
+    kafka_data = workdir / "kafka" / "data" if own_kafka else None
+    data_dir = workdir / "worker"
+    cdrs = cdr_stream(
+        seed=3, start_time=time.time() - SPREAD_S, rate=stages[-1] / SPREAD_S, profile=Profile()
+    )
+    columns = ("CDRs", 12), ("RSS MB", 8), ("peak MB", 8), ("data dir MB", 12), ("changelogs MB", 14)
+    print(" ".join(f"{name:>{width}}" for name, width in (*columns, ("Redis MB", 9), ("CDR/s", 8))))
+    worker = Worker(kafka, redis_url, topic, app_id, data_dir, workdir / "worker.log")
+    rss: list[float] = []
+    published = 0
+    try:
+        for stage in stages:
+            began = time.perf_counter()
+            await publish(kafka, topic, cdrs, stage - published)
+            await ingested_all(kafka, topic, app_id)
+            await mirrored(kafka, redis_url, app_id, worker)
+            rate = (stage - published) / (time.perf_counter() - began)
+            published = stage
+            await asyncio.sleep(5)
+            rss.append(worker.status("VmRSS"))
+            changelogs = changelog_mb(kafka_data, app_id)
+            shown = " + ".join(f"{changelogs[t]:,.0f}" for t in TABLES) if changelogs else "n/a"
+            print(
+                f"{stage:>12,} {rss[-1]:>8,.0f} {worker.status('VmHWM'):>8,.0f} {size_mb(data_dir):>12,.0f} "
+                f"{shown:>14} {await redis_mb(redis_url):>9,.0f} {rate:>8,.0f}",
+                flush=True,
+            )
+    finally:
+        worker.stop()
+    print(f"  (changelogs: {' + '.join(TABLES)})")
+    print(f"RSS after {stages[-1]:,} / after {stages[0]:,}: {rss[-1] / rss[0]:.2f} (target <= 1.3)")
+
+    restored, probe, memory = await recover(
+        kafka, redis_url, topic, app_id, data_dir, workdir / "restart.log", cdrs
+    )
+    print(
+        f"restart on its data directory: partitions restored in {restored:.1f} s, "
+        f"{PROBE:,} new CDRs mirrored {probe:.1f} s after start, RSS {memory:,.0f} MB"
+    )
+    shutil.rmtree(data_dir)
+    restored, probe, memory = await recover(
+        kafka, redis_url, topic, app_id, data_dir, workdir / "rebuild.log", cdrs
+    )
+    print(
+        f"restart on an empty data directory (rebuilt from the changelogs): partitions restored in "
+        f"{restored:.1f} s, {PROBE:,} new CDRs mirrored {probe:.1f} s after start, RSS {memory:,.0f} MB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stages", default="1,5,20", help="millions of CDRs counted at each measurement")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="breakout-memory-"))
+    kafka, redis_url, stops = start_services(workdir)
+    try:
+        asyncio.run(bench(args, kafka, redis_url, workdir, own_kafka=bool(stops)))
+    finally:
+        for stop in stops:
+            subprocess.run(stop, check=False)
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
