@@ -5,11 +5,12 @@
 Starts Kafka and Redis through scripts/kafka.sh and scripts/redis.sh (or uses
 BREAKOUT_KAFKA / BREAKOUT_REDIS, without the changelog sizes then), and one ``breakout
 worker`` with the default settings: the ``rocksdb://`` store and the 7-day dedup window.
-It publishes unique CDRs in 500-CDR messages whose start times spread over the last five
-days, so no id leaves the window and no bucket expires: every id stays in the state, the
-worst case. After each stage (millions of CDRs counted in total) it prints the worker's
-resident memory (now and peak), its data directory, the changelog topics on the broker's
-disk and Redis's memory.
+It publishes unique CDRs in 500-CDR messages whose start times fall at random in the same
+two hours, so no id leaves the window and the buckets are the same at every stage: only
+the ids grow, and every one stays in the state (the worst case), so the figures show what
+the worker keeps per id. After each stage (millions of CDRs counted in total) it prints
+the worker's resident memory (now and peak), its data directory, the changelog topics on
+the broker's disk and Redis's memory.
 
 Then recovery, twice: the worker is stopped and started again on its data directory, and
 once more on an empty one (tables and id store rebuilt from the changelogs); each time it
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -35,15 +37,18 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import PARTITIONS, ROOT, create_topic, end_offsets, start_services
 
 from breakout.redis_layout import Layout, decode_watermarks
 from breakout.synthetic import Profile, cdr_stream
+from streams.aggregator import TABLE_FLUSH_SECONDS
 
 PER_MESSAGE = 500
-SPREAD_S = 5 * 86_400  # start times over the last five days: inside the 7-day dedup window
+SPREAD_S = 7_200  # start times over the same two hours: a fixed set of buckets
 PROBE = 1_000
 RESTORED = re.compile(rb"partition \d+ restored")
 TABLES = ("rows", "versions", "progress")
@@ -84,6 +89,13 @@ class Worker:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait()
+
+
+def spread(cdrs: Iterator[dict[str, Any]], start: float) -> Iterator[dict[str, Any]]:
+    """``cdrs`` with start times at random in the ``SPREAD_S`` seconds from ``start``."""
+    rng = random.Random(3)
+    for cdr in cdrs:
+        yield dict(cdr, start_time=round(start + rng.random() * SPREAD_S, 3))
 
 
 def size_mb(path: Path) -> float:
@@ -131,14 +143,15 @@ async def mirrored(kafka: str, redis_url: str, app_id: str, worker: Worker) -> N
 
 async def ingested_all(kafka: str, topic: str, app_id: str) -> None:
     """Wait until the ingest step has committed every CDR-topic message."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
         ends = await end_offsets(kafka, topic)
         while True:
-            offsets = await admin.list_consumer_group_offsets(f"{app_id}-ingest")
+            try:
+                offsets = await admin.list_consumer_group_offsets(f"{app_id}-ingest")
+            except KafkaError:  # the group's coordinator is not there yet
+                offsets = {}
             if sum(max(meta.offset, 0) for meta in offsets.values()) >= sum(ends.values()):
                 return
             await asyncio.sleep(0.5)
@@ -157,8 +170,9 @@ async def redis_mb(redis_url: str) -> float:
 def changelog_mb(kafka_data: Path | None, app_id: str) -> dict[str, float]:
     if kafka_data is None:
         return {}
-    return {
-        table: sum(size_mb(d) for d in kafka_data.glob(f"{app_id}-{table}-changelog-*")) for table in TABLES
+    return {  # the segments only: Kafka preallocates 20 MB of indexes per partition
+        table: sum(f.stat().st_size for f in kafka_data.glob(f"{app_id}-{table}-changelog-*/*.log")) / 1e6
+        for table in TABLES
     }
 
 
@@ -194,9 +208,8 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
     await create_topic(kafka, topic)
     kafka_data = workdir / "kafka" / "data" if own_kafka else None
     data_dir = workdir / "worker"
-    cdrs = cdr_stream(
-        seed=3, start_time=time.time() - SPREAD_S, rate=stages[-1] / SPREAD_S, profile=Profile()
-    )
+    stream = cdr_stream(seed=3, start_time=time.time(), rate=1_000, profile=Profile())
+    cdrs = spread(stream, time.time() - SPREAD_S)
     columns = ("CDRs", 12), ("RSS MB", 8), ("peak MB", 8), ("data dir MB", 12), ("changelogs MB", 14)
     print(" ".join(f"{name:>{width}}" for name, width in (*columns, ("Redis MB", 9), ("CDR/s", 8))))
     worker = Worker(kafka, redis_url, topic, app_id, data_dir, workdir / "worker.log")
@@ -210,13 +223,20 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
             await mirrored(kafka, redis_url, app_id, worker)
             rate = (stage - published) / (time.perf_counter() - began)
             published = stage
+            # A partition writes its tables every 30 s, when a message arrives: a few more
+            # CDRs after that make every partition write what it counted.
+            await asyncio.sleep(TABLE_FLUSH_SECONDS + 1)
+            await publish(kafka, topic, cdrs, PER_MESSAGE)
+            published += PER_MESSAGE
+            await ingested_all(kafka, topic, app_id)
+            await mirrored(kafka, redis_url, app_id, worker)
             await asyncio.sleep(5)
             rss.append(worker.status("VmRSS"))
             changelogs = changelog_mb(kafka_data, app_id)
             shown = " + ".join(f"{changelogs[t]:,.0f}" for t in TABLES) if changelogs else "n/a"
             print(
-                f"{stage:>12,} {rss[-1]:>8,.0f} {worker.status('VmHWM'):>8,.0f} {size_mb(data_dir):>12,.0f} "
-                f"{shown:>14} {await redis_mb(redis_url):>9,.0f} {rate:>8,.0f}",
+                f"{published:>12,} {rss[-1]:>8,.0f} {worker.status('VmHWM'):>8,.0f} "
+                f"{size_mb(data_dir):>12,.0f} {shown:>14} {await redis_mb(redis_url):>9,.0f} {rate:>8,.0f}",
                 flush=True,
             )
     finally:
