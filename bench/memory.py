@@ -176,7 +176,7 @@ def changelog_mb(kafka_data: Path | None, app_id: str) -> dict[str, float]:
     }
 
 
-async def recover(
+async def restart(
     kafka: str,
     redis_url: str,
     topic: str,
@@ -184,22 +184,19 @@ async def recover(
     data_dir: Path,
     log: Path,
     cdrs: Iterator[dict[str, Any]],
-) -> tuple[float, float, float]:
-    """Start a worker; (seconds until every partition is restored, until a probe batch is
-    mirrored, its resident memory then in MB)."""
+) -> tuple[Worker, float, float]:
+    """Start a worker and publish ``PROBE`` new CDRs; return it, the seconds until every
+    partition was restored, and until the probe was mirrored."""
     worker = Worker(kafka, redis_url, topic, app_id, data_dir, log)
-    try:
-        while worker.restored() < PARTITIONS:
-            if worker.process.poll() is not None:
-                raise RuntimeError(f"worker exited: see {log}")
-            await asyncio.sleep(0.1)
-        restored = time.perf_counter() - worker.started
-        await publish(kafka, topic, cdrs, PROBE)
-        await ingested_all(kafka, topic, app_id)
-        await mirrored(kafka, redis_url, app_id, worker)
-        return restored, time.perf_counter() - worker.started, worker.status("VmRSS")
-    finally:
-        worker.stop()
+    while worker.restored() < PARTITIONS:
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited: see {log}")
+        await asyncio.sleep(0.1)
+    restored = time.perf_counter() - worker.started
+    await publish(kafka, topic, cdrs, PROBE)
+    await ingested_all(kafka, topic, app_id)
+    await mirrored(kafka, redis_url, app_id, worker)
+    return worker, restored, time.perf_counter() - worker.started
 
 
 async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Path, own_kafka: bool) -> None:
@@ -211,7 +208,8 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
     stream = cdr_stream(seed=3, start_time=time.time(), rate=1_000, profile=Profile())
     cdrs = spread(stream, time.time() - SPREAD_S)
     columns = ("CDRs", 12), ("RSS MB", 8), ("peak MB", 8), ("data dir MB", 12), ("changelogs MB", 14)
-    print(" ".join(f"{name:>{width}}" for name, width in (*columns, ("Redis MB", 9), ("CDR/s", 8))))
+    header = (*columns, ("Redis MB", 9), ("CDR/s", 8), ("restored s", 11), ("probe s", 8))
+    print(" ".join(f"{name:>{width}}" for name, width in header))
     worker = Worker(kafka, redis_url, topic, app_id, data_dir, workdir / "worker.log")
     rss: list[float] = []
     published = 0
@@ -232,32 +230,32 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
             await mirrored(kafka, redis_url, app_id, worker)
             await asyncio.sleep(5)
             rss.append(worker.status("VmRSS"))
+            peak = worker.status("VmHWM")
             changelogs = changelog_mb(kafka_data, app_id)
             shown = " + ".join(f"{changelogs[t]:,.0f}" for t in TABLES) if changelogs else "n/a"
+            redis_used = await redis_mb(redis_url)
+            worker.stop()  # and restarted on its data directory: recovery at this many ids
+            log = workdir / f"restart-{stage}.log"
+            worker, restored, probe = await restart(kafka, redis_url, topic, app_id, data_dir, log, cdrs)
+            published += PROBE
             print(
-                f"{published:>12,} {rss[-1]:>8,.0f} {worker.status('VmHWM'):>8,.0f} "
-                f"{size_mb(data_dir):>12,.0f} {shown:>14} {await redis_mb(redis_url):>9,.0f} {rate:>8,.0f}",
+                f"{published:>12,} {rss[-1]:>8,.0f} {peak:>8,.0f} {size_mb(data_dir):>12,.0f} {shown:>14} "
+                f"{redis_used:>9,.0f} {rate:>8,.0f} {restored:>11.1f} {probe:>8.1f}",
                 flush=True,
             )
     finally:
         worker.stop()
-    print(f"  (changelogs: {' + '.join(TABLES)})")
+    print(f"  (changelogs: {' + '.join(TABLES)}; restored s: from a restart on the data directory until")
+    print(f"  every partition is restored; probe s: until {PROBE:,} new CDRs are mirrored)")
     print(f"RSS after {stages[-1]:,} / after {stages[0]:,}: {rss[-1] / rss[0]:.2f} (target <= 1.3)")
-
-    restored, probe, memory = await recover(
-        kafka, redis_url, topic, app_id, data_dir, workdir / "restart.log", cdrs
-    )
-    print(
-        f"restart on its data directory: partitions restored in {restored:.1f} s, "
-        f"{PROBE:,} new CDRs mirrored {probe:.1f} s after start, RSS {memory:,.0f} MB"
-    )
     shutil.rmtree(data_dir)
-    restored, probe, memory = await recover(
+    worker, restored, probe = await restart(
         kafka, redis_url, topic, app_id, data_dir, workdir / "rebuild.log", cdrs
     )
+    worker.stop()
     print(
         f"restart on an empty data directory (rebuilt from the changelogs): partitions restored in "
-        f"{restored:.1f} s, {PROBE:,} new CDRs mirrored {probe:.1f} s after start, RSS {memory:,.0f} MB"
+        f"{restored:.1f} s, {PROBE:,} new CDRs mirrored {probe:.1f} s after start"
     )
 
 
