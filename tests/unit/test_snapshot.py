@@ -42,6 +42,14 @@ def test_group_rows_sums_per_group_and_currency_without_touching_the_input() -> 
     assert [row[4] for row in ROWS] == before
 
 
+@pytest.mark.parametrize("filters", [Filters(), Filters(customers=frozenset({"acme", "gone"}))])
+def test_rows_that_revisions_emptied_are_left_out(filters: Filters) -> None:
+    emptied = [("gone", "Spain", "p1", "EUR", [0] * 7), ("acme", "Spain", "p3", "EUR", [0] * 7)]
+    groups = group_rows([*ROWS, *emptied], ("customer", "destination"), filters)
+    assert groups == group_rows(ROWS, ("customer", "destination"), filters)
+    assert not any(key[0] == "gone" or key[1] == "Spain" for key in groups)
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
