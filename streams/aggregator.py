@@ -53,7 +53,7 @@ TABLE_FLUSH_SECONDS = 30.0
 # Held messages, and the versions they counted, are kept in memory until their flush: this
 # bounds them (a backlog's internal messages are up to a few MB each, and each CDR's
 # version costs about as much memory as its record's share of the message).
-TABLE_FLUSH_BYTES = 16 << 20
+TABLE_FLUSH_BYTES = 8 << 20
 CACHE_LIMIT = 200_000
 # A ``versions`` entry is at most this plus one version (~11 kB at worst): well inside the
 # changelog's 1 MB message limit.

@@ -31,18 +31,29 @@ class Tables:
     progress: BytesTable
 
 
+# RocksDB memory per table and partition (Faust's defaults are up to three 64 MB memtables and
+# a 2 GB block cache each): ``versions`` takes ~150 bytes per CDR in large sequential writes
+# and is read only to expire or rebuild, ``progress`` is one key; ``rows`` is read on every
+# bucket the worker's own cache misses.
+SMALL_STORE = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
+ROWS_STORE = {"write_buffer_size": 16 << 20, "max_write_buffer_number": 2, "block_cache_size": 64 << 20}
+
+
 def create_tables(app: faust.App, partitions: int) -> Tables:
-    def table(name: str, help: str) -> BytesTable:
+    def table(name: str, help: str, store: dict[str, int]) -> BytesTable:
         return app.Table(
             name,
             key_type=bytes,  # bytes key and value types make Faust use the raw codec
             value_type=bytes,
             partitions=partitions,
             help=help,
+            options=dict(store),  # a copy: Faust's store pops keys from it
         )
 
     return Tables(
-        rows=table("rows", "customer-bucket rows, with the offset each has absorbed"),
-        versions=table("versions", "CDR versions counted, in order, for revisions and de-duplication"),
-        progress=table("progress", "stream time and offset applied per partition"),
+        rows=table("rows", "customer-bucket rows, with the offset each has absorbed", ROWS_STORE),
+        versions=table(
+            "versions", "CDR versions counted, in order, for revisions and de-duplication", SMALL_STORE
+        ),
+        progress=table("progress", "stream time and offset applied per partition", SMALL_STORE),
     )
