@@ -114,7 +114,7 @@ def encode_counted(
     Copied to a bytes object of its own size: orjson's result keeps the 4 KB buffer it was
     written in, and hundreds of thousands of these are held until a table flush.
     """
-    return bytes(memoryview(orjson.dumps([key[0], key[1], offset, stream_ms, version, previous])))
+    return memoryview(orjson.dumps([key[0], key[1], offset, stream_ms, version, previous])).tobytes()
 
 
 def supersedes(revision: int, rated: bool, counted: list[Any]) -> bool:
