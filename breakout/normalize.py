@@ -24,9 +24,11 @@ Origin = tuple[str, int, int, int | None, str | None]
 ORIGIN_TEXT_BYTES = 16_384
 # The longest a record can be on the internal topic: four text fields of MAX_TEXT characters
 # (a dial-code table's destination names are assumed no longer), each character at worst
-# 6 bytes once JSON-escaped (\u0001), plus quotes, the currency and a few numbers; and an
-# origin: a topic name (249 characters at most), numbers, and JSON text that escaping at
-# most doubles (quotes and backslashes; control characters are escaped in it already).
+# 6 bytes once JSON-escaped (\u0001), with their quotes; 256 bytes for the currency, the
+# numbers (the revision's 10 digits included), a boolean, brackets and commas: under 100
+# at their contract maximums; and an origin: a topic name (249 characters at most), JSON
+# text that escaping at most doubles (quotes and backslashes; control characters are
+# escaped in it already), and 128 bytes for its quotes, numbers and separators, under 50.
 MAX_RECORD_BYTES = 4 * (6 * MAX_TEXT + 2) + 256 + 6 * 249 + 2 * ORIGIN_TEXT_BYTES + 128
 
 
@@ -36,8 +38,9 @@ class Record(NamedTuple):
     ``origin`` is set only for a CDR the aggregator may refuse: one old enough to be too
     late (``normalize_message``'s ``late_before_ms``), or a revision (which it refuses when
     no earlier version is counted): its dead letter then carries the CDR as published and
-    where, like every other dead letter, at no cost to the common case. ``revision`` orders
-    versions of one CDR (see docs/cdr-contract.md).
+    where, like every other dead letter, at no cost to the common case.
+
+    ``revision`` orders versions of one CDR id (see docs/cdr-contract.md).
     """
 
     id: str
@@ -85,8 +88,8 @@ def normalize_message(
     every other: the whole message is refused as ``unprocessable``, with the error's type
     and text, and none of its CDRs is counted; the message waits whole in the dead letter.
 
-    A CDR starting before ``late_before_ms`` carries its ``origin`` (``source`` is the
-    message's topic, partition and offset).
+    A CDR starting before ``late_before_ms``, or a revision (``revision >= 1``), carries its
+    ``origin`` (``source`` is the message's topic, partition and offset).
     """
     try:
         return _normalize(value, dial_codes, default_currency, now_ms, source, late_before_ms)

@@ -36,6 +36,8 @@ from streams.tables import create_tables
 
 log = logging.getLogger(__name__)
 
+# Table flushes whose changelog delivery may be under way at once before the agent waits.
+MAX_DELIVERIES = 4
 # After an unexpected error the worker stops through Faust; if that stop itself hangs, the
 # process exits anyway after this long, so a supervisor sees it and restarts it.
 CRASH_EXIT_SECONDS = 15.0
@@ -175,6 +177,10 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
                     acknowledging = asyncio.ensure_future(aggregator.flush(partition))
                     pending.add(acknowledging)
                     acknowledging.add_done_callback(settle)
+                    # Back-pressure: what a flush wrote stays in memory until the broker has
+                    # it (the versions, for lookups), so a backlog must not outrun delivery.
+                    while len(pending) > MAX_DELIVERIES:
+                        await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
                 yield None
 
     @app.task  # type: ignore[untyped-decorator]

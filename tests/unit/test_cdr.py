@@ -327,6 +327,11 @@ def test_validate_rejects_non_object(document: Any) -> None:
         ({"start_time": "1999-12-31T23:59:59Z"}, "before 2000-01-01"),
         ({"duration": 1.2345}, "at most 3 decimal places"),
         ({"provider_charge": "-1"}, "provider_charge: must not be negative"),
+        ({"revision": 2**31}, "revision: expected a whole number from 0 to 2147483647, got 2147483648"),
+        ({"revision": -1}, "revision: expected a whole number from 0 to 2147483647, got -1"),
+        ({"revision": 1.0}, "revision: expected a whole number from 0 to 2147483647, got 1.0"),
+        ({"revision": "1"}, "revision: expected a whole number from 0 to 2147483647, got '1'"),
+        ({"revision": True}, "revision: expected a whole number from 0 to 2147483647, got True"),
     ],
 )
 def test_reject_detail_names_the_problem(changes: dict[str, Any], detail: str) -> None:
@@ -343,7 +348,17 @@ def test_duration_with_four_decimals_is_rejected_at_any_size(duration: float) ->
 
 
 DEEP: Any = orjson.loads(b"[" * 1000 + b"]" * 1000)  # deeper than Python's own repr can go
-QUOTING_FIELDS = ["dst", "start_time", "answer_time", "end_time", "duration", "status", "currency", "dtmf"]
+QUOTING_FIELDS = [
+    "dst",
+    "start_time",
+    "answer_time",
+    "end_time",
+    "duration",
+    "status",
+    "currency",
+    "dtmf",
+    "revision",
+]
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,15 @@ BASE: dict[str, Any] = {
         {"dtmf": 1.5},
         {"status": ""},
         {"start_time": "25/11/2026"},
+        # revision: absent (BASE), null, or an integer from 0 to 2**31 - 1 (1.0: below)
+        {"revision": None},
+        {"revision": 0},
+        {"revision": 5},
+        {"revision": 2**31 - 1},
+        {"revision": 2**31},
+        {"revision": -1},
+        {"revision": "1"},
+        {"revision": True},
     ],
 )
 def test_schema_and_validator_agree(changes: dict[str, Any]) -> None:
@@ -55,6 +64,17 @@ def test_schema_and_validator_agree(changes: dict[str, Any]) -> None:
     except InvalidCDR:
         validator_ok = False
     assert schema_ok == validator_ok
+
+
+@pytest.mark.parametrize("field", ["dtmf", "revision"])
+def test_an_integer_written_with_a_fraction_is_a_rule_the_schema_cannot_state(field: str) -> None:
+    """JSON Schema counts 1.0 as an integer; the contract wants 1, and the schema says so in words."""
+    document = {**BASE, field: 1.0}
+    assert jsonschema.Draft202012Validator(SCHEMA).is_valid(document)
+    with pytest.raises(InvalidCDR) as info:
+        validate_cdr(document, default_currency="USD", now_ms=NOW_MS)
+    assert info.value.reason == "bad_field"
+    assert "dtmf and revision written as integers: 1, not 1.0" in SCHEMA["description"]
 
 
 def test_schema_is_a_valid_draft_2020_12_schema() -> None:

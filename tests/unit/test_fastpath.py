@@ -202,6 +202,8 @@ def test_accepts_the_common_shapes() -> None:
         {"start_time": 1_764_064_800.5, "duration": 12.5, "currency": "usd"},
         {"customer_charge": None, "status": REMOVE, "dtmf": REMOVE, "currency": REMOVE},
         {"destination": "UK Mobile", "answer_time": "2026-11-25T09:00:05Z", "end_time": 1_764_064_865},
+        {"revision": 3, "customer_charge": None},
+        {"revision": None},
     ):
         assert fast(cdr(**changes)) is not None, changes
 

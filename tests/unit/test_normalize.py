@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from breakout.cdr import FUTURE_SLACK_MS, MAX_DTMF, MAX_DURATION_S, MAX_TEXT
+from breakout.cdr import FUTURE_SLACK_MS, MAX_DTMF, MAX_DURATION_S, MAX_REVISION, MAX_TEXT
 from breakout.destinations import DialCodes
 from breakout.money import MAX_MICROS
 from breakout.normalize import (
@@ -149,6 +149,52 @@ def test_record_round_trips_through_the_internal_topic_encoding() -> None:
     assert [Record(*fields) for fields in orjson.loads(wire)] == records
 
 
+def test_a_revision_round_trips_through_the_internal_topic_encoding() -> None:
+    [revised], _ = normalize(orjson.dumps(doc(revision=2)))
+    assert revised.revision == 2 and revised.origin is not None
+    [fields] = orjson.loads(orjson.dumps([revised], default=tuple))
+    decoded = Record(*fields)
+    assert decoded.revision == 2
+    assert decoded._replace(origin=tuple(fields[11])) == revised  # the origin decodes as a list
+
+
+@pytest.mark.parametrize("length", [11, 12])
+def test_records_written_before_revisions_still_decode_as_revision_0(length: int) -> None:
+    """``revision`` is the last field, after ``origin``: an older record on the internal
+    topic (11 fields before ``origin``, 12 before ``revision``) decodes positionally."""
+    [fields] = orjson.loads(orjson.dumps([record()], default=tuple))
+    assert len(fields) == len(Record._fields) == 13 and Record._fields[-2:] == ("origin", "revision")
+    assert Record(*fields[:length]) == record() and Record(*fields[:length]).revision == 0
+
+
+@pytest.mark.parametrize(
+    "revision, expected",
+    [(None, 0), (0, 0), (5, 5), (MAX_REVISION, MAX_REVISION)],
+)
+def test_revision_is_carried_to_the_record(revision: Any, expected: int) -> None:
+    assert normalize(orjson.dumps([doc(revision=revision)]))[0][0].revision == expected
+
+
+def test_an_absent_revision_is_0() -> None:
+    assert "revision" not in doc()
+    assert normalize(orjson.dumps(doc())) == ([record(revision=0)], [])
+
+
+@pytest.mark.parametrize("revision", [2**31, -1, 1.0, "1", True])
+def test_a_bad_revision_is_refused_and_its_siblings_kept(revision: Any) -> None:
+    bad = doc(id="bad", revision=revision)
+    records, rejects = normalize(orjson.dumps([doc(id="a"), bad]))
+    assert records == [record(id="a")]
+    assert rejects == [
+        Reject(
+            "bad_field",
+            f"revision: expected a whole number from 0 to 2147483647, got {revision!r}",
+            orjson.dumps(bad),
+            1,
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
@@ -187,7 +233,7 @@ EXTREMES: list[Any] = [
 ]
 
 
-@pytest.mark.parametrize("field", [*doc(), "dtmf", "answer_time", "end_time", "destination"])
+@pytest.mark.parametrize("field", [*doc(), "dtmf", "revision", "answer_time", "end_time", "destination"])
 def test_no_value_of_any_field_crashes_normalization(field: str) -> None:
     """Each extreme either passes validation or is rejected with a reason; the valid sibling
     in the batch is always kept."""
@@ -306,6 +352,7 @@ def test_the_largest_record_the_contract_allows_fits_max_record_bytes(character:
         provider_charge=str(MAX_MICROS // 1_000_000),
         customer_charge=str(MAX_MICROS // 1_000_000),
         dtmf=MAX_DTMF,
+        revision=MAX_REVISION,
     )
     records, rejects = normalize(orjson.dumps(largest))
     assert rejects == [] and len(records) == 1
@@ -338,6 +385,16 @@ def test_only_a_cdr_that_may_be_too_late_carries_its_origin() -> None:
     assert late.origin == ("cdrs", 3, 42, 1, orjson.dumps(doc(id="b")).decode())
 
 
+def test_a_revision_carries_its_origin_however_fresh() -> None:
+    """The aggregator refuses a revision it cannot match (revision_unknown): its dead letter
+    needs the CDR as published, like a too-late one's."""
+    batch = orjson.dumps([doc(id="a", revision=0), doc(id="b", revision=1)])
+    first, revised = normalize_late(batch, late_before_ms=START_MS)
+    assert first.origin is None and first.revision == 0
+    assert revised.revision == 1
+    assert revised.origin == ("cdrs", 3, 42, 1, orjson.dumps(doc(id="b", revision=1)).decode())
+
+
 def test_an_origin_too_long_to_carry_keeps_only_where_it_was_published() -> None:
     [late] = normalize_late(orjson.dumps(doc(note="x" * ORIGIN_TEXT_BYTES)), late_before_ms=START_MS + 1)
     assert late.origin == ("cdrs", 3, 42, None, None)
@@ -345,7 +402,7 @@ def test_an_origin_too_long_to_carry_keeps_only_where_it_was_published() -> None
 
 def test_the_largest_record_with_its_origin_fits_max_record_bytes() -> None:
     text = "x" + '"' * (MAX_TEXT - 1)
-    largest = doc(id=text, customer_id=text, provider_id=text, destination=text)
+    largest = doc(id=text, customer_id=text, provider_id=text, destination=text, revision=MAX_REVISION)
     filler = '"' * ((ORIGIN_TEXT_BYTES - len(orjson.dumps(largest)) - 20) // 2)
     value = orjson.dumps(largest | {"z": filler})
     assert len(value) <= ORIGIN_TEXT_BYTES
