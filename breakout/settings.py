@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         "dropped and revisions matched within it. Keep it longer than the platform's rating delay.",
     )
     id_cache_mb: int = Field(
-        64,
+        32,
         ge=8,
         le=65_536,
         description="MB of memory the worker's on-disk id store may cache (RocksDB block cache), "

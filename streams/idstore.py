@@ -32,7 +32,7 @@ from breakout.ledger import VersionKey
 
 # Ids are JSON arrays, so no id key starts with this byte.
 MARK_KEY = b"\x00mark"
-WRITE_BUFFER_BYTES = 8 << 20
+WRITE_BUFFER_BYTES = 4 << 20
 
 
 class Mark(NamedTuple):
@@ -118,6 +118,10 @@ class RocksIdIndex:
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)  # most lookups are of new ids: answered without a read
         table.set_block_cache(self._cache)
+        # Filters and indexes grow with the ids (about 3 MB per million): kept in the bounded
+        # cache, not beside it; the top level stays pinned so a lookup finds its way quickly.
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
         options.set_block_based_table_factory(table)
         return options
 

@@ -35,8 +35,8 @@ class Tables:
 # a 2 GB block cache each): ``versions`` takes ~150 bytes per CDR in large sequential writes
 # and is read only to expire or rebuild, ``progress`` is one key; ``rows`` is read on every
 # bucket the worker's own cache misses.
-SMALL_STORE = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
-ROWS_STORE = {"write_buffer_size": 16 << 20, "max_write_buffer_number": 2, "block_cache_size": 64 << 20}
+SMALL_STORE = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 4 << 20}
+ROWS_STORE = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
 
 
 def create_tables(app: faust.App, partitions: int) -> Tables:
