@@ -6,11 +6,15 @@ Starts Kafka and Redis through scripts/kafka.sh and scripts/redis.sh (or uses
 BREAKOUT_KAFKA / BREAKOUT_REDIS, without the changelog sizes then), and one ``breakout
 worker`` with the default settings: the ``rocksdb://`` store and the 7-day dedup window.
 It publishes unique CDRs in 500-CDR messages whose start times fall at random in the same
-two hours, so no id leaves the window and the buckets are the same at every stage: only
-the ids grow, and every one stays in the state (the worst case), so the figures show what
-the worker keeps per id. After each stage (millions of CDRs counted in total) it prints
-the worker's resident memory (now and peak), its data directory, the changelog topics on
-the broker's disk and Redis's memory.
+two hours, from 25 customers who each call 16 destinations through 2 providers: no id
+leaves the window, and every row of every bucket exists after the first million, so the
+rows are the same at every stage and only the ids grow, every one staying in the state
+(the worst case). The figures show what the worker keeps per id; what it keeps per row
+is the mirror's and the tables' (``docs/operations.md``, "State sizes").
+
+After each stage (millions of CDRs counted in total) it prints the worker's resident
+memory (now and peak), its data directory, the changelog topics on the broker's disk and
+Redis's memory.
 
 Then recovery, twice: the worker is stopped and started again on its data directory, and
 once more on an empty one (tables and id store rebuilt from the changelogs); each time it
@@ -50,6 +54,10 @@ from streams.aggregator import TABLE_FLUSH_SECONDS
 PER_MESSAGE = 500
 SPREAD_S = 7_200  # start times over the same two hours: a fixed set of buckets
 PROBE = 1_000
+# Each customer calls a fixed few dozen destinations through two providers, as accounts do:
+# every (destination, provider, currency) row of every bucket exists after the first
+# million CDRs, so later stages add ids and nothing else.
+MIX = Profile(prefixes_per_customer=16, providers_per_customer=2)
 RESTORED = re.compile(rb"partition \d+ restored")
 TABLES = ("rows", "versions", "progress")
 
@@ -191,6 +199,8 @@ async def restart(
     while worker.restored() < PARTITIONS:
         if worker.process.poll() is not None:
             raise RuntimeError(f"worker exited: see {log}")
+        if worker.process.poll() is not None:
+            raise RuntimeError(f"worker exited: see {log}")
         await asyncio.sleep(0.1)
     restored = time.perf_counter() - worker.started
     await publish(kafka, topic, cdrs, PROBE)
@@ -205,7 +215,7 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
     await create_topic(kafka, topic)
     kafka_data = workdir / "kafka" / "data" if own_kafka else None
     data_dir = workdir / "worker"
-    stream = cdr_stream(seed=3, start_time=time.time(), rate=1_000, profile=Profile())
+    stream = cdr_stream(seed=3, start_time=time.time(), rate=1_000, profile=MIX)
     cdrs = spread(stream, time.time() - SPREAD_S)
     columns = ("CDRs", 12), ("RSS MB", 8), ("peak MB", 8), ("data dir MB", 12), ("changelogs MB", 14)
     header = (*columns, ("Redis MB", 9), ("CDR/s", 8), ("restored s", 11), ("probe s", 8))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from breakout import __version__
 from breakout.auth import Role, key_entry, new_key, parse_role
+from breakout.dlq import Selection, parse_instant
 from breakout.errors import BreakoutError
 from breakout.settings import Settings, load_settings
 
@@ -57,14 +58,44 @@ def _cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from streams.publish import run_publish
 
     topic = args.topic or settings.topic
+    check = not args.no_check
     if args.file == "-":
-        run_publish(settings, sys.stdin.buffer, topic)
-    else:
-        path = Path(args.file)
-        if not path.is_file():
-            raise BreakoutError(f"no such file: {path}")
-        with path.open("rb") as source:
-            run_publish(settings, source, topic)
+        return run_publish(settings, sys.stdin.buffer, topic, check)
+    path = Path(args.file)
+    if not path.is_file():
+        raise BreakoutError(f"no such file: {path}")
+    with path.open("rb") as source:
+        return run_publish(settings, source, topic, check)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+    return int(text)
+
+
+def _instant(text: str) -> int:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    if (args.from_offset is not None or args.to_offset is not None) and args.partition is None:
+        raise BreakoutError("--from-offset and --to-offset need --partition (of the dead-letter topic)")
+    return Selection(
+        frozenset(args.reason or ()), args.since, args.until, args.partition, args.from_offset, args.to_offset
+    )
+
+
+def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.dlq import run_replay, run_show
+
+    selection = _selection(args)
+    if args.dlq_command == "replay":
+        return run_replay(settings, selection, args.topic or settings.topic, args.dry_run)
+    run_show(settings, selection, None if args.all else args.last, args.json, args.follow)
     return 0
 
 
@@ -123,7 +154,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("file", help="JSON-lines file: one CDR object or one array of CDRs per line")
     publish.add_argument("--topic", help="topic to send to (default BREAKOUT_TOPIC)")
+    publish.add_argument(
+        "--no-check",
+        action="store_true",
+        help="send every line as it is (the worker dead-letters what the contract refuses)",
+    )
     publish.set_defaults(run=_cmd_publish)
+
+    dlq = commands.add_parser(
+        "dlq", help="read the dead-letter topic: counts by reason, the newest dead letters, --follow"
+    )
+    dlq.add_argument("--last", type=_count, default=10, help="show the newest N (default 10; 0: counts only)")
+    dlq.add_argument("--all", action="store_true", help="show every dead letter selected")
+    dlq.add_argument("--json", action="store_true", help="one JSON object per dead letter, for scripts")
+    dlq.add_argument("--follow", action="store_true", help="then show new dead letters as they arrive")
+    replay = dlq.add_subparsers(dest="dlq_command", metavar="replay").add_parser(
+        "replay",
+        help="send the selected dead letters back to the CDR topic (once their cause is fixed)",
+        description="Send the payload of each selected dead letter, as it was published, back to "
+        "the CDR topic. The worker counts it like any CDR: once, however often it is replayed.",
+    )
+    replay.add_argument("--topic", help="topic to send to (default BREAKOUT_TOPIC)")
+    replay.add_argument("--dry-run", action="store_true", help="say what would be sent, send nothing")
+    for parser_ in (dlq, replay):
+        parser_.add_argument("--reason", action="append", help="only this reason (repeatable)")
+        parser_.add_argument("--since", type=_instant, help="only dead-lettered at or after (ISO 8601, UTC)")
+        parser_.add_argument("--until", type=_instant, help="only dead-lettered before (ISO 8601, UTC)")
+        parser_.add_argument("--partition", type=_count, help="only this partition of the dead-letter topic")
+        parser_.add_argument("--from-offset", type=_count, help="only from this offset (with --partition)")
+        parser_.add_argument(
+            "--to-offset", type=_count, help="only to this offset, inclusive (with --partition)"
+        )
+    dlq.set_defaults(run=_cmd_dlq)
 
     api_key = commands.add_parser(
         "api-key", help="create an API key: prints the key once and its BREAKOUT_API_KEYS entry"

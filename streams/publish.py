@@ -7,13 +7,18 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
+from breakout.dlq import check_line
 from breakout.settings import Settings
 from breakout.synthetic import cdr_stream
+from streams.ingest import FRAMING_BYTES
+from streams.topics import KAFKA_DEFAULT, max_message_bytes
 
 # Sends in flight before we wait for their acknowledgements: bounds memory, keeps batches full.
 IN_FLIGHT = 5_000
@@ -47,32 +52,71 @@ def _producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-async def publish_lines(settings: Settings, lines: Iterable[bytes], topic: str) -> int:
-    """Send each non-blank line as one message; return how many were sent."""
+@dataclass
+class Published:
+    sent: int = 0
+    refused: list[tuple[int, list[str]]] = field(default_factory=list)  # (line number, why)
+
+
+async def _limit(settings: Settings, topic: str) -> int:
+    """The largest value ``topic`` takes: its broker limit less the record's framing."""
+    try:
+        limits = await max_message_bytes(settings, [topic])
+    except KafkaError:  # no such topic yet: it will get the broker's default
+        limits = {topic: KAFKA_DEFAULT}
+    return limits[topic] - FRAMING_BYTES
+
+
+async def publish_lines(
+    settings: Settings, lines: Iterable[bytes], topic: str, check: bool = True
+) -> Published:
+    """Send each non-blank line as one message, unless ``check`` finds it would be refused.
+
+    The check is the contract's (``breakout.dlq.check_line``): a line it refuses is not
+    sent, and is reported with its number, so a file is fixed and sent again rather than
+    half dead-lettered.
+    """
+    limit = await _limit(settings, topic)
     producer = _producer(settings)
     await producer.start()
-    sent = 0
+    published = Published()
     pending: list[asyncio.Future[Any]] = []
     try:
-        for line in lines:
+        for number, line in enumerate(lines, start=1):
             value = line.strip()
             if not value:
                 continue
+            now_ms = int(time.time() * 1000)
+            if check and (
+                problems := check_line(value, limit=limit, default_currency=settings.currency, now_ms=now_ms)
+            ):
+                published.refused.append((number, problems))
+                continue
             pending.append(await producer.send(topic, value, key=message_key(value)))
-            sent += 1
+            published.sent += 1
             if len(pending) >= IN_FLIGHT:
                 await asyncio.gather(*pending)
                 pending.clear()
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
-    return sent
+    return published
 
 
-def run_publish(settings: Settings, source: IO[bytes], topic: str) -> None:
-    """Publish a JSON-lines stream (one CDR or one array of CDRs per line)."""
-    sent = asyncio.run(publish_lines(settings, source, topic))
-    print(f"published {sent} messages to {topic}", file=sys.stderr)
+def run_publish(settings: Settings, source: IO[bytes], topic: str, check: bool = True) -> int:
+    """Publish a JSON-lines stream (one CDR or one array of CDRs per line); exit status 1 if
+    a line was refused."""
+    published = asyncio.run(publish_lines(settings, source, topic, check))
+    for number, problems in published.refused:
+        for problem in problems:
+            print(f"line {number}: {problem}", file=sys.stderr)
+    refused = len(published.refused)
+    print(
+        f"published {published.sent} messages to {topic}"
+        + (f"; refused {refused} lines, not sent" if refused else ""),
+        file=sys.stderr,
+    )
+    return 1 if refused else 0
 
 
 async def _demo_messages(rate: float, batch: int) -> AsyncIterator[bytes]:
