@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 
 from api.alerts import router as alerts
 from api.errors import install_error_handlers
@@ -51,7 +52,11 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await client.aclose()
 
-    app = FastAPI(
+    # /docs loads its scripts from this server (the assets ship in the fastapi-offline
+    # wheel): it works on a machine with no route to a CDN. No /redoc: its page loads a logo
+    # from Redocly's CDN whatever the options.
+    app = FastAPIOffline(
+        redoc_url=None,
         title="Breakout read API",
         version=__version__,
         description="Near-real-time, billing-accurate CDR breakouts, read from the Redis mirror.",

@@ -403,3 +403,14 @@ def test_formatting_is_exact_string_arithmetic(portal: str, browser: WebDriver) 
     assert got["freshness"] == ["fresh", "fresh", "old", "old", "late", "late"]
     assert got["cmp"][0] < 0 and got["cmp"][1] > 0 and got["cmp"][2] == 0
     assert got["sorted"] == ["c", "b", "d", "e", "a"]  # stable on ties, empty values last
+
+
+def test_the_api_reference_draws_from_this_server_alone(portal: str, browser: WebDriver) -> None:
+    """/docs works on a machine with no route to a CDN: every script, style and the schema
+    come from the API's own origin, and the page draws the schema."""
+    browser.get(portal + "/docs")
+    wait(browser, lambda d: d.find_elements(By.XPATH, "//h1[contains(., 'Breakout read API')]"))
+    wait(browser, lambda d: "/v1/breakout" in d.execute_script("return document.body.innerText"))
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert any(url.endswith("/openapi.json") for url in loaded)
+    assert [url for url in loaded if not url.startswith(portal + "/")] == []
