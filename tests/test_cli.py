@@ -18,7 +18,9 @@ def _breakout(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["api"], ["up"], ["publish"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["worker"], ["api"], ["up"], ["publish"], ["demo"], ["dlq"], ["dlq", "replay"]]
+)
 def test_help(command: list[str]) -> None:
     result = _breakout(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -58,3 +60,18 @@ def test_worker_with_bad_alert_rules_stops_with_one_line(tmp_path: Path) -> None
     result = _breakout("worker", BREAKOUT_MINUTE_RETENTION="3600")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("breakout worker: BREAKOUT_MINUTE_RETENTION=3600: shorter than")
+
+
+def test_dlq_offsets_without_a_partition_is_one_clear_line() -> None:
+    result = _breakout("dlq", "replay", "--from-offset", "3")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "breakout dlq: --from-offset and --to-offset need --partition (of the dead-letter topic)"
+    )
+
+
+@pytest.mark.parametrize("args", [["--since", "yesterday"], ["--last", "-1"], ["--partition", "x"]])
+def test_bad_dlq_arguments_are_usage_errors(args: list[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["dlq", *args])
+    assert caught.value.code == 2
