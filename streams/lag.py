@@ -10,7 +10,8 @@ acknowledges a quiet partition's last messages only at its next table flush, so 
 committed offset could stay behind for good). It writes each with when that progress
 last moved (``breakout.redis_layout.Lag``). Readers call a partition stalled when its lag
 has not shrunk for a minute, and stalled when no report is fresh: a partition no worker
-works on, or a blocked event loop.
+works on, or a blocked event loop. The same success touches ``<data dir>/heartbeat``, for a
+supervisor that can only look at files.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from streams.ingest import normalized_topic
 log = logging.getLogger(__name__)
 
 REPORT_SECONDS = 5.0
+HEARTBEAT_FILE = "heartbeat"
 
 
 class LagReporter:
@@ -41,6 +43,9 @@ class LagReporter:
         self, settings: Settings, ingested: dict[int, int], applied: Callable[[], dict[int, int]]
     ) -> None:
         self.settings = settings
+        # Touched after each report that reached the broker and Redis: a container
+        # healthcheck reads its age (docker-compose.yml).
+        self.heartbeat = settings.data_dir / HEARTBEAT_FILE
         self.ingested = ingested  # CDR-topic partition assigned here → offset committed
         self.applied = applied  # owned internal-topic partition → next offset to apply
         self.layout = Layout(settings.app_id)
@@ -69,6 +74,7 @@ class LagReporter:
             while True:
                 try:
                     await asyncio.wait_for(self._report(consumer, client), REPORT_SECONDS * 2)
+                    self.heartbeat.touch()
                 except (KafkaError, RedisError, OSError, TimeoutError) as exc:
                     log.warning("lag report failed: %r", exc)
                 await asyncio.sleep(REPORT_SECONDS)

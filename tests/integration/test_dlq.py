@@ -75,6 +75,9 @@ async def test_a_too_late_cdr_is_shown_then_replayed_once_after_retention_is_rai
         got = await eventually_equal(lambda: _whole_rows(settings), expected, wait=90, worker=worker)
         assert got == expected
         await eventually_true(lambda: _counter(settings, "rejected:too_late"), wait=30)
+        # The heartbeat a container healthcheck reads (docker-compose.yml) is fresh.
+        heartbeat = tmp_path / "w" / "heartbeat"
+        await eventually_true(lambda: asyncio.to_thread(_fresh, heartbeat), wait=30)
 
         shown = breakout(settings, "dlq")
         assert shown.returncode == 0, shown.stderr
@@ -103,6 +106,7 @@ async def test_a_too_late_cdr_is_shown_then_replayed_once_after_retention_is_rai
             assert follow.stdout is not None
             line = await asyncio.wait_for(follow.stdout.readline(), 60)
             assert orjson.loads(line)["error"] == "missing_field"
+            await eventually_true(lambda: _counter(settings, "rejected:missing_field"), wait=30)
         finally:
             follow.terminate()
             await follow.wait()
@@ -146,3 +150,7 @@ async def _counter(settings: Settings, name: str, at_least: int = 1) -> bool:
 async def _whole_rows(settings: Settings) -> object:
     whole, rows = await read_whole_mirror(settings)
     return rows if whole.complete else None
+
+
+def _fresh(path: Path) -> bool:
+    return path.exists() and path.stat().st_mtime > time.time() - 15
