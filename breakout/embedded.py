@@ -21,19 +21,24 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import IO
 from urllib.parse import urlsplit
 
 from breakout.auth import key_entry, new_key, parse_role
 from breakout.errors import ConfigError
 from breakout.settings import Settings
+from breakout.status import Scrape, status_line
 
 _PR_SET_PDEATHSIG = 1
 STOP_GRACE_SECONDS = 10.0
 DEMO_CUSTOMER = "cust-000"  # one of the synthetic generator's customers
 START_TIMEOUT_SECONDS = 60.0
+STATUS_SECONDS = 2.0  # the status line's refresh on a terminal
+STATUS_SECONDS_PIPED = 30.0  # and when the output is a file or a pipe
 
 
 def _die_with_parent() -> None:
@@ -87,8 +92,9 @@ class Child:
 class Supervisor:
     """Starts children in order, waits for each to serve, stops them all on any exit path."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log: IO[bytes]) -> None:
         self.env = env
+        self.log = log
         self.children: list[Child] = []
         self.stopping = False
 
@@ -96,7 +102,12 @@ class Supervisor:
         if child.ready_port is not None and _port_open("127.0.0.1", child.ready_port):
             raise ConfigError(f"{child.name}: port {child.ready_port} is already in use")
         child.process = subprocess.Popen(
-            child.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent
+            child.argv,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.children.append(child)
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
@@ -144,7 +155,8 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
         BREAKOUT_REDIS=f"redis://127.0.0.1:{redis_port}/0",
         BREAKOUT_STORE="memory://",  # the embedded broker keeps nothing either
         BREAKOUT_DATA_DIR=str(data_dir),
-        BREAKOUT_REBALANCE_TIMEOUT="3",  # Tansu makes the first join wait the whole timeout
+        BREAKOUT_REBALANCE_TIMEOUT="3",
+        BREAKOUT_SESSION_TIMEOUT="6",  # Tansu makes a first join wait half of it
         BREAKOUT_API_KEYS=",".join(entries),
     )
     me = [sys.executable, "-m", "breakout"]
@@ -189,7 +201,10 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
     if demo:
         children.append(Child("demo", [*me, "demo", "--rate", str(rate)]))
 
-    supervisor = Supervisor(env)
+    log_path = Path(tempfile.gettempdir()) / time.strftime("breakout-up-%Y%m%d-%H%M%S.log")
+    log = log_path.open("ab")
+    print(f"starting Breakout; every process logs to {log_path}", flush=True)
+    supervisor = Supervisor(env, log)
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
         supervisor.stopping = True
@@ -206,13 +221,60 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
             + "".join(f"  API key ({role}, valid while this runs): {key}\n" for role, key in keys.items()),
             flush=True,
         )
+        console = StatusConsole(f"http://127.0.0.1:{settings.api_port}/metrics", settings.topic)
         while not supervisor.stopping:
             exited = supervisor.first_exited()
             if exited is not None:
-                print(f"breakout up: {exited.name} exited; stopping everything", file=sys.stderr)
+                console.end()
+                print(
+                    f"breakout up: {exited.name} exited; stopping everything. Its last lines:",
+                    file=sys.stderr,
+                )
+                print(_tail(log_path), file=sys.stderr)
                 return 1
+            console.tick()
             time.sleep(0.2)
+        console.end()
         return 0
     finally:
         supervisor.stop_all()
+        log.close()
+        print(f"stopped; the logs are in {log_path}", file=sys.stderr)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class StatusConsole:
+    """One status line, rewritten in place on a terminal (a line every 30 s otherwise)."""
+
+    def __init__(self, metrics_url: str, topic: str) -> None:
+        self.url, self.topic = metrics_url, topic
+        self.tty = sys.stdout.isatty()
+        self.every = STATUS_SECONDS if self.tty else STATUS_SECONDS_PIPED
+        self.last: tuple[float, Scrape] | None = None
+        self.shown = False
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self.last is not None and now - self.last[0] < self.every:
+            return
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as response:
+                scrape = Scrape.parse(response.read().decode(), self.topic)
+        except (OSError, ValueError):
+            return  # the API is busy or restarting: keep the last line
+        if self.last is not None:
+            line = status_line(self.last[1], scrape, now - self.last[0])
+            if self.tty:
+                print(f"\r\033[K{line}", end="", flush=True)
+                self.shown = True
+            else:
+                print(line, flush=True)
+        self.last = (now, scrape)
+
+    def end(self) -> None:
+        if self.shown:
+            print(flush=True)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     rebalance_timeout: Seconds = Field(
         60, description="Seconds a consumer group waits for members to rejoin."
     )
+    session_timeout: int = Field(
+        10,
+        ge=6,  # Apache Kafka's group.min.session.timeout.ms
+        le=1800,  # and its group.max.session.timeout.ms
+        description="Seconds without a heartbeat before a worker's partitions go to the others "
+        "(Kafka's session.timeout.ms); the embedded broker also makes a first join wait half of it.",
+    )
     ingest_linger_ms: int = Field(
         500,
         ge=10,

@@ -28,6 +28,7 @@ from breakout.normalize import Record, Reject
 from breakout.settings import Settings
 from streams.aggregator import Aggregator
 from streams.deadletter import dead_letter
+from streams.heap import TRIM_SECONDS, heap_trimmer
 from streams.idstore import MemoryIdIndex, RocksIdIndex
 from streams.ingest import Ingest, normalized_topic
 from streams.lag import LagReporter
@@ -197,6 +198,13 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     async def run_lag_reporter() -> None:
         async with fail_stop(app):
             await lag.run()
+
+    release_heap = heap_trimmer()
+    if release_heap is not None:
+
+        @app.timer(TRIM_SECONDS)  # type: ignore[untyped-decorator]
+        async def trim_heap() -> None:
+            release_heap()
 
     async def forget_revoked(sender: Any, revoked: set[Any], **kwargs: Any) -> None:
         for tp in revoked:

@@ -160,6 +160,7 @@ class Ingest:
             fetch_min_bytes=FETCH_MIN_BYTES,
             fetch_max_wait_ms=settings.ingest_linger_ms,
             rebalance_timeout_ms=settings.rebalance_timeout * 1000,
+            session_timeout_ms=settings.session_timeout * 1000,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=settings.kafka,

@@ -131,3 +131,9 @@ def test_up_serves_reports_with_the_printed_keys_and_ctrl_c_stops_every_child(tm
     reader.join(10)
     assert up.returncode == 0, "".join(lines)
     assert [pid for pid in children if _alive(pid)] == []
+    # Quiet: the children log to the file named first and last; the console has the rest.
+    log = Path(lines[0].removeprefix("starting Breakout; every process logs to ").strip())
+    assert lines[-1].strip() == f"stopped; the logs are in {log}"
+    assert "[^Worker]: Ready" in log.read_text(errors="replace")
+    assert not [line for line in lines if "[INFO]" in line or "[WARNING]" in line], lines
+    log.unlink()
