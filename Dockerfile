@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY breakout ./breakout
 COPY streams ./streams
 COPY api ./api
+COPY cli ./cli
 RUN pip install --no-cache-dir .
 ENV BREAKOUT_DATA_DIR=/var/lib/breakout
 VOLUME /var/lib/breakout

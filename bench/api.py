@@ -146,7 +146,7 @@ class Api:
             BREAKOUT_API_CACHE_ROWS=str(cache_rows),
             BREAKOUT_LOG_LEVEL="warning",
         )
-        self.process = subprocess.Popen([sys.executable, "-m", "breakout", "api"], env=env, cwd=ROOT)
+        self.process = subprocess.Popen([sys.executable, "-m", "cli", "api"], env=env, cwd=ROOT)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 30
         while True:

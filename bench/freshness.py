@@ -109,7 +109,7 @@ def spawn(command: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
     """``breakout <command>`` with its output kept in ``log``, read when it fails."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "breakout", command],
+            [sys.executable, "-m", "cli", command],
             env=dict(os.environ, **env),
             cwd=ROOT,
             stdout=out,

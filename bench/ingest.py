@@ -125,7 +125,7 @@ def start_worker(kafka: str, redis_url: str, topic: str, app_id: str) -> subproc
         BREAKOUT_LOG_LEVEL="warning",
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "breakout", "worker"],
+        [sys.executable, "-m", "cli", "worker"],
         env=env,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,

@@ -81,7 +81,7 @@ class Worker:
         )
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "breakout", "worker"], env=env, cwd=ROOT, stdout=out, stderr=out
+                [sys.executable, "-m", "cli", "worker"], env=env, cwd=ROOT, stdout=out, stderr=out
             )
 
     def status(self, field: str) -> float:

@@ -14,6 +14,7 @@ digest=$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   echo "bootstrap: installing Breakout and its dependencies into .venv" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev,embedded]"
+  # PYTHONWARNINGS reaches the build backend: no setuptools banner about editable installs.
+  PYTHONWARNINGS=ignore "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[dev,embedded]"
   echo "$digest" > "$stamp"
 fi

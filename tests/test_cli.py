@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from breakout.cli import build_parser
+from cli.main import build_parser
 
 
 def _breakout(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "breakout", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **env},

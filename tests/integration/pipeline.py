@@ -54,7 +54,7 @@ class Worker:
         self.log = log
         self._log_file = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "breakout", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             env=settings_env(settings, BREAKOUT_DATA_DIR=str(data_dir), **extra),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,

@@ -35,7 +35,7 @@ RAISED = str(600 * 86400)
 
 def breakout(settings: Settings, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "breakout", *args],
+        [sys.executable, "-m", "cli", *args],
         input=None if stdin is None else stdin.decode(),
         capture_output=True,
         text=True,
@@ -94,7 +94,7 @@ async def test_a_too_late_cdr_is_shown_then_replayed_once_after_retention_is_rai
         # --follow shows a dead letter that arrives while it runs.
         follow = await asyncio.create_subprocess_exec(
             sys.executable,
-            *("-m", "breakout", "dlq", "--follow", "--json", "--last", "0"),
+            *("-m", "cli", "dlq", "--follow", "--json", "--last", "0"),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
             env=settings_env(settings),

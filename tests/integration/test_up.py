@@ -94,7 +94,7 @@ def test_up_serves_reports_with_the_printed_keys_and_ctrl_c_stops_every_child(tm
         "BREAKOUT_API_PORT": str(api_port),
     }
     up = subprocess.Popen(
-        [sys.executable, "-m", "breakout", "up", "--demo", "--rate", "50"],
+        [sys.executable, "-m", "cli", "up", "--demo", "--rate", "50"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

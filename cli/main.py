@@ -49,7 +49,7 @@ def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_up(settings: Settings, args: argparse.Namespace) -> int:
-    from breakout.embedded import run_up
+    from cli.up import run_up
 
     return run_up(settings, demo=args.demo, rate=args.rate)
 

@@ -159,7 +159,7 @@ def run_up(settings: Settings, demo: bool, rate: float) -> int:
         BREAKOUT_SESSION_TIMEOUT="6",  # Tansu makes a first join wait half of it
         BREAKOUT_API_KEYS=",".join(entries),
     )
-    me = [sys.executable, "-m", "breakout"]
+    me = [sys.executable, "-m", "cli"]
     children = [
         Child(
             "broker",
