@@ -37,12 +37,21 @@ const COLUMNS = {
   connected: { label: "Connected", kind: "int" },
   asr: { label: "ASR", kind: "pct", title: "Answer-seizure ratio: connected / attempts" },
   acd: { label: "ACD", kind: "dur", title: "Average call duration of connected calls (m:ss)" },
-  duration: { label: "Duration", kind: "dur", hours: true, title: "Billed time of connected calls (h:mm:ss)" },
-  provider_charge: { label: "Provider cost", kind: "money" },
-  customer_charge: { label: "Customer charge", kind: "money" },
+  duration: { label: "Duration", kind: "dur", minutes: true, title: "Billed time of connected calls (minutes:seconds)" },
+  minutes: {
+    label: "Billed Minutes",
+    kind: "dec",
+    title: "Billed time of connected calls in minutes (seconds / 60, 2 places, half to even)",
+  },
+  provider_charge: { label: "Total Provider Charge", kind: "money", title: "At the currency's usual decimals: hover for the exact sum" },
+  customer_charge: { label: "Total Customer Charge", kind: "money", title: "At the currency's usual decimals: hover for the exact sum" },
   profit: { label: "Profit", kind: "money", signed: true },
-  profit_pct: { label: "Margin", kind: "pct", signed: true, title: "Profit / customer charge" },
-  pending: { label: "Unrated", kind: "int", title: "CDRs not rated yet: no charge included" },
+  profit_pct: { label: "Profit %", kind: "pct", signed: true, title: "Profit / total customer charge" },
+  pending: {
+    label: "Customer Charge: Pending",
+    kind: "int",
+    title: "CDRs not rated yet: counted as attempts, their charge is added once rated",
+  },
   dtmf: { label: "DTMF", kind: "int", title: "Calls with DTMF digits" },
   dtmf_pct: { label: "DTMF %", kind: "pct" },
 };
@@ -53,6 +62,7 @@ const METRICS = [
   "asr",
   "acd",
   "duration",
+  "minutes",
   "provider_charge",
   "customer_charge",
   "profit",
@@ -63,6 +73,9 @@ const METRICS = [
 ];
 const MONEY = new Set(["provider_charge", "customer_charge", "profit", "profit_pct"]);
 const COSTS = new Set(["provider_charge", "profit", "profit_pct"]); // not shown to customer keys
+const HIDDEN_STORAGE = "breakout.hiddenColumns";
+// Hidden until chosen in Manage Displayed Fields: the default columns fit a 1366-px screen.
+const HIDDEN_BY_DEFAULT = ["dtmf_pct", "minutes"];
 const DASH = "–";
 
 // ---------------------------------------------------------------- exact formatting
@@ -98,9 +111,53 @@ export function formatDecimal(value) {
   return `${d.neg ? "-" : ""}${groupDigits(d.int)}${d.frac ? `.${d.frac}` : ""}`;
 }
 
+/** BigInt ``n / d`` rounded half to even (``n >= 0``, ``d > 0``). */
+function divideHalfEven(n, d) {
+  const q = n / d;
+  const twice = (n % d) * 2n;
+  return twice > d || (twice === d && q % 2n === 1n) ? q + 1n : q;
+}
+
+/** A decimal string rounded half to even at ``places`` decimals, as a plain decimal string. */
+export function roundDecimal(value, places) {
+  const d = parseDecimal(value);
+  if (!d) return null;
+  const scaled = divideHalfEven(BigInt(d.int + d.frac), 10n ** BigInt(Math.max(0, d.frac.length - places)));
+  const digits = (scaled * 10n ** BigInt(Math.max(0, places - d.frac.length))).toString().padStart(places + 1, "0");
+  const int = digits.slice(0, digits.length - places);
+  const text = places ? `${int}.${digits.slice(-places)}` : int;
+  return d.neg && scaled !== 0n ? `-${text}` : text;
+}
+
+const currencyDigits = new Map();
+
+/** The decimals a currency is usually shown with (ISO 4217 minor unit; 2 if unknown). */
+export function minorDigits(currency) {
+  if (!currencyDigits.has(currency)) {
+    let digits = 2;
+    try {
+      digits = new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
+    } catch {
+      // not an ISO 4217 code the browser knows: cents
+    }
+    currencyDigits.set(currency, digits);
+  }
+  return currencyDigits.get(currency);
+}
+
+/** Money at the currency's usual decimals, half to even ("1,234.57"); the exact sum is ``formatDecimal``. */
 export function formatMoney(value, currency) {
   if (value === null || value === undefined) return DASH;
-  return currency ? `${currency} ${formatDecimal(value)}` : formatDecimal(value);
+  const rounded = roundDecimal(value, currency ? minorDigits(currency) : 2);
+  return rounded === null ? String(value) : formatDecimal(rounded);
+}
+
+/** Decimal minutes of a seconds string, 2 places, half to even: what finance bills in. */
+export function minutesOf(seconds) {
+  const d = parseDecimal(seconds);
+  if (!d || d.neg) return null;
+  const hundredths = divideHalfEven(BigInt(d.int + d.frac) * 100n, 60n * 10n ** BigInt(d.frac.length));
+  return `${hundredths / 100n}.${(hundredths % 100n).toString().padStart(2, "0")}`;
 }
 
 export function formatPct(value) {
@@ -117,14 +174,15 @@ function wholeSeconds(value) {
   return whole + (up ? 1 : 0);
 }
 
-/** Seconds string -> "m:ss" (or "h:mm:ss" from an hour on, or always with ``hours``). */
-export function formatDuration(value, hours = false) {
+/** Seconds string -> "m:ss" (or "h:mm:ss" from an hour on; with ``minutes``, always "m:ss"). */
+export function formatDuration(value, minutes = false) {
   const total = wholeSeconds(value);
   if (total === null) return DASH;
   const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
   const s = String(total % 60).padStart(2, "0");
-  if (hours || h > 0) return `${groupDigits(String(h))}:${String(m).padStart(2, "0")}:${s}`;
+  if (minutes) return `${groupDigits(String(Math.floor(total / 60)))}:${s}`;
+  const m = Math.floor((total % 3600) / 60);
+  if (h > 0) return `${groupDigits(String(h))}:${String(m).padStart(2, "0")}:${s}`;
   return `${m}:${s}`;
 }
 
@@ -185,7 +243,9 @@ export function cellText(col, row) {
     case "pct":
       return formatPct(value);
     case "dur":
-      return formatDuration(value, spec.hours);
+      return formatDuration(value, spec.minutes);
+    case "dec":
+      return value === null || value === undefined ? DASH : formatDecimal(value);
     case "money":
       return formatMoney(value, row.currency);
     default:
@@ -193,18 +253,14 @@ export function cellText(col, row) {
   }
 }
 
-/** Cell HTML: money shows cents in full and the sub-cent digits dimmed. */
+/** Cell HTML: money at the currency's usual decimals, the exact sum on hover. */
 function cellHtml(col, row) {
   const spec = COLUMNS[col];
   const value = row[col];
   if (spec.kind === "money" && value !== null && value !== undefined) {
-    const text = formatDecimal(value);
-    const dot = text.indexOf(".");
-    const cents = dot < 0 ? text : text.slice(0, dot + 3);
-    const rest = dot < 0 ? "" : text.slice(dot + 3);
-    const cls = spec.signed && text.startsWith("-") ? ' class="neg"' : "";
-    const ccy = row.currency ? `<span class="ccy">${escapeHtml(row.currency)}</span> ` : "";
-    return `<td${cls}>${ccy}${escapeHtml(cents)}${rest ? `<span class="sub">${rest}</span>` : ""}</td>`;
+    const exact = `${row.currency ? `${row.currency} ` : ""}${formatDecimal(value)}`;
+    const cls = spec.signed && String(value).startsWith("-") ? ' class="neg"' : "";
+    return `<td${cls} title="${escapeHtml(exact)}">${escapeHtml(formatMoney(value, row.currency))}</td>`;
   }
   const text = cellText(col, row);
   const neg = spec.signed && typeof value === "string" && value.startsWith("-");
@@ -218,7 +274,7 @@ const CSV_HEADERS = {
   asr: "ASR %",
   acd: "ACD (s)",
   duration: "Duration (s)",
-  profit_pct: "Margin %",
+  profit_pct: "Profit %",
   dtmf_pct: "DTMF %",
 };
 
@@ -534,7 +590,7 @@ async function refresh() {
     const [data, alerts] = await Promise.all([api("/v1/breakout", queryParams()), loadAlerts()]);
     if (seq !== state.refreshSeq) return;
     showError(null);
-    state.data = data;
+    state.data = withMinutes(data);
     state.alerts = alerts;
     state.dirty = false;
     $("refresh").classList.remove("stale");
@@ -583,7 +639,9 @@ function markDirty() {
 function render() {
   const data = state.data;
   const keys = (data.group_by ?? []).filter((k) => GROUP_KEYS.includes(k));
-  state.columns = [...keys, ...METRICS.filter((col) => isAdmin() || !COSTS.has(col))];
+  const hidden = hiddenColumns();
+  state.columns = [...keys, ...shownMetrics().filter((col) => !hidden.has(col))];
+  renderFieldChooser(hidden);
   if (!state.columns.includes(state.sort.col)) state.sort = { col: "attempts", desc: true };
   renderHeader();
   renderTotals();
@@ -600,6 +658,53 @@ function render() {
       ? `Showing the first ${formatInt(shown)} of ${formatInt(data.total_rows)} rows (sorted by ${COLUMNS[state.sort.col].label}); narrow the filters to see the rest. Totals cover all rows.`
       : null,
   );
+}
+
+/** The snapshot with each row's (and total's) billed minutes, derived from its duration. */
+function withMinutes(data) {
+  const add = (row) => (row ? { ...row, minutes: minutesOf(row.duration) } : row);
+  return {
+    ...data,
+    rows: data.rows.map(add),
+    totals: add(data.totals),
+    currency_totals: data.currency_totals?.map(add),
+  };
+}
+
+/** The metric columns this key may see. */
+function shownMetrics() {
+  return METRICS.filter((col) => isAdmin() || !COSTS.has(col));
+}
+
+/** Columns hidden in Manage Displayed Fields, remembered per browser. */
+function hiddenColumns() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(HIDDEN_STORAGE));
+    if (Array.isArray(saved)) return new Set(saved.filter((col) => METRICS.includes(col)));
+  } catch {
+    // nothing saved, or not ours: the defaults
+  }
+  return new Set(HIDDEN_BY_DEFAULT);
+}
+
+function renderFieldChooser(hidden) {
+  $("field-list").innerHTML = shownMetrics()
+    .filter((col) => col !== "currency") // money needs its currency beside it
+    .map(
+      (col) =>
+        `<label class="check"><input type="checkbox" data-field="${col}"${hidden.has(col) ? "" : " checked"}> ${escapeHtml(COLUMNS[col].label)}</label>`,
+    )
+    .join("");
+}
+
+function chooseField(event) {
+  const box = event.target.closest("input[data-field]");
+  if (!box) return;
+  const hidden = hiddenColumns();
+  if (box.checked) hidden.delete(box.dataset.field);
+  else hidden.add(box.dataset.field);
+  localStorage.setItem(HIDDEN_STORAGE, JSON.stringify([...hidden]));
+  if (state.data) render();
 }
 
 function renderHeader() {
@@ -689,10 +794,7 @@ function sizeColumns() {
   const boldFont = fontOf(table, 600); // the totals rows
   const headFont = fontOf($("header-row").firstElementChild ?? table);
   const totals = totalRows().map((t) => t.row);
-  const text = (spec, col, row) => {
-    if (spec.kind === "money") return row[col] === null || row[col] === undefined ? DASH : formatDecimal(row[col]);
-    return spec.kind === "text" ? String(row[col] ?? "") : cellText(col, row);
-  };
+  const text = (spec, col, row) => (spec.kind === "text" ? String(row[col] ?? "") : cellText(col, row));
   const widest = (texts, font) => {
     const longest = new Map(); // length -> a text of that length
     for (const t of texts) if (!longest.has(t.length)) longest.set(t.length, t);
@@ -706,11 +808,12 @@ function sizeColumns() {
       widest(state.data.rows.map((row) => text(spec, col, row)), cellFont),
       widest(totals.map((row) => text(spec, col, row)), boldFont),
     );
-    if (spec.kind === "money") width += 26; // the currency code, in smaller type
     if (col === "destination" && state.data.rows.some((row) => state.alerts.has(row.destination))) width += 40;
     probe.font = headFont;
-    const head = probe.measureText(spec.label.toUpperCase()).width * 1.05 + 10; // letter-spacing, arrow
-    width = Math.max(width, head, GROUP_KEYS.includes(col) ? 80 : 36) + 17; // padding
+    // Headers wrap between words: the longest word sets the width.
+    const words = spec.label.toUpperCase().split(" ");
+    const head = Math.max(...words.map((w) => probe.measureText(w).width)) * 1.05 + 12; // letter-spacing, arrow
+    width = Math.max(width, head, GROUP_KEYS.includes(col) ? 80 : 36) + 13; // padding
     return Math.ceil(spec.kind === "text" ? Math.min(width, 300) : width);
   });
   colgroup.innerHTML = widths.map(() => "<col>").join("");
@@ -938,6 +1041,7 @@ function init() {
   });
   $("auto-refresh").addEventListener("change", (event) => setAutoRefresh(event.target.checked));
   $("download-csv").addEventListener("click", downloadCsv);
+  $("field-list").addEventListener("change", chooseField);
   $("header-row").addEventListener("click", (event) => {
     const th = event.target.closest("th[data-col]");
     if (!th || !state.data) return;
@@ -987,6 +1091,9 @@ window.breakoutPortal = {
   formatInt,
   formatDecimal,
   formatMoney,
+  roundDecimal,
+  minorDigits,
+  minutesOf,
   formatPct,
   formatDuration,
   compareDecimal,

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -211,13 +211,15 @@ def total(driver: WebDriver, row: str, col: str) -> tuple[str, str]:
 
 
 def money(value: str, currency: str) -> str:
-    return f"{currency} {Decimal(value):,f}"
+    """At the currency's usual decimals (cents for the dataset's USD and EUR), half to even."""
+    assert currency in ("USD", "EUR"), currency
+    return f"{Decimal(value).quantize(Decimal('0.01'), ROUND_HALF_EVEN):,f}"
 
 
 def duration(hms: str) -> str:
-    """The API's H:MM:SS as the page shows it: hours with thousands separators."""
-    hours, rest = hms.split(":", 1)
-    return f"{int(hours):,}:{rest}"
+    """The API's H:MM:SS as the page shows it: minutes (thousands separators) and seconds."""
+    hours, minutes, seconds = hms.split(":")
+    return f"{int(hours) * 60 + int(minutes):,}:{seconds}"
 
 
 async def test_totals_for_one_destination_equal_the_independent_sums(
@@ -324,13 +326,13 @@ async def test_totals_for_one_destination_equal_the_independent_sums(
     assert {(line["Customer"], line["Destination"], line["Currency"]) for line in body} == set(rows)
     for line in body:
         expected_row = rows[(line["Customer"], line["Destination"], line["Currency"])]
-        assert line["Customer charge"] == expected_row["customer_charge"]
+        assert line["Total Customer Charge"] == expected_row["customer_charge"]
         assert line["Duration (s)"] == expected_row["duration"]
     grand = next(line for line in lines_csv if line["Customer"] == "Total")
     assert grand["Attempts"] == str(totals["attempts"]) and grand["Connected"] == str(totals["connected"])
     for t in per_currency if len(per_currency) > 1 else []:
         line = next(line for line in lines_csv if line["Customer"] == f"Total {t['currency']}")
-        assert line["Customer charge"] == t["customer_charge"] and line["Profit"] == t["profit"]
+        assert line["Total Customer Charge"] == t["customer_charge"] and line["Profit"] == t["profit"]
 
 
 def test_a_customer_key_sees_its_own_account_without_costs(
@@ -381,10 +383,13 @@ def test_formatting_is_exact_string_arithmetic(portal: str, browser: WebDriver) 
            return {
              money: P.formatMoney("-1234567.120001", "EUR"),
              big: P.formatMoney("90071992547409931.999999", "USD"),
+             minor: [["1234.5", "JPY"], ["1235.5", "JPY"], ["1.0005", "BHD"], ["-0.004", "USD"],
+                     ["2.675", "USD"], ["2.665", "XYZ"]].map(([v, c]) => P.formatMoney(v, c)),
+             minutes: ["306.500", "90.000", "0.300", "0.900", "11777.753"].map((s) => P.minutesOf(s)),
              pct: P.formatPct("38.28"),
              none: P.formatPct(null),
              acd: ["61.20", "59.50", "60.50", "3725.51"].map((s) => P.formatDuration(s)),
-             dur: P.formatDuration("306.500", true),
+             dur: [P.formatDuration("306.500", true), P.formatDuration("11777.753", true)],
              cmp: [["-0.5", "-0.25"], ["10.000001", "10.0000009"], ["2.10", "2.1"]].map(
                ([a, b]) => P.compareDecimal(a, b)),
              freshness: [[5, 300], [5, null], [120, 300], [5, 20000], [400, 0], [5, 90000]].map(
@@ -395,11 +400,14 @@ def test_formatting_is_exact_string_arithmetic(portal: str, browser: WebDriver) 
                "profit", true).map((r) => r.c),
            };"""
     )
-    assert got["money"] == "EUR -1,234,567.120001"
-    assert got["big"] == "USD 90,071,992,547,409,931.999999"  # beyond a double's precision
+    # Money at the currency's usual decimals, half to even, beyond a double's precision.
+    assert got["money"] == "-1,234,567.12"
+    assert got["big"] == "90,071,992,547,409,932.00"
+    assert got["minor"] == ["1,234", "1,236", "1.000", "0.00", "2.68", "2.66"]
+    assert got["minutes"] == ["5.11", "1.50", "0.00", "0.02", "196.30"]
     assert got["pct"] == "38.28%" and got["none"] == "\u2013"
     assert got["acd"] == ["1:01", "1:00", "1:00", "1:02:06"]  # half-even, like the API's duration_hms
-    assert got["dur"] == "0:05:06"
+    assert got["dur"] == ["5:06", "196:18"]
     assert got["freshness"] == ["fresh", "fresh", "old", "old", "late", "late"]
     assert got["cmp"][0] < 0 and got["cmp"][1] > 0 and got["cmp"][2] == 0
     assert got["sorted"] == ["c", "b", "d", "e", "a"]  # stable on ties, empty values last
@@ -414,3 +422,77 @@ def test_the_api_reference_draws_from_this_server_alone(portal: str, browser: We
     loaded = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
     assert any(url.endswith("/openapi.json") for url in loaded)
     assert [url for url in loaded if not url.startswith(portal + "/")] == []
+
+
+def _table_fits(driver: WebDriver) -> bool:
+    return bool(
+        driver.execute_script(
+            """const wrap = document.getElementById("table-wrap");
+               return wrap.scrollWidth <= wrap.clientWidth
+                 && document.documentElement.scrollWidth <= window.innerWidth;"""
+        )
+    )
+
+
+def test_the_default_columns_fit_1366_and_the_field_chooser_is_remembered(
+    mirrored: Mirrored, portal: str, browser: WebDriver
+) -> None:
+    """Finance's view: the seed's names, money at the currency's decimals with the exact
+    sum on hover, billed minutes on demand, and no horizontal scrolling on a 1366-px screen."""
+    rows, totals, _ = expected_over_days(mirrored, ("customer", "destination"), lambda cdr, destination: True)
+    try:
+        browser.set_window_size(1366, 768)
+        sign_in(browser, portal, mirrored.keys["admin"])
+        set_period(browser, *days(mirrored))
+        refresh(browser)
+        headers = [
+            th.text.replace("\n", " ") for th in browser.find_elements(By.CSS_SELECTOR, "#header-row th")
+        ]
+        assert headers[:2] == ["CUSTOMER", "DESTINATION"]
+        for name in (
+            "TOTAL PROVIDER CHARGE",
+            "TOTAL CUSTOMER CHARGE",
+            "PROFIT %",
+            "CUSTOMER CHARGE: PENDING",
+            "DTMF",
+        ):
+            assert name in headers, headers
+        assert "BILLED MINUTES" not in headers and "DTMF %" not in headers  # hidden by default
+        assert wait(browser, lambda d: _table_fits(d)), (
+            "the default columns need a horizontal scroll at 1366 px"
+        )
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.save_screenshot(str(ARTIFACTS / "portal-1366.png"))
+
+        # Money: the currency's decimals shown, the exact sum on hover.
+        cell = css(browser, "#totals-row [data-col=attempts]")
+        assert cell.get_attribute("data-value") == str(totals["attempts"])
+        first = browser.find_element(By.CSS_SELECTOR, "#rows tr:not(.pad)")
+        values = dict(zip(headers, first.find_elements(By.CSS_SELECTOR, "td"), strict=True))
+        key = (values["CUSTOMER"].text, values["DESTINATION"].text.removesuffix(" ASR"), values["CCY"].text)
+        expected = rows[key]
+        charge = values["TOTAL CUSTOMER CHARGE"]
+        assert charge.text == money(expected["customer_charge"], key[2])
+        assert charge.get_attribute("title") == f"{key[2]} {Decimal(expected['customer_charge']):,f}"
+
+        # Manage Displayed Fields: Billed Minutes on, DTMF off; remembered after a reload.
+        css(browser, "#fields summary").click()
+        css(browser, "#field-list input[data-field=minutes]").click()
+        css(browser, "#field-list input[data-field=dtmf]").click()
+        browser.refresh()
+        wait(browser, lambda d: answered(d) >= 1)
+        set_period(browser, *days(mirrored))
+        refresh(browser)
+        headers = [
+            th.text.replace("\n", " ") for th in browser.find_elements(By.CSS_SELECTOR, "#header-row th")
+        ]
+        assert "BILLED MINUTES" in headers and "DTMF" not in headers, headers
+        seconds = Decimal(totals["duration"])
+        minutes = (seconds / 60).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
+        assert total(browser, "#totals-row", "minutes")[0] == f"{minutes:,f}"
+
+        browser.set_window_size(1920, 1080)
+        browser.save_screenshot(str(ARTIFACTS / "portal-1920.png"))
+    finally:
+        browser.execute_script("window.localStorage.removeItem('breakout.hiddenColumns')")
+        browser.set_window_size(1600, 1000)
