@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var"), description="Where the worker keeps its RocksDB tables.")
     api_host: str = Field("127.0.0.1", description="Address the read API listens on.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port the read API listens on.")
+    worker_metrics_port: int = Field(
+        9101,
+        ge=0,
+        le=65535,
+        description="Port of a worker's own Prometheus `/metrics` (its CDR counters), on "
+        "BREAKOUT_API_HOST; 0: not served. A port in use is logged and skipped.",
+    )
     partitions: int = Field(4, ge=1, le=1024, description="Partitions of the topics Breakout creates.")
     replication: int = Field(1, ge=1, le=16, description="Replication factor of the topics Breakout creates.")
     rebalance_timeout: Seconds = Field(

@@ -32,6 +32,7 @@ from streams.heap import TRIM_SECONDS, heap_trimmer
 from streams.idstore import MemoryIdIndex, RocksIdIndex
 from streams.ingest import Ingest, normalized_topic
 from streams.lag import LagReporter
+from streams.metrics import serve_metrics
 from streams.mirror import RedisMirror
 from streams.tables import create_tables
 
@@ -123,6 +124,8 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             return None  # tables may be half-recovered: nothing to read yet
         return {tp.partition for tp in app.consumer.assignment() if tp.topic == source_name}
 
+    if settings.worker_metrics_port:
+        serve_metrics(settings.api_host, settings.worker_metrics_port, counters)
     ingest = Ingest(settings, dial_codes, retention, counters)
     mirror = RedisMirror(
         settings.redis, settings.app_id, retention, counters, ingested=lambda: ingest.newest_event_ms

@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
 # A flush slower than FLUSH_SECONDS / WRITING_SHARE is followed by a pause as long as itself.
 WRITING_SHARE = 0.5
-COUNTERS_TTL_SECONDS = 7 * 86400
+# Rewritten at every flush: a worker that stops writing drops out of the sums within this.
+COUNTERS_TTL_SECONDS = 120
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 # One pipeline holds at most this many rows (and customer-buckets): each round trip stays
 # far below the socket timeout however many rows a flush writes (a re-mirror writes all).

@@ -12,12 +12,14 @@ import asyncio
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
 
 from breakout.settings import Settings
 from tests import dataset
+from tests.conftest import free_port
 from tests.integration.pipeline import (
     CUSTOMERS,
     Worker,
@@ -70,11 +72,19 @@ async def test_a_too_late_cdr_is_shown_then_replayed_once_after_retention_is_rai
     )
 
     expected = dataset.expected_rows(current, table)
-    worker = Worker(settings, tmp_path / "w", tmp_path / "worker.log")
+    metrics_port = free_port()
+    worker = Worker(
+        settings, tmp_path / "w", tmp_path / "worker.log", BREAKOUT_WORKER_METRICS_PORT=str(metrics_port)
+    )
     try:
         got = await eventually_equal(lambda: _whole_rows(settings), expected, wait=90, worker=worker)
         assert got == expected
         await eventually_true(lambda: _counter(settings, "rejected:too_late"), wait=30)
+        # The worker's own /metrics counts what it refused, and what it counted.
+        scraped = await asyncio.to_thread(_scrape, metrics_port)
+        assert scraped['breakout_worker_cdrs_total{outcome="rejected:too_late"}'] == 1.0
+        # Accepted by the contract: the current ones and the old one the aggregator then refused.
+        assert scraped['breakout_worker_cdrs_total{outcome="accepted"}'] == len(current) + 1
         # The heartbeat a container healthcheck reads (docker-compose.yml) is fresh.
         heartbeat = tmp_path / "w" / "heartbeat"
         await eventually_true(lambda: asyncio.to_thread(_fresh, heartbeat), wait=30)
@@ -154,3 +164,13 @@ async def _whole_rows(settings: Settings) -> object:
 
 def _fresh(path: Path) -> bool:
     return path.exists() and path.stat().st_mtime > time.time() - 15
+
+
+def _scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
