@@ -84,6 +84,12 @@ class DeadLetterReader:
         """Each dead letter after ``existing``'s, as it arrives, until cancelled."""
         for letter in self._early:
             yield letter
+        while not self._consumer.assignment():  # no topic yet: wait for the first dead letter
+            await asyncio.sleep(POLL_MS / 1000)
+            if partitions := await self._partitions():
+                tps = [TopicPartition(self.topic, p) for p in partitions]
+                self._consumer.assign(tps)
+                await self._consumer.seek_to_beginning(*tps)
         while True:
             for letter in await self._poll():
                 yield letter
