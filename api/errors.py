@@ -75,6 +75,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> OrjsonResponse:
         problems = []
         for error in exc.errors():
+            if error.get("type") == "value_error":  # a model's own sentence (api.params)
+                problems.append(str(error["msg"]).removeprefix("Value error, "))
+                continue
             where = str(error["loc"][-1]) if error.get("loc") else "request"
             problems.append(f"{where}: {error['msg'].lower()}, got {error.get('input')!r}")
         return OrjsonResponse({"detail": "; ".join(problems)}, status_code=422)

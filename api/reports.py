@@ -1,8 +1,7 @@
 """``/v1``: breakout snapshots and the value lists behind the page's selectors.
 
-Parameters are declared here for the OpenAPI reference, then read from the raw query
-string by ``breakout.query``, which owns every rule and message (and refuses unknown
-parameters, which FastAPI alone would silently ignore). Every read sums mirror rows, so
+Parameters are declared once, as the models of ``api.params``; ``breakout.query`` owns
+every rule and message about their values. Every read sums mirror rows, so
 every one is refused with a 503 while the mirror is incomplete (``api.reader``).
 """
 
@@ -15,6 +14,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.errors import error_responses
+from api.params import RangeParams, SnapshotParams, refuse_repeats
 from api.reader import Freshness, MirrorReader
 from api.responses import OrjsonResponse
 from api.schemas import Me, Snapshot, ValueList
@@ -26,44 +26,26 @@ from breakout.timerange import TimeRange, readable_cover
 
 router = APIRouter(prefix="/v1", tags=["reports"])
 
-From = Annotated[
-    str | None,
-    Query(
-        alias="from",
-        description="First day (YYYY-MM-DD, in `tz`) or ISO datetime on a whole minute. Default: today.",
-    ),
-]
-To = Annotated[
-    str | None,
-    Query(
-        description="Last day, inclusive (YYYY-MM-DD), or ISO datetime, exclusive. Default: the `from` day."
-    ),
-]
-Tz = Annotated[str | None, Query(description="IANA time zone the dates are in. Default: UTC.")]
-Customers = Annotated[
-    list[str] | None, Query(alias="customer", description="Only these customers (repeatable).")
-]
-Destinations = Annotated[
-    list[str] | None, Query(alias="destination", description="Only these destinations (repeatable).")
-]
-Providers = Annotated[
-    list[str] | None, Query(alias="provider", description="Only these providers (repeatable).")
-]
+
+def _today(params: RangeParams) -> date:
+    try:
+        return datetime.now(ZoneInfo(params.tz or "UTC")).date()
+    except Exception:  # an invalid tz is reported by the parser, with its message
+        return datetime.now(UTC).date()
 
 
-def _params(request: Request) -> dict[str, list[str]]:
-    params: dict[str, list[str]] = {}
-    for name, value in request.query_params.multi_items():
-        params.setdefault(name, []).append(value)
+def _range_params(request: Request, params: Annotated[RangeParams, Query()]) -> RangeParams:
+    refuse_repeats(request, RangeParams)
     return params
 
 
-def _today(request: Request) -> date:
-    tz_name = request.query_params.get("tz") or "UTC"
-    try:
-        return datetime.now(ZoneInfo(tz_name)).date()
-    except Exception:  # an invalid tz is reported by the parser, with its message
-        return datetime.now(UTC).date()
+def _snapshot_params(request: Request, params: Annotated[SnapshotParams, Query()]) -> SnapshotParams:
+    refuse_repeats(request, SnapshotParams)
+    return params
+
+
+RangeParameters = Annotated[RangeParams, Depends(_range_params)]
+SnapshotParameters = Annotated[SnapshotParams, Depends(_snapshot_params)]
 
 
 def _iso(ms: int | None, time_range: TimeRange) -> str | None:
@@ -85,20 +67,6 @@ async def _summary(
     return await reader.summary(buckets, tokens, query.filters, group_by), freshness
 
 
-def _range_parameters(
-    from_: From = None,
-    to: To = None,
-    tz: Tz = None,
-    customer: Customers = None,
-    destination: Destinations = None,
-    provider: Providers = None,
-) -> None:
-    """Declares the parameters every read takes, for the OpenAPI reference only."""
-
-
-RangeParameters = Annotated[None, Depends(_range_parameters)]
-
-
 @router.get("/me", response_model=Me, summary="The role of the caller's key", responses=error_responses(401))
 async def me(role: Caller) -> dict[str, Any]:
     if role.customer is None:
@@ -118,20 +86,9 @@ async def me(role: Caller) -> dict[str, Any]:
 async def breakout(
     request: Request,
     role: Caller,
-    _: RangeParameters,
-    group_by: Annotated[
-        str | None,
-        Query(description="Comma-separated: customer, destination, provider. Default: customer,destination."),
-    ] = None,
-    sort: Annotated[
-        str | None,
-        Query(description="A column name; `-` in front for descending. Default: the group columns."),
-    ] = None,
-    limit: Annotated[int | None, Query(description="Rows per page, 1-10000. Default: 1000.")] = None,
-    offset: Annotated[int | None, Query(description="Rows to skip. Default: 0.")] = None,
-    format: Annotated[str | None, Query(description="`json` (default) or `csv`.")] = None,
+    params: SnapshotParameters,
 ) -> Response:
-    query = parse_snapshot_query(_params(request), role, _today(request))
+    query = parse_snapshot_query(params.values(), role, _today(params))
     summary, freshness = await _summary(request, query, query.group_by)
     rows = summary.page(query.sort, query.descending, query.offset, query.limit)
     costs = role.is_admin
@@ -172,10 +129,10 @@ async def breakout(
     )
 
 
-async def _values(request: Request, role: Caller, dimension: str) -> dict[str, Any]:
+async def _values(request: Request, role: Caller, params: RangeParams, dimension: str) -> dict[str, Any]:
     if dimension == "provider" and not role.is_admin:
         raise AccessDenied("the provider list is for admin keys")
-    query = parse_range_query(_params(request), role, _today(request))
+    query = parse_range_query(params.values(), role, _today(params))
     summary, freshness = await _summary(request, query, (dimension,))
     attempts: dict[str, int] = {}
     for (name, _currency), counters in summary.groups.items():
@@ -196,15 +153,15 @@ _LIST = {"response_model": ValueList, "responses": error_responses(401, 403, 422
 
 
 @router.get("/destinations", summary="Destinations with traffic in a range", **_LIST)  # type: ignore[arg-type]
-async def destinations(request: Request, role: Caller, _: RangeParameters) -> dict[str, Any]:
-    return await _values(request, role, "destination")
+async def destinations(request: Request, role: Caller, params: RangeParameters) -> dict[str, Any]:
+    return await _values(request, role, params, "destination")
 
 
 @router.get("/customers", summary="Customers with traffic in a range", **_LIST)  # type: ignore[arg-type]
-async def customers(request: Request, role: Caller, _: RangeParameters) -> dict[str, Any]:
-    return await _values(request, role, "customer")
+async def customers(request: Request, role: Caller, params: RangeParameters) -> dict[str, Any]:
+    return await _values(request, role, params, "customer")
 
 
 @router.get("/providers", summary="Providers with traffic in a range", **_LIST)  # type: ignore[arg-type]
-async def providers(request: Request, role: Caller, _: RangeParameters) -> dict[str, Any]:
-    return await _values(request, role, "provider")
+async def providers(request: Request, role: Caller, params: RangeParameters) -> dict[str, Any]:
+    return await _values(request, role, params, "provider")
