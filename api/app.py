@@ -24,6 +24,7 @@ from api.portal import mount_portal
 from api.reader import MirrorReader
 from api.reports import router as reports
 from api.responses import OrjsonResponse
+from api.series import router as series
 from breakout import __version__
 from breakout.buckets import Retention
 from breakout.redis_layout import Layout
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.metrics = metrics = ApiMetrics()
     app.include_router(reports)
+    app.include_router(series)
     app.include_router(alerts)
     app.include_router(health)
     install_error_handlers(app)

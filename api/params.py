@@ -78,6 +78,21 @@ class SnapshotParams(RangeParams):
     format: str | None = Field(None, description="`json` (default) or `csv`.")
 
 
+class SeriesParams(RangeParams):
+    """``GET /v1/series``: the range, then the resolution and the metrics of each point."""
+
+    resolution: str | None = Field(
+        None,
+        description="`minute`, `15m`, `hour` or `day`, aligned to `tz`. Default: by the range's length "
+        "(minute up to 6 h, 15m up to 2 days, hour up to 35 days, day beyond).",
+    )
+    metric: list[str] = Field(
+        [],
+        description="Metrics of each point (repeatable or comma-separated): attempts, connected, asr, ner, "
+        "acd, pdd, short_calls, short_pct, duration, dtmf, dtmf_pct. Default: attempts, asr, ner, acd, pdd.",
+    )
+
+
 def refuse_repeats(request: Request, model: type[RangeParams]) -> None:
     """A single-valued parameter given more than once is a 422, not its last value."""
     for name, field in model.model_fields.items():

@@ -27,7 +27,8 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
-from breakout.aggregate import Counters
+from breakout.aggregate import Counters, empty
+from breakout.aggregate import add as add_counters
 from breakout.redis_layout import (
     Completeness,
     Lag,
@@ -142,6 +143,8 @@ class MirrorReader:
         self._summaries: LRU[Hashable, tuple[list[Token], Summary]] = LRU(
             GROUP_CACHE_ENTRIES if cache_rows else 0
         )
+        # Per bucket and filters: the sum of its admitted rows (a series point's part).
+        self._totals: LRU[tuple[Bucket, Filters], tuple[Token, Counters]] = LRU(cache_rows)
 
     async def freshness(self) -> Freshness:
         return freshness_of(decode_watermarks(await self.client.hgetall(self.layout.watermarks)))
@@ -227,6 +230,36 @@ class MirrorReader:
             self._settled.put(settled_key, (older, settled))
             _out_of_the_collectors_way()
         return Summary(group_by, settled, parts[-1])
+
+    async def bucket_totals(
+        self, buckets: list[Bucket], tokens: list[Token], filters: Filters
+    ) -> dict[Bucket, Counters]:
+        """Each bucket's admitted rows summed over every group and currency: the counts behind
+        a series point. Cached per bucket while its version holds, so a month of hours costs
+        one ``MGET`` and the sums of the buckets that moved."""
+        totals: dict[Bucket, Counters] = {}
+        moved: list[tuple[Bucket, Token]] = []
+        for bucket, token in zip(buckets, tokens, strict=True):
+            if token is None:
+                totals[bucket] = empty()
+                continue
+            cached = self._totals.get((bucket, filters))
+            if cached is not None and cached[0] == token:
+                totals[bucket] = cached[1]
+            else:
+                moved.append((bucket, token))
+        if moved:
+            marker = next(token[0] for _, token in moved if token is not None)
+            rows = await self._read(moved, _sources(filters), marker)
+            unfiltered = filters == Filters()
+            for bucket, token in moved:
+                total = empty()
+                for row in rows[bucket]:
+                    if unfiltered or filters.admits(row):
+                        add_counters(total, row[4])
+                self._totals.put((bucket, filters), (token, total))
+                totals[bucket] = total
+        return totals
 
     async def _groups_by_customer(
         self, bucket: Bucket, marker: bytes, filters: Filters, group_by: tuple[str, ...]

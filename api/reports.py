@@ -27,7 +27,7 @@ from breakout.timerange import TimeRange, readable_cover
 router = APIRouter(prefix="/v1", tags=["reports"])
 
 
-def _today(params: RangeParams) -> date:
+def today_of(params: RangeParams) -> date:
     try:
         return datetime.now(ZoneInfo(params.tz or "UTC")).date()
     except Exception:  # an invalid tz is reported by the parser, with its message
@@ -48,7 +48,7 @@ RangeParameters = Annotated[RangeParams, Depends(_range_params)]
 SnapshotParameters = Annotated[SnapshotParams, Depends(_snapshot_params)]
 
 
-def _iso(ms: int | None, time_range: TimeRange) -> str | None:
+def iso_ms(ms: int | None, time_range: TimeRange) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, time_range.tz).isoformat(timespec="milliseconds")
@@ -88,7 +88,7 @@ async def breakout(
     role: Caller,
     params: SnapshotParameters,
 ) -> Response:
-    query = parse_snapshot_query(params.values(), role, _today(params))
+    query = parse_snapshot_query(params.values(), role, today_of(params))
     summary, freshness = await _summary(request, query, query.group_by)
     rows = summary.page(query.sort, query.descending, query.offset, query.limit)
     costs = role.is_admin
@@ -101,7 +101,7 @@ async def breakout(
             media_type="text/csv; charset=utf-8",
             headers={
                 "Content-Disposition": f'attachment; filename="{name}"',
-                "X-Breakout-As-Of": _iso(freshness.as_of_ms, query.range) or "",
+                "X-Breakout-As-Of": iso_ms(freshness.as_of_ms, query.range) or "",
                 "X-Breakout-Behind-Ms": "" if freshness.behind_ms is None else str(freshness.behind_ms),
                 "X-Breakout-Total-Rows": str(summary.total_rows),
             },
@@ -113,7 +113,7 @@ async def breakout(
             "to": query.range.iso(query.range.end),
             "tz": query.range.tz.key,
             "group_by": list(query.group_by),
-            "as_of": _iso(freshness.as_of_ms, query.range),
+            "as_of": iso_ms(freshness.as_of_ms, query.range),
             "as_of_ms": freshness.as_of_ms,
             "behind_ms": freshness.behind_ms,
             "total_rows": summary.total_rows,
@@ -132,7 +132,7 @@ async def breakout(
 async def _values(request: Request, role: Caller, params: RangeParams, dimension: str) -> dict[str, Any]:
     if dimension == "provider" and not role.is_admin:
         raise AccessDenied("the provider list is for admin keys")
-    query = parse_range_query(params.values(), role, _today(params))
+    query = parse_range_query(params.values(), role, today_of(params))
     summary, freshness = await _summary(request, query, (dimension,))
     attempts: dict[str, int] = {}
     for (name, _currency), counters in summary.groups.items():
@@ -141,7 +141,7 @@ async def _values(request: Request, role: Caller, params: RangeParams, dimension
         "from": query.range.iso(query.range.start),
         "to": query.range.iso(query.range.end),
         "tz": query.range.tz.key,
-        "as_of": _iso(freshness.as_of_ms, query.range),
+        "as_of": iso_ms(freshness.as_of_ms, query.range),
         "values": [
             {"name": name, "attempts": count}
             for name, count in sorted(attempts.items(), key=lambda item: (-item[1], item[0]))

@@ -26,6 +26,19 @@ class Figures(BaseModel):
     )
     dtmf: int = Field(description="Calls with DTMF detected")
     dtmf_pct: str | None = Field(description="100 x dtmf / attempts, 2 places")
+    ner: str | None = Field(
+        description="Network effectiveness ratio (ITU-T E.425): 100 x effective / attempts, 2 places; "
+        "an attempt is effective when answered or ended by the callee (busy, no answer, rejected)"
+    )
+    pdd: str | None = Field(
+        description="Average post-dial delay in seconds over the calls that carried `pdd_ms`, 2 places"
+    )
+    short_calls: int = Field(description="Connected calls under BREAKOUT_SHORT_CALL_SECONDS (default 6)")
+    short_pct: str | None = Field(description="100 x short_calls / connected, 2 places")
+    sip_codes: dict[str, int] = Field(
+        description="Attempts per final SIP code, most first: catalogue codes (`503`), other codes by "
+        "class (`5xx`), `none` for attempts without a `sip_code`; only codes that occurred"
+    )
 
 
 class Row(Figures):
@@ -54,6 +67,64 @@ class Snapshot(BaseModel):
     rows: list[Row]
     totals: Figures = Field(description="Over all rows (not only the page); money only with one currency")
     currency_totals: list[Figures] = Field(description="Totals per currency")
+
+
+class Point(BaseModel):
+    """One step of a series: only the metrics asked for are present."""
+
+    start: str = Field(description="Start of the step (inclusive), ISO 8601 in `tz`")
+    end: str = Field(description="End of the step (exclusive), ISO 8601 in `tz`")
+    attempts: int | None = None
+    connected: int | None = None
+    asr: str | None = Field(None, description="Percent, 2 places; null without attempts")
+    ner: str | None = Field(None, description="Percent, 2 places; null without attempts")
+    acd: str | None = Field(None, description="Seconds, 2 places; null without connected calls")
+    pdd: str | None = Field(None, description="Seconds, 2 places; null without a call carrying `pdd_ms`")
+    short_calls: int | None = None
+    short_pct: str | None = Field(None, description="Percent of connected calls, 2 places")
+    duration: str | None = Field(None, description="Billed seconds, 3 places")
+    dtmf: int | None = None
+    dtmf_pct: str | None = None
+
+
+class Series(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    tz: str
+    resolution: str = Field(description="`minute`, `15m`, `hour` or `day`")
+    metrics: list[str]
+    as_of: str | None
+    as_of_ms: int | None
+    behind_ms: int | None
+    points: list[Point] = Field(description="Every step of the range, oldest first")
+
+
+class Cause(BaseModel):
+    code: str = Field(description="A SIP code (`503`), another code's class (`5xx`), or `none`")
+    label: str
+    count: int = Field(description="Attempts with this final code in the range")
+    share: str | None = Field(description="Percent of the range's attempts, 2 places")
+    previous_count: int | None = Field(description="The same in the previous period; null: beyond retention")
+    previous_share: str | None
+    change_points: str | None = Field(description="share - previous_share, percentage points, 2 places")
+
+
+class PreviousPeriod(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+
+
+class Causes(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    tz: str
+    as_of: str | None
+    as_of_ms: int | None
+    behind_ms: int | None
+    previous: PreviousPeriod = Field(description="The period of equal length just before the range")
+    attempts: int
+    previous_attempts: int | None = Field(description="Null when the previous period is beyond retention")
+    codes: list[Cause] = Field(description="What grew most first (by change_points), then by count")
 
 
 class Value(BaseModel):

@@ -27,7 +27,14 @@ MAX_DIGITS = 32
 MAX_DURATION_S = 7 * 86400  # a week-long call attempt is a broken switch clock
 MAX_DTMF = 1_000_000
 MAX_REVISION = 2**31 - 1
+MAX_PDD_MS = 600_000  # ten minutes of ringing is a broken timer, not a slow network
 CONNECTED_STATUS = "answered"
+# E.425 "effective" outcomes (answered, or ended by the callee: busy, no answer, rejected),
+# by the first of these the CDR carries: its final SIP code (RFC 6076's SEER set, plus 487:
+# the caller hung up while it rang), its Q.850 cause, its status. See docs/cdr-contract.md.
+EFFECTIVE_SIP = frozenset({480, 486, 487, 600, 603})  # and every 2xx
+EFFECTIVE_Q850 = frozenset({16, 17, 18, 19, 21})
+EFFECTIVE_STATUS = frozenset({"answered", "busy", "no_answer", "cancelled", "rejected"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,24 @@ class CDR:
     currency: str
     dtmf: int
     revision: int
+    sip_code: int | None = None
+    q850_cause: int | None = None
+    pdd_ms: int | None = None
+    effective: bool = False
+
+
+def is_effective(connected: bool, status: str | None, sip_code: int | None, q850_cause: int | None) -> bool:
+    """Whether an attempt counts towards NER (ITU-T E.425): answered, or ended by the callee.
+
+    ``status`` is lower-cased and stripped (None: absent, when ``connected`` decides).
+    """
+    if sip_code is not None:
+        return 200 <= sip_code < 300 or sip_code in EFFECTIVE_SIP
+    if q850_cause is not None:
+        return q850_cause in EFFECTIVE_Q850
+    if status is None:
+        return connected
+    return status in EFFECTIVE_STATUS
 
 
 def decode_message(value: bytes | None) -> list[Any]:
@@ -85,9 +110,12 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
     if status is None:
         connected = duration_ms > 0
     elif isinstance(status, str) and status.strip():
-        connected = status.strip().lower() == CONNECTED_STATUS
+        status = status.strip().lower()
+        connected = status == CONNECTED_STATUS
     else:
         raise InvalidCDR("bad_field", f"status: expected a non-empty string, got {_shown(status)}")
+    sip_code = _whole(get("sip_code"), "sip_code", 100, 699)
+    q850_cause = _whole(get("q850_cause"), "q850_cause", 0, 127)
     customer_charge = get("customer_charge", _MISSING)
     if customer_charge is _MISSING:
         raise InvalidCDR("missing_field", "customer_charge is required (null means rating pending)")
@@ -105,6 +133,10 @@ def validate_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDR:
         currency=_currency(get("currency"), default_currency),
         dtmf=_dtmf(get("dtmf")),
         revision=_revision(get("revision")),
+        sip_code=sip_code,
+        q850_cause=q850_cause,
+        pdd_ms=_whole(get("pdd_ms"), "pdd_ms", 0, MAX_PDD_MS),
+        effective=is_effective(connected, status, sip_code, q850_cause),
     )
 
 
@@ -235,6 +267,17 @@ def _dtmf(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DTMF:
         raise InvalidCDR(
             "bad_field", f"dtmf: expected a whole number from 0 to {MAX_DTMF}, got {_shown(value)}"
+        )
+    return value
+
+
+def _whole(value: Any, field: str, low: int, high: int) -> int | None:
+    """An optional whole number in ``[low, high]``: absent (or null) is unknown, never guessed."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidCDR(
+            "bad_field", f"{field}: expected a whole number from {low} to {high}, got {_shown(value)}"
         )
     return value
 

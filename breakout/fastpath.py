@@ -19,25 +19,46 @@ from typing import Any
 from breakout.cdr import (
     CONNECTED_STATUS,
     EARLIEST_MS,
+    EFFECTIVE_Q850,
+    EFFECTIVE_SIP,
+    EFFECTIVE_STATUS,
     FUTURE_SLACK_MS,
     MAX_DIGITS,
     MAX_DTMF,
     MAX_DURATION_S,
+    MAX_PDD_MS,
     MAX_REVISION,
     MAX_TEXT,
 )
 from breakout.money import MAX_MICROS, MICROS
 
 # What validate_cdr returns, as a plain tuple (a frozen dataclass alone costs ~1.5 µs to build).
-CDRFields = tuple[str, str, str, str, str | None, int, int, bool, int, int | None, str, int, int]
+CDRFields = tuple[
+    str,
+    str,
+    str,
+    str,
+    str | None,
+    int,
+    int,
+    bool,
+    int,
+    int | None,
+    str,
+    int,
+    int,
+    bool,
+    int | None,
+    int | None,
+]
 
 _MISSING: Any = object()
 
 
 def common_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDRFields | None:
     """``(id, customer_id, provider_id, dst, destination, start_ms, duration_ms, connected,
-    provider_charge, customer_charge, currency, dtmf, revision)`` as ``validate_cdr`` would return them,
-    or ``None`` when the document is not the common well-formed case."""
+    provider_charge, customer_charge, currency, dtmf, revision, effective, pdd_ms, sip_code)`` as
+    ``validate_cdr`` would return them, or ``None`` when the document is not the common well-formed case."""
     if type(document) is not dict:
         return None
     get = document.get
@@ -73,9 +94,25 @@ def common_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDRField
     if status is None:
         connected = duration_ms > 0
     elif type(status) is str and status.strip():
-        connected = status.strip().lower() == CONNECTED_STATUS
+        status = status.strip().lower()
+        connected = status == CONNECTED_STATUS
     else:
         return None
+    sip_code = get("sip_code")
+    q850_cause = get("q850_cause")
+    pdd_ms = get("pdd_ms")
+    if (
+        (sip_code is not None and (type(sip_code) is not int or not 100 <= sip_code <= 699))
+        or (q850_cause is not None and (type(q850_cause) is not int or not 0 <= q850_cause <= 127))
+        or (pdd_ms is not None and (type(pdd_ms) is not int or not 0 <= pdd_ms <= MAX_PDD_MS))
+    ):
+        return None
+    if sip_code is not None:
+        effective = 200 <= sip_code < 300 or sip_code in EFFECTIVE_SIP
+    elif q850_cause is not None:
+        effective = q850_cause in EFFECTIVE_Q850
+    else:
+        effective = connected if status is None else status in EFFECTIVE_STATUS
     provider_charge = _micros(get("provider_charge"))
     if provider_charge is None:
         return None
@@ -122,6 +159,9 @@ def common_cdr(document: Any, *, default_currency: str, now_ms: int) -> CDRField
         currency,
         dtmf,
         revision,
+        effective,
+        pdd_ms,
+        sip_code,
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from breakout.aggregate import Counters, add, counters_of, subtract
+from breakout.aggregate import Counters, add_one, counters_of, is_short, sip_slot, subtract_one, widened
 from breakout.buckets import GRANULARITIES, Granularity, Retention
 from breakout.normalize import Record
 
@@ -85,7 +85,7 @@ class CustomerBucket:
         rows = document["r"]
         if isinstance(rows, list):  # written before rows were keyed by id: [[d, p, c, *counters]]
             rows = {row_id(*row[:3]): row[3:] for row in rows}
-        return cls(document["o"], rows)
+        return cls(document["o"], {row: widened(counters) for row, counters in rows.items()})
 
 
 # One CDR's identity: ids are unique per customer (a revision keeps its customer).
@@ -97,11 +97,23 @@ REVISION_UNKNOWN = "revision_unknown"
 TOO_LATE = "too_late"
 
 
-def version_of(record: Sequence[Any]) -> list[Any]:
+def version_of(record: Sequence[Any], short: bool) -> list[Any]:
     """The part of a record a later revision needs to retract it, as stored:
     ``[revision, provider, destination, currency, start_ms, connected, duration_ms,
-    provider_charge, customer_charge, dtmf]``."""
-    return [record[12], *record[2:5], *record[5:11]]
+    provider_charge, customer_charge, dtmf, effective, pdd_ms, sip_code, short]``.
+
+    ``short`` is stored as decided when counted, so a changed threshold never retracts a
+    short call that was not counted as one. A version stored before the last four existed
+    (ten items) retracts nothing from their counters: it added nothing to them.
+    """
+    return [record[12], *record[2:5], *record[5:11], *record[13:16], short]
+
+
+def _legacy(record: Sequence[Any]) -> Sequence[Any]:
+    """A record from an internal message written by an older version (fewer fields, read
+    positionally): effective is then what ``connected`` says, as no status was kept."""
+    old = Record(*record)
+    return (*old[:13], old.connected, None, None)
 
 
 def encode_counted(
@@ -157,10 +169,13 @@ class PartitionLedger:
     nothing the tables do not.
     """
 
-    def __init__(self, partition: int, retention: Retention, dedup_window_ms: int) -> None:
+    def __init__(
+        self, partition: int, retention: Retention, dedup_window_ms: int, short_call_ms: int = 6_000
+    ) -> None:
         self.partition = partition
         self.retention = retention
         self.dedup_window_ms = dedup_window_ms
+        self.short_call_ms = short_call_ms
         self.stream_ms = 0
         self.offset = -1  # the last message applied: one at or below it is a replay
         # Versions counted since the id store was last written: lookups see them first.
@@ -225,6 +240,7 @@ class PartitionLedger:
         row_ids = self._row_ids
         known = self._known(records, lookup)
         here = outcome.versions  # counted by this message so far
+        short_call_ms = self.short_call_ms
 
         def target_of(customer: str, minute: int) -> _Targets | None:
             target: _Targets | None = targets.get((customer, minute), _UNSET)
@@ -235,8 +251,10 @@ class PartitionLedger:
             return target
 
         for record in records:
+            if len(record) != 16:
+                record = _legacy(record)
             (cdr_id, customer, provider, destination, currency, start_ms, connected, duration_ms, charge,
-             charged, dtmf, _, revision) = record  # fmt: skip
+             charged, dtmf, _, revision, effective, pdd_ms, sip_code) = record  # fmt: skip
             version_key = (customer, cdr_id)
             previous: list[Any] | None = None  # the version this record supersedes
             before: list[Any] | None = None  # the version counted before this message
@@ -276,16 +294,22 @@ class PartitionLedger:
                 if len(row_ids) >= ROW_ID_CACHE:
                     row_ids.clear()
                 row = row_ids[(destination, provider, currency)] = row_id(destination, provider, currency)
-            contribution = counters_of(connected, duration_ms, charge, charged, dtmf)
+            short = is_short(connected, duration_ms, short_call_ms)
+            contribution = counters_of(
+                connected, duration_ms, charge, charged, dtmf, effective, pdd_ms, sip_code, short
+            )
+            slot = sip_slot(sip_code)
             for rows in target.rows:
                 counters = rows.get(row)
                 if counters is None:
                     rows[row] = contribution.copy()
                 else:
-                    add(counters, contribution)
+                    add_one(counters, contribution, slot)
             target.changed.add(row)
             outcome.replayed += target.replayed
-            here[version_key] = encode_counted(version_key, offset, stream_ms, version_of(record), before)
+            here[version_key] = encode_counted(
+                version_key, offset, stream_ms, version_of(record, short), before
+            )
         for target in targets.values():
             if target is not None:
                 for key in target.keys:
@@ -330,13 +354,21 @@ class PartitionLedger:
         """
         if target is None:
             return  # every bucket of the earlier version has expired
-        _, provider, destination, currency, _, connected, duration_ms, charge, charged, dtmf = version
+        _, provider, destination, currency, _, connected, duration_ms, charge, charged, dtmf = version[:10]
         row = row_id(destination, provider, currency)
-        contribution = counters_of(connected, duration_ms, charge, charged, dtmf)
+        if len(version) > 10:
+            effective, pdd_ms, sip_code, short = version[10:]
+            contribution = counters_of(
+                connected, duration_ms, charge, charged, dtmf, effective, pdd_ms, sip_code, short
+            )
+        else:  # counted before NER, PDD, short calls and SIP codes were: it added none of them
+            contribution = counters_of(connected, duration_ms, charge, charged, dtmf)
+            sip_code = None
+        slot = sip_slot(sip_code)
         for rows in target.rows:
             counters = rows.get(row)
             if counters is not None:
-                subtract(counters, contribution)
+                subtract_one(counters, contribution, slot)
         target.changed.add(row)
 
     def _targets(

@@ -29,6 +29,7 @@ ORIGIN_TEXT_BYTES = 16_384
 # at their contract maximums; and an origin: a topic name (249 characters at most), JSON
 # text that escaping at most doubles (quotes and backslashes; control characters are
 # escaped in it already), and 128 bytes for its quotes, numbers and separators, under 50.
+# (The numbers include the effective flag, the PDD and the SIP code: under 130 in all.)
 MAX_RECORD_BYTES = 4 * (6 * MAX_TEXT + 2) + 256 + 6 * 249 + 2 * ORIGIN_TEXT_BYTES + 128
 
 
@@ -40,7 +41,9 @@ class Record(NamedTuple):
     no earlier version is counted): its dead letter then carries the CDR as published and
     where, like every other dead letter, at no cost to the common case.
 
-    ``revision`` orders versions of one CDR id (see docs/cdr-contract.md).
+    ``revision`` orders versions of one CDR id (see docs/cdr-contract.md). ``effective``
+    is whether the attempt counts towards NER; ``pdd_ms`` and ``sip_code`` are None where
+    the CDR did not say.
     """
 
     id: str
@@ -56,6 +59,9 @@ class Record(NamedTuple):
     dtmf: int
     origin: Origin | None = None
     revision: int = 0
+    effective: bool = False
+    pdd_ms: int | None = None
+    sip_code: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +128,7 @@ def _normalize(
             rejects.append(Reject(exc.reason, exc.detail, payload, None if single else index))
             continue
         (cdr_id, customer, provider, dst, destination, start_ms, duration_ms, connected) = fields[:8]
-        provider_charge, customer_charge, currency, dtmf, revision = fields[8:]
+        provider_charge, customer_charge, currency, dtmf, revision, effective, pdd_ms, sip_code = fields[8:]
         records.append(
             Record(
                 cdr_id,
@@ -142,6 +148,9 @@ def _normalize(
                 if start_ms >= late_before_ms and not revision
                 else _origin(source, value, document, single, index),
                 revision,
+                effective,
+                pdd_ms,
+                sip_code,
             )
         )
     return records, rejects
@@ -231,4 +240,7 @@ def _fields(cdr: CDR) -> CDRFields:
         cdr.currency,
         cdr.dtmf,
         cdr.revision,
+        cdr.effective,
+        cdr.pdd_ms,
+        cdr.sip_code,
     )

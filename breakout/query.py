@@ -13,6 +13,7 @@ from datetime import date
 
 from breakout.auth import Role
 from breakout.errors import BreakoutError, QueryError
+from breakout.series import parse_metrics, parse_resolution
 from breakout.snapshot import COSTS, DIMENSIONS, Filters, sortable_columns
 from breakout.timerange import TimeRange, parse_range, parse_tz
 
@@ -33,6 +34,16 @@ class RangeQuery:
 
     range: TimeRange
     filters: Filters
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesQuery:
+    """``GET /v1/series``: a range query plus the resolution and the metrics of each point."""
+
+    range: TimeRange
+    filters: Filters
+    resolution: str
+    metrics: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,4 +161,15 @@ def parse_snapshot_query(params: Mapping[str, Sequence[str]], role: Role, today:
         limit=_int(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT),
         offset=_int(params, "offset", 0, 0, 10**9),
         format=output,
+    )
+
+
+def parse_series_query(params: Mapping[str, Sequence[str]], role: Role, today: date) -> SeriesQuery:
+    """``GET /v1/series``'s parameters, validated."""
+    base = parse_range_query(params, role, today)
+    return SeriesQuery(
+        range=base.range,
+        filters=base.filters,
+        resolution=parse_resolution(_single(params, "resolution"), base.range),
+        metrics=parse_metrics(list(params.get("metric", ()))),
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from breakout.aggregate import widened
 from breakout.buckets import Granularity
 
 # A customer-bucket hash also holds the internal-topic offset its values include.
@@ -123,7 +124,7 @@ def decode_rows(fields: dict[bytes, bytes]) -> list[Row]:
     for field, value in fields.items():
         if field[:1] == b"[":  # not "@applied"
             first, provider, currency = loads(field)
-            rows.append((first, provider, currency, loads(value)))
+            rows.append((first, provider, currency, widened(loads(value))))
     return rows
 
 

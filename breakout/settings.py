@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="Seconds (stream time) a counted CDR version is remembered: re-deliveries are "
         "dropped and revisions matched within it. Keep it longer than the platform's rating delay.",
     )
+    short_call_seconds: int = Field(
+        6,
+        ge=1,
+        le=3600,
+        description="Connected calls shorter than this many seconds count as short calls (the "
+        "false-answer and fraud signal). Applies to CDRs counted from then on.",
+    )
     id_cache_mb: int = Field(
         32,
         ge=8,

@@ -21,8 +21,15 @@ from breakout.aggregate import (
     CUSTOMER_CHARGE,
     DTMF,
     DURATION_MS,
+    EFFECTIVE,
+    FIRST_SIP,
+    PDD_CALLS,
+    PDD_MS,
     PENDING,
     PROVIDER_CHARGE,
+    SHORT_CALLS,
+    SIP_LABELS,
+    WIDTH,
     Counters,
 )
 from breakout.aggregate import add as add_counters
@@ -46,7 +53,14 @@ METRICS = (
     "pending",
     "dtmf",
     "dtmf_pct",
+    "ner",
+    "pdd",
+    "short_calls",
+    "short_pct",
 )
+# Not a sortable metric: an object of counts per SIP code (a CSV cell ``486:3 503:12``).
+SIP_CODES_COLUMN = "sip_codes"
+NO_SIP_CODE = "none"
 MONEY = ("provider_charge", "customer_charge", "profit", "profit_pct")
 COSTS = ("provider_charge", "profit", "profit_pct")
 Group = tuple[tuple[str, ...], Counters]  # (dimension values…, currency), summed counters
@@ -110,7 +124,7 @@ def merge_groups(parts: list[dict[tuple[str, ...], Counters]]) -> dict[tuple[str
     return merged
 
 
-def _rounded(numerator: int, denominator: int, places: int = 2) -> str | None:
+def rounded(numerator: int, denominator: int, places: int = 2) -> str | None:
     """``numerator / denominator`` rounded half-even to ``places`` decimals, as text."""
     if denominator == 0:
         return None
@@ -145,9 +159,9 @@ def figures(counters: Counters, with_money: bool = True, with_costs: bool = True
     out: dict[str, Any] = {
         "attempts": attempts,
         "connected": connected,
-        "asr": _rounded(100 * connected, attempts),
-        "acd": _rounded(duration_ms, 1000 * connected),
-        "duration": _rounded(duration_ms, 1000, 3),
+        "asr": rounded(100 * connected, attempts),
+        "acd": rounded(duration_ms, 1000 * connected),
+        "duration": rounded(duration_ms, 1000, 3),
         "duration_hms": hms(duration_ms),
     }
     if with_money:
@@ -155,15 +169,32 @@ def figures(counters: Counters, with_money: bool = True, with_costs: bool = True
         out["provider_charge"] = format_micros(provider)
         out["customer_charge"] = format_micros(customer)
         out["profit"] = format_micros(customer - provider)
-        out["profit_pct"] = _rounded(100 * (customer - provider), customer)
+        out["profit_pct"] = rounded(100 * (customer - provider), customer)
         if not with_costs:
             out.update(dict.fromkeys(COSTS))
     else:
         out.update(dict.fromkeys(MONEY))
     out["pending"] = counters[PENDING]
     out["dtmf"] = counters[DTMF]
-    out["dtmf_pct"] = _rounded(100 * counters[DTMF], attempts)
+    out["dtmf_pct"] = rounded(100 * counters[DTMF], attempts)
+    out["ner"] = rounded(100 * counters[EFFECTIVE], attempts)
+    out["pdd"] = rounded(counters[PDD_MS], 1000 * counters[PDD_CALLS])
+    out["short_calls"] = counters[SHORT_CALLS]
+    out["short_pct"] = rounded(100 * counters[SHORT_CALLS], connected)
+    out[SIP_CODES_COLUMN] = sip_codes(counters)
     return out
+
+
+def sip_codes(counters: Counters) -> dict[str, int]:
+    """The final SIP codes of a row's attempts, most first (``none``: attempts without one).
+
+    Only codes that occurred: a row has a handful, the catalogue twenty.
+    """
+    counts = {label: count for label, count in zip(SIP_LABELS, counters[FIRST_SIP:], strict=True) if count}
+    unknown = counters[ATTEMPTS] - sum(counts.values())
+    if unknown:
+        counts[NO_SIP_CODE] = unknown
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def present(group_by: tuple[str, ...], group: Group, *, with_costs: bool) -> dict[str, Any]:
@@ -204,6 +235,14 @@ def _sort_value(column: str, counters: Counters) -> float | int | None:
             return profit / counters[CUSTOMER_CHARGE] if counters[CUSTOMER_CHARGE] else None
         case "dtmf_pct":
             return counters[DTMF] / attempts if attempts else None
+        case "ner":
+            return counters[EFFECTIVE] / attempts if attempts else None
+        case "pdd":
+            return counters[PDD_MS] / counters[PDD_CALLS] if counters[PDD_CALLS] else None
+        case "short_calls":
+            return counters[SHORT_CALLS]
+        case "short_pct":
+            return counters[SHORT_CALLS] / connected if connected else None
     raise ValueError(f"not a sortable column: {column}")
 
 
@@ -243,7 +282,7 @@ def currency_totals(groups: Iterable[Group]) -> dict[str, Counters]:
 
 def totals_row(per_currency: dict[str, Counters], *, with_costs: bool) -> dict[str, Any]:
     """The report's totals: counts over everything; money only when there is one currency."""
-    all_counts = [sum(values) for values in zip(*per_currency.values(), strict=True)] or [0] * 7
+    all_counts = [sum(values) for values in zip(*per_currency.values(), strict=True)] or [0] * WIDTH
     single = len(per_currency) == 1
     row: dict[str, Any] = {"currency": next(iter(per_currency)) if single else None}
     row.update(figures(all_counts, with_money=single, with_costs=with_costs))
@@ -257,7 +296,13 @@ def to_csv(group_by: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
     name from a CDR never reaches a spreadsheet as a formula.
     """
     columns = [*group_by, "currency", *METRICS]
-    return csv_line(columns) + "".join([csv_line([row[column] for column in columns]) for row in rows])
+    return csv_line([*columns, SIP_CODES_COLUMN]) + "".join(
+        [csv_line([*[row[column] for column in columns], _codes_cell(row[SIP_CODES_COLUMN])]) for row in rows]
+    )
+
+
+def _codes_cell(codes: dict[str, int]) -> str:
+    return " ".join(f"{code}:{count}" for code, count in codes.items())
 
 
 class Settled:

@@ -150,6 +150,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             if settings.store.startswith("memory")
             else RocksIdIndex(Path(app.conf.tabledir) / "ids", settings.id_cache_mb << 20)
         ),
+        short_call_ms=settings.short_call_seconds * 1000,
     )
     lag = LagReporter(settings, ingest.committed, aggregator.applied_offsets)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")

@@ -136,8 +136,10 @@ class Aggregator:
         assigned: Callable[[], set[int] | None] = lambda: None,
         deliver: Deliver = _nothing_to_deliver,
         ids: IdIndex | None = None,
+        short_call_ms: int = 6_000,
     ) -> None:
         self.tables = tables
+        self.short_call_ms = short_call_ms
         self.ids: IdIndex = MemoryIdIndex() if ids is None else ids
         self.mirror = mirror
         self.retention = retention
@@ -342,7 +344,7 @@ class Aggregator:
 
     def _restore(self, partition: int) -> PartitionState:
         prefix = f"{partition}|".encode()
-        ledger = PartitionLedger(partition, self.retention, self.dedup_window_ms)
+        ledger = PartitionLedger(partition, self.retention, self.dedup_window_ms, self.short_call_ms)
         raw_progress = self.tables.progress.get(str(partition).encode())
         progress = orjson.loads(raw_progress) if raw_progress else {}
         keys = [BucketKey.decode(raw) for raw in self.tables.rows if raw.startswith(prefix)]

@@ -66,7 +66,47 @@ def _cdr(rng: random.Random, n: int, start: float, customers: int, table: dict[s
         cdr["status"] = status
     if rng.random() < 0.1:
         cdr["destination"] = "Platform Named Route"
+    _noc_fields(random.Random(n), cdr)
     return cdr
+
+
+def _noc_fields(rng: random.Random, cdr: dict[str, Any]) -> None:
+    """The optional NOC fields, drawn from their own generator so the rest of the dataset is
+    the one every test was written against: codes in and out of the catalogue, or none."""
+    roll = rng.random()
+    if roll < 0.6:
+        cdr["sip_code"] = rng.choice([200, 200, 486, 503, 404, 487, 480, 603, 505, 181, 302, 699])
+    elif roll < 0.75:
+        cdr["q850_cause"] = rng.choice([16, 17, 19, 34, 41, 127])
+    if rng.random() < 0.7:
+        cdr["pdd_ms"] = rng.choice([0, rng.randint(1, 15_000)])
+
+
+# Independent of the pipeline: the contract's catalogue, E.425 sets and short-call threshold.
+SIP_CATALOGUE = (200, 403, 404, 408, 480, 484, 486, 487, 488, 500, 502, 503, 504, 603)
+SHORT_CALL_MS = 6_000
+
+
+def effective(cdr: dict[str, Any]) -> bool:
+    """E.425 as docs/cdr-contract.md states it."""
+    if cdr.get("sip_code") is not None:
+        code = cdr["sip_code"]
+        return 200 <= code < 300 or code in (480, 486, 487, 600, 603)
+    if cdr.get("q850_cause") is not None:
+        return cdr["q850_cause"] in (16, 17, 18, 19, 21)
+    status = cdr.get("status")
+    if status is None:
+        return cdr["duration"] > 0
+    return status.strip().lower() in ("answered", "busy", "no_answer", "cancelled", "rejected")
+
+
+def sip_label(code: int | None) -> str:
+    if code is None:
+        return "none"
+    return str(code) if code in SIP_CATALOGUE else f"{code // 100}xx"
+
+
+SIP_LABELS = (*(str(code) for code in SIP_CATALOGUE), *(f"{c}xx" for c in range(1, 7)))
 
 
 INVALID_KINDS: list[tuple[str, dict[str, Any] | bytes]] = [
@@ -147,12 +187,13 @@ def micros(value: Any) -> int:
 def expected_rows(
     cdrs: list[dict[str, Any]], table: dict[str, str], minute_cutoff: float | None = None
 ) -> dict[RowKey, list[int]]:
-    """[attempts, connected, duration_ms, provider_charge, customer_charge, pending, dtmf] per row.
+    """[attempts, connected, duration_ms, provider_charge, customer_charge, pending, dtmf,
+    effective, pdd_ms, pdd_calls, short_calls, *one per SIP label] per row.
 
     CDRs that start before ``minute_cutoff`` (epoch seconds) have no minute rows: those
     buckets were past retention when they arrived.
     """
-    rows: defaultdict[RowKey, list[int]] = defaultdict(lambda: [0] * 7)
+    rows: defaultdict[RowKey, list[int]] = defaultdict(lambda: [0] * (11 + len(SIP_LABELS)))
     for cdr in cdrs:
         start = cdr["start_time"] / (1000 if cdr["start_time"] > 1e11 else 1)
         status = cdr.get("status")
@@ -179,6 +220,13 @@ def expected_rows(
             row[4] += 0 if pending else micros(cdr["customer_charge"])
             row[5] += pending
             row[6] += cdr["dtmf"] > 0
+            row[7] += effective(cdr)
+            row[8] += cdr.get("pdd_ms") or 0
+            row[9] += cdr.get("pdd_ms") is not None
+            row[10] += connected and Decimal(str(cdr["duration"])) * 1000 < SHORT_CALL_MS
+            label = sip_label(cdr.get("sip_code"))
+            if label != "none":
+                row[11 + SIP_LABELS.index(label)] += 1
     return dict(rows)
 
 
@@ -197,6 +245,7 @@ def _columns(cdrs: list[dict[str, Any]], currency: str | None) -> dict[str, Any]
     provider = sum((Decimal(str(c["provider_charge"])) for c in rated), Decimal(0))
     customer = sum((Decimal(str(c["customer_charge"])) for c in rated), Decimal(0))
     dtmf = sum(1 for c in cdrs if c["dtmf"] > 0)
+    short = [c for c in connected if Decimal(str(c["duration"])) * 1000 < SHORT_CALL_MS]
     whole = int(seconds.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     row: dict[str, Any] = {
         "currency": currency,
@@ -211,6 +260,11 @@ def _columns(cdrs: list[dict[str, Any]], currency: str | None) -> dict[str, Any]
         "pending": attempts - len(rated),
         "dtmf": dtmf,
         "dtmf_pct": _pct(Decimal(dtmf), Decimal(attempts)),
+        "ner": _pct(Decimal(sum(1 for c in cdrs if effective(c))), Decimal(attempts)),
+        "pdd": _seconds([c["pdd_ms"] for c in cdrs if c.get("pdd_ms") is not None]),
+        "short_calls": len(short),
+        "short_pct": _pct(Decimal(len(short)), Decimal(len(connected))),
+        "sip_codes": _codes(cdrs),
     }
     money = currency is not None
     row["provider_charge"] = f"{provider:.6f}" if money else None
@@ -218,6 +272,19 @@ def _columns(cdrs: list[dict[str, Any]], currency: str | None) -> dict[str, Any]
     row["profit"] = f"{customer - provider:.6f}" if money else None
     row["profit_pct"] = _pct(customer - provider, customer) if money else None
     return row
+
+
+def _seconds(pdds: list[int]) -> str | None:
+    if not pdds:
+        return None
+    return str((Decimal(sum(pdds)) / 1000 / len(pdds)).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+
+
+def _codes(cdrs: list[dict[str, Any]]) -> dict[str, int]:
+    counts: defaultdict[str, int] = defaultdict(int)
+    for cdr in cdrs:
+        counts[sip_label(cdr.get("sip_code"))] += 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def start_seconds(cdr: dict[str, Any]) -> float:

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from breakout.aggregate import FIELDS, Counters, add, counters_of, empty
+from breakout.aggregate import (
+    FIELDS,
+    FIRST_SIP,
+    SIP_LABELS,
+    WIDTH,
+    Counters,
+    add,
+    add_one,
+    counters_of,
+    empty,
+    sip_slot,
+    subtract_one,
+    widened,
+)
 from breakout.snapshot import figures
 
 
@@ -17,11 +30,11 @@ def row(
     pending: int = 0,
     dtmf: int = 0,
 ) -> Counters:
-    return [attempts, connected, duration_ms, provider_charge, customer_charge, pending, dtmf]
+    return widened([attempts, connected, duration_ms, provider_charge, customer_charge, pending, dtmf])
 
 
 def test_field_order_and_empty_row() -> None:
-    assert FIELDS == (
+    assert (
         "attempts",
         "connected",
         "duration_ms",
@@ -29,9 +42,50 @@ def test_field_order_and_empty_row() -> None:
         "customer_charge",
         "pending",
         "dtmf",
-    )
-    assert empty() == [0, 0, 0, 0, 0, 0, 0]
+        "effective",
+        "pdd_ms",
+        "pdd_calls",
+        "short_calls",
+        *(f"sip_{label}" for label in SIP_LABELS),
+    ) == FIELDS
+    assert empty() == [0] * WIDTH == [0] * 31
     assert empty() is not empty()
+
+
+def test_old_rows_widen_with_zeros() -> None:
+    assert widened([1, 1, 60_000, 1, 2, 0, 0]) == [1, 1, 60_000, 1, 2, 0, 0] + [0] * 24
+    full = empty()
+    assert widened(full) is full
+
+
+@pytest.mark.parametrize(
+    "code, label",
+    [(200, "200"), (503, "503"), (486, "486"), (603, "603"), (180, "1xx"), (202, "2xx"), (302, "3xx"),
+     (405, "4xx"), (599, "5xx"), (600, "6xx")],
+)  # fmt: skip
+def test_each_sip_code_has_one_counter(code: int, label: str) -> None:
+    assert SIP_LABELS[sip_slot(code) - FIRST_SIP] == label
+    assert sip_slot(None) == 0
+
+
+def test_the_newer_counters_of_one_cdr() -> None:
+    one = counters_of(True, 4_000, 1, 2, 0, effective=True, pdd_ms=2_500, sip_code=200, short=True)
+    assert one[7:11] == [1, 2_500, 1, 1]
+    assert one[FIRST_SIP:] == [1] + [0] * 19
+    failed = counters_of(False, 0, 0, 0, 0, effective=False, pdd_ms=None, sip_code=503)
+    assert failed[7:11] == [0, 0, 0, 0] and failed[sip_slot(503)] == 1 and sum(failed[FIRST_SIP:]) == 1
+
+
+def test_add_one_and_subtract_one_are_inverse() -> None:
+    total = row(5, 4, 100, 10, 20, 0, 1)
+    before = list(total)
+    one = counters_of(True, 4_000, 1, 2, 3, effective=True, pdd_ms=2_500, sip_code=487, short=True)
+    add_one(total, one, sip_slot(487))
+    expected = list(before)
+    add(expected, one)
+    assert total == expected
+    subtract_one(total, one, sip_slot(487))
+    assert total == before
 
 
 @pytest.mark.parametrize(

@@ -241,12 +241,12 @@ async def test_an_id_store_ahead_of_its_table_is_rebuilt() -> None:
 async def test_versions_are_written_in_bounded_entries_and_dropped_after_the_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(aggregator_module, "VERSIONS_ENTRY_BYTES", 200)
+    monkeypatch.setattr(aggregator_module, "VERSIONS_ENTRY_BYTES", 250)
     tables, ids = Tables(), MemoryIdIndex()
     agg = aggregator(tables, ids=ids)
     agg.apply(PARTITION, 0, encode(*(record(f"c{i}") for i in range(5))), Message())
     await agg.flush(PARTITION)
-    # Versions of ~85 bytes: an entry closes once it reaches 200 bytes, so at most one over.
+    # Versions of ~106 bytes: an entry closes once it reaches 250 bytes, so at most one over.
     assert [len(orjson.loads(tables.versions[k])["v"]) for k in (b"2|0", b"2|1")] == [3, 2]
     later = T0 + 7 * DAY_MS + 1
     agg.apply(PARTITION, 1, encode(record("c0", start_ms=later, customer="B")), Message())

@@ -47,6 +47,7 @@ EXPECTED_BASE = CDR(
     currency="EUR",
     dtmf=0,
     revision=0,
+    effective=True,
 )
 
 
@@ -371,3 +372,75 @@ def test_detail_quotes_a_huge_or_deeply_nested_value_briefly(field: str, value: 
     with pytest.raises(InvalidCDR) as info:
         validate(cdr(**{field: value}))
     assert info.value.detail.startswith(field) and len(info.value.detail) < 200
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, True),  # answered
+        ({"status": "failed"}, False),
+        ({"status": "Busy"}, True),  # ended by the callee
+        ({"status": "no_answer"}, True),
+        ({"status": "cancelled"}, True),
+        ({"status": "rejected"}, True),
+        ({"status": "congestion"}, False),
+        ({"status": REMOVE}, True),  # duration > 0: connected
+        ({"status": REMOVE, "duration": 0}, False),
+        # the SIP code decides over the status, the Q.850 cause over the status too
+        ({"status": "answered", "sip_code": 503}, False),
+        ({"status": "failed", "sip_code": 486}, True),
+        ({"sip_code": 200}, True),
+        ({"sip_code": 202}, True),
+        ({"sip_code": 480}, True),
+        ({"sip_code": 487}, True),
+        ({"sip_code": 600}, True),
+        ({"sip_code": 603}, True),
+        ({"sip_code": 404}, False),
+        ({"sip_code": 408}, False),
+        ({"status": "failed", "q850_cause": 17}, True),
+        ({"status": "answered", "q850_cause": 34}, False),
+        ({"sip_code": 503, "q850_cause": 17}, False),
+    ],
+)
+def test_effective_follows_e425(changes: dict[str, Any], expected: bool) -> None:
+    assert validate(cdr(**changes)).effective is expected
+
+
+@pytest.mark.parametrize(
+    "changes, field, expected",
+    [
+        ({"sip_code": 100}, "sip_code", 100),
+        ({"sip_code": 699}, "sip_code", 699),
+        ({"q850_cause": 0}, "q850_cause", 0),
+        ({"q850_cause": 127}, "q850_cause", 127),
+        ({"pdd_ms": 0}, "pdd_ms", 0),
+        ({"pdd_ms": 600_000}, "pdd_ms", 600_000),
+        ({"sip_code": None, "pdd_ms": None}, "pdd_ms", None),  # null: unknown, never guessed
+        ({}, "sip_code", None),
+    ],
+)
+def test_noc_fields_are_carried(changes: dict[str, Any], field: str, expected: Any) -> None:
+    assert getattr(validate(cdr(**changes)), field) == expected
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("sip_code", 99),
+        ("sip_code", 700),
+        ("sip_code", "503"),
+        ("sip_code", 503.0),
+        ("sip_code", True),
+        ("q850_cause", -1),
+        ("q850_cause", 128),
+        ("q850_cause", "17"),
+        ("pdd_ms", -1),
+        ("pdd_ms", 600_001),
+        ("pdd_ms", 2.5),
+        ("pdd_ms", [1]),
+    ],
+)
+def test_bad_noc_fields_are_refused_with_a_reason(field: str, value: Any) -> None:
+    with pytest.raises(InvalidCDR) as refused:
+        validate(cdr(**{field: value}))
+    assert refused.value.reason == "bad_field" and refused.value.detail.startswith(f"{field}: ")

@@ -53,6 +53,17 @@ BASE: dict[str, Any] = {
         {"revision": -1},
         {"revision": "1"},
         {"revision": True},
+        # the NOC fields: absent, null, or integers in range
+        {"sip_code": 503, "q850_cause": 34, "pdd_ms": 2500},
+        {"sip_code": None, "q850_cause": None, "pdd_ms": None},
+        {"sip_code": 99},
+        {"sip_code": 700},
+        {"sip_code": "503"},
+        {"q850_cause": 128},
+        {"q850_cause": -1},
+        {"pdd_ms": -1},
+        {"pdd_ms": 600_001},
+        {"pdd_ms": "2500"},
     ],
 )
 def test_schema_and_validator_agree(changes: dict[str, Any]) -> None:
@@ -66,15 +77,18 @@ def test_schema_and_validator_agree(changes: dict[str, Any]) -> None:
     assert schema_ok == validator_ok
 
 
-@pytest.mark.parametrize("field", ["dtmf", "revision"])
+@pytest.mark.parametrize("field", ["dtmf", "revision", "sip_code", "q850_cause", "pdd_ms"])
 def test_an_integer_written_with_a_fraction_is_a_rule_the_schema_cannot_state(field: str) -> None:
     """JSON Schema counts 1.0 as an integer; the contract wants 1, and the schema says so in words."""
-    document = {**BASE, field: 1.0}
+    document = {**BASE, field: 100.0 if field == "sip_code" else 1.0}
     assert jsonschema.Draft202012Validator(SCHEMA).is_valid(document)
     with pytest.raises(InvalidCDR) as info:
         validate_cdr(document, default_currency="USD", now_ms=NOW_MS)
     assert info.value.reason == "bad_field"
-    assert "dtmf and revision written as integers: 1, not 1.0" in SCHEMA["description"]
+    assert (
+        "dtmf, revision, sip_code, q850_cause and pdd_ms written as integers: 1, not 1.0"
+        in SCHEMA["description"]
+    )
 
 
 def test_schema_is_a_valid_draft_2020_12_schema() -> None:

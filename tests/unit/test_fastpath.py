@@ -133,7 +133,20 @@ TRICKY: dict[str, list[Any]] = {
         None,
         REMOVE,
     ],
-    "status": ["answered", "ANSWERED", " Answered ", "busy", "", "   ", 200, False, None, REMOVE],
+    "status": [
+        "answered",
+        "ANSWERED",
+        " Answered ",
+        "busy",
+        " No_Answer ",
+        "failed",
+        "",
+        "   ",
+        200,
+        False,
+        None,
+        REMOVE,
+    ],
     "provider_charge": [
         "0",
         "0.0",
@@ -169,6 +182,9 @@ TRICKY: dict[str, list[Any]] = {
     "currency": ["EUR", "eur", "Gbp", "EURO", "E1R", "", "\u00e9ur", 978, None, REMOVE],
     "dtmf": [0, 3, 1_000_000, 1_000_001, -1, 1.5, "2", True, None, REMOVE],
     "revision": [0, 5, 2**31 - 1, 2**31, -1, 1.0, "1", True, None, REMOVE],
+    "sip_code": [200, 202, 486, 487, 503, 100, 699, 99, 700, "503", 503.0, True, None, REMOVE],
+    "q850_cause": [16, 17, 34, 0, 127, -1, 128, "17", 17.0, False, None, REMOVE],
+    "pdd_ms": [0, 2_500, 600_000, 600_001, -1, 2.5, "2500", True, None, REMOVE],
 }
 
 
@@ -204,6 +220,7 @@ def test_accepts_the_common_shapes() -> None:
         {"destination": "UK Mobile", "answer_time": "2026-11-25T09:00:05Z", "end_time": 1_764_064_865},
         {"revision": 3, "customer_charge": None},
         {"revision": None},
+        {"sip_code": 503, "q850_cause": 34, "pdd_ms": 2_500, "status": "failed"},
     ):
         assert fast(cdr(**changes)) is not None, changes
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from breakout.aggregate import widened
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import (
     REVISION_UNKNOWN,
@@ -117,8 +118,8 @@ MESSAGE = (
     rec("c2", connected=False, duration_ms=0),
     rec("c3", customer="B", destination="US"),
 )
-A_ROWS = {UK: [2, 1, 60_000, 20, 30, 0, 0]}
-B_ROWS = {row_id("US", "p1", "EUR"): [1, 1, 60_000, 10, 15, 0, 0]}
+A_ROWS = {UK: widened([2, 1, 60_000, 20, 30, 0, 0])}
+B_ROWS = {row_id("US", "p1", "EUR"): widened([1, 1, 60_000, 10, 15, 0, 0])}
 
 
 def counted_ids(outcome: Outcome) -> list[str]:
@@ -154,16 +155,16 @@ def test_apply_creates_three_buckets_per_customer() -> None:
 @pytest.mark.parametrize(
     "records, expected_rows",
     [
-        ([rec("a")], {UK: [1, 1, 60_000, 10, 15, 0, 0]}),
-        ([rec("a", customer_charge=None)], {UK: [1, 1, 60_000, 0, 0, 1, 0]}),  # pending
-        ([rec("a", dtmf=4)], {UK: [1, 1, 60_000, 10, 15, 0, 1]}),
-        ([rec("a", connected=False, duration_ms=5_000)], {UK: [1, 0, 0, 10, 15, 0, 0]}),
+        ([rec("a")], {UK: widened([1, 1, 60_000, 10, 15, 0, 0])}),
+        ([rec("a", customer_charge=None)], {UK: widened([1, 1, 60_000, 0, 0, 1, 0])}),  # pending
+        ([rec("a", dtmf=4)], {UK: widened([1, 1, 60_000, 10, 15, 0, 1])}),
+        ([rec("a", connected=False, duration_ms=5_000)], {UK: widened([1, 0, 0, 10, 15, 0, 0])}),
         (
             [rec("a"), rec("b", provider_id="p2"), rec("c", currency="USD")],
             {
-                UK: [1, 1, 60_000, 10, 15, 0, 0],
-                row_id("UK", "p2", "EUR"): [1, 1, 60_000, 10, 15, 0, 0],
-                row_id("UK", "p1", "USD"): [1, 1, 60_000, 10, 15, 0, 0],
+                UK: widened([1, 1, 60_000, 10, 15, 0, 0]),
+                row_id("UK", "p2", "EUR"): widened([1, 1, 60_000, 10, 15, 0, 0]),
+                row_id("UK", "p1", "USD"): widened([1, 1, 60_000, 10, 15, 0, 0]),
             },
         ),
     ],
@@ -176,14 +177,16 @@ def test_apply_counters_per_row(records: list[Record], expected_rows: dict[Any, 
 def test_apply_adds_to_stored_bucket_and_moves_applied() -> None:
     store, ledger, _ = applied_once(offset=7)
     outcome = store.apply(ledger, 9, rec("c4"))
-    assert outcome.updates == {k: CustomerBucket(9, {UK: [3, 2, 120_000, 30, 45, 0, 0]}) for k in keys("A")}
+    assert outcome.updates == {
+        k: CustomerBucket(9, {UK: widened([3, 2, 120_000, 30, 45, 0, 0])}) for k in keys("A")
+    }
     assert store.rows[key(M, "B")] == CustomerBucket(7, B_ROWS)  # untouched
 
 
 def test_buckets_split_by_time() -> None:
     outcome = Store().apply(new_ledger(), 0, rec("a"), rec("b", start_ms=T0 + 60_000))
-    one = CustomerBucket(0, {UK: [1, 1, 60_000, 10, 15, 0, 0]})
-    two = CustomerBucket(0, {UK: [2, 2, 120_000, 20, 30, 0, 0]})
+    one = CustomerBucket(0, {UK: widened([1, 1, 60_000, 10, 15, 0, 0])})
+    two = CustomerBucket(0, {UK: widened([2, 2, 120_000, 20, 30, 0, 0])})
     assert outcome.updates == {
         key(M): one,
         key(M, start=M0 + 60): one,
@@ -255,9 +258,9 @@ def test_replay_after_crash_between_writes_completes_the_message(
     [
         ([rec("c1")], 1, [], A_ROWS),  # the same id at a later offset
         ([rec("c1", destination="US")], 1, [], A_ROWS),  # the id and revision decide, not the content
-        ([rec("c3")], 0, ["c3"], {UK: [3, 2, 120_000, 30, 45, 0, 0]}),  # ids are per customer
-        ([rec("c1"), rec("c4")], 1, ["c4"], {UK: [3, 2, 120_000, 30, 45, 0, 0]}),
-        ([rec("c4"), rec("c4")], 1, ["c4"], {UK: [3, 2, 120_000, 30, 45, 0, 0]}),
+        ([rec("c3")], 0, ["c3"], {UK: widened([3, 2, 120_000, 30, 45, 0, 0])}),  # ids are per customer
+        ([rec("c1"), rec("c4")], 1, ["c4"], {UK: widened([3, 2, 120_000, 30, 45, 0, 0])}),
+        ([rec("c4"), rec("c4")], 1, ["c4"], {UK: widened([3, 2, 120_000, 30, 45, 0, 0])}),
     ],
 )
 def test_duplicate_id_at_later_offset(
@@ -275,7 +278,7 @@ def test_same_id_twice_in_one_message_counts_once() -> None:
     assert outcome.duplicates == 1
     assert list(outcome.versions) == [("A", "x"), ("B", "x")]
     assert outcome.updates == {
-        k: CustomerBucket(0, {UK: [1, 1, 60_000, 10, 15, 0, 0]}) for k in [*keys("A"), *keys("B")]
+        k: CustomerBucket(0, {UK: widened([1, 1, 60_000, 10, 15, 0, 0])}) for k in [*keys("A"), *keys("B")]
     }
 
 
@@ -412,7 +415,7 @@ def test_dedup_window(advance_ms: int, recounted: bool) -> None:
     assert counted_ids(again) == (["x"] if recounted else [])
     if recounted:
         day_key = key(D, start=later // 1000 // 86_400 * 86_400)
-        assert again.updates[day_key] == CustomerBucket(2, {UK: [1, 1, 60_000, 10, 15, 0, 0]})
+        assert again.updates[day_key] == CustomerBucket(2, {UK: widened([1, 1, 60_000, 10, 15, 0, 0])})
 
 
 def test_dedup_window_counts_from_the_stream_time_an_id_was_counted_at() -> None:
@@ -448,15 +451,15 @@ def test_bucket_key_round_trip(bucket_key: BucketKey, encoded: bytes) -> None:
     [
         (CustomerBucket(), b'{"o":-1,"r":{}}'),
         (
-            CustomerBucket(7, {UK: [2, 1, 60_000, 20, 30, 0, 0]}),
-            b'{"o":7,"r":{"[\\"UK\\",\\"p1\\",\\"EUR\\"]":[2,1,60000,20,30,0,0]}}',
+            CustomerBucket(7, {UK: widened([2, 1, 60_000, 20, 30, 0, 0])}),
+            b'{"o":7,"r":{"[\\"UK\\",\\"p1\\",\\"EUR\\"]":[2,1,60000,20,30' + b",0" * 26 + b"]}}",
         ),
         (
             CustomerBucket(
                 42,
                 {
-                    row_id("Unknown", "", "USD"): [1, 0, 0, 0, 0, 1, 0],
-                    row_id("A|B \u00e9", "p|2", "GBP"): [9, 8, 7, 6, 5, 4, 3],
+                    row_id("Unknown", "", "USD"): widened([1, 0, 0, 0, 0, 1, 0]),
+                    row_id("A|B \u00e9", "p|2", "GBP"): widened([9, 8, 7, 6, 5, 4, 3]),
                 },
             ),
             None,
@@ -480,13 +483,14 @@ def test_customer_bucket_decodes_the_earlier_list_format() -> None:
     """Tables (and their changelogs) written by earlier versions still restore."""
     old = b'{"o":7,"r":[["UK","p1","EUR",2,1,60000,20,30,0,0],["A|B","","USD",1,0,0,0,0,1,0]]}'
     assert CustomerBucket.decode(old) == CustomerBucket(
-        7, {UK: [2, 1, 60_000, 20, 30, 0, 0], row_id("A|B", "", "USD"): [1, 0, 0, 0, 0, 1, 0]}
+        7,
+        {UK: widened([2, 1, 60_000, 20, 30, 0, 0]), row_id("A|B", "", "USD"): widened([1, 0, 0, 0, 0, 1, 0])},
     )
 
 
 # --- (10) revisions ------------------------------------------------------------------------
 
-ZERO = [0] * 7
+ZERO = widened([])
 US = row_id("US", "p1", "EUR")
 LATER_MS = T0 + DAY_MS + 3_600_000 + 60_000  # another minute, hour and day
 LATER = {M: (LATER_MS // 60_000) * 60, H: (LATER_MS // 3_600_000) * 3600, D: (LATER_MS // DAY_MS) * 86_400}
@@ -503,10 +507,10 @@ def rows_of(store: Store, bucket_keys: list[BucketKey]) -> list[dict[str, list[i
 def test_rating_completes_a_pending_cdr() -> None:
     store, ledger = Store(), new_ledger()
     store.apply(ledger, 0, rec("x", customer_charge=None))
-    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 0, 0, 1, 0]}] * 3
+    assert rows_of(store, keys()) == [{UK: widened([1, 1, 60_000, 0, 0, 1, 0])}] * 3
     outcome = store.apply(ledger, 1, rec("x"))
     assert (outcome.revised, outcome.duplicates) == (1, 0)
-    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 10, 15, 0, 0]}] * 3
+    assert rows_of(store, keys()) == [{UK: widened([1, 1, 60_000, 10, 15, 0, 0])}] * 3
     assert outcome.changed_rows == {k: {UK} for k in keys()}
 
 
@@ -539,20 +543,20 @@ def test_a_higher_revision_moves_the_contribution() -> None:
     )
     outcome = store.apply(ledger, 1, revised)
     assert outcome.revised == 1
-    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 10, 15, 0, 0]}] * 3  # only y is left
-    assert rows_of(store, later_keys()) == [{US: [1, 1, 60_000, 7, 9, 0, 1]}] * 3
+    assert rows_of(store, keys()) == [{UK: widened([1, 1, 60_000, 10, 15, 0, 0])}] * 3  # only y is left
+    assert rows_of(store, later_keys()) == [{US: widened([1, 1, 60_000, 7, 9, 0, 1])}] * 3
     assert outcome.changed_rows == {**{k: {UK} for k in keys()}, **{k: {US} for k in later_keys()}}
 
     store.apply(ledger, 2, rec("y", revision=3, destination="US", start_ms=LATER_MS))
     assert rows_of(store, keys()) == [{UK: ZERO}] * 3  # a row of zeros: reports leave it out
-    assert rows_of(store, later_keys()) == [{US: [2, 2, 120_000, 17, 24, 0, 1]}] * 3
+    assert rows_of(store, later_keys()) == [{US: widened([2, 2, 120_000, 17, 24, 0, 1])}] * 3
 
 
 def test_revisions_in_one_message_count_the_last() -> None:
     store, ledger = Store(), new_ledger()
     outcome = store.apply(ledger, 0, rec("x", customer_charge=None), rec("x"), rec("x", revision=1, dtmf=1))
     assert (outcome.revised, outcome.duplicates) == (2, 0)
-    assert rows_of(store, keys()) == [{UK: [1, 1, 60_000, 10, 15, 0, 1]}] * 3
+    assert rows_of(store, keys()) == [{UK: widened([1, 1, 60_000, 10, 15, 0, 1])}] * 3
 
 
 def test_revision_of_an_unknown_id_is_refused() -> None:
@@ -572,7 +576,7 @@ def test_revision_of_a_version_past_the_dedup_window_is_refused() -> None:
     store.apply(ledger, 1, rec("z", customer="Z", start_ms=now))
     outcome = store.apply(ledger, 2, rec("x", revision=1, start_ms=now))
     assert refused(outcome, REVISION_UNKNOWN) == [rec("x", revision=1, start_ms=now)]
-    assert rows_of(store, [key(H), key(D)]) == [{UK: [1, 1, 60_000, 10, 15, 0, 0]}] * 2
+    assert rows_of(store, [key(H), key(D)]) == [{UK: widened([1, 1, 60_000, 10, 15, 0, 0])}] * 2
 
 
 def test_revision_corrects_only_the_buckets_still_kept() -> None:
@@ -584,7 +588,7 @@ def test_revision_corrects_only_the_buckets_still_kept() -> None:
     assert rows_of(store, [key(H), key(D)]) == [{UK: ZERO}] * 2
     assert key(M) not in store.rows
     new_minute = key(M, start=now_ms // 1000)
-    assert store.rows[new_minute].rows == {UK: [1, 1, 60_000, 10, 20, 0, 0]}
+    assert store.rows[new_minute].rows == {UK: widened([1, 1, 60_000, 10, 20, 0, 0])}
 
 
 def test_a_too_late_revision_leaves_the_counted_version() -> None:
@@ -595,7 +599,7 @@ def test_a_too_late_revision_leaves_the_counted_version() -> None:
     outcome = store.apply(ledger, 2, late)
     assert refused(outcome) == [late]
     assert outcome.revised == 0
-    assert store.rows[key(D, start=D0 + 86_400)].rows == {UK: [1, 1, 60_000, 10, 15, 0, 0]}
+    assert store.rows[key(D, start=D0 + 86_400)].rows == {UK: widened([1, 1, 60_000, 10, 15, 0, 0])}
 
 
 @pytest.mark.parametrize("written", [0, 1, 3, 6])

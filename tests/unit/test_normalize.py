@@ -56,6 +56,7 @@ def record(**changes: Any) -> Record:
         provider_charge=12_000,
         customer_charge=20_000,
         dtmf=0,
+        effective=True,
     )
     return base._replace(**changes)
 
@@ -80,6 +81,9 @@ def normalize(value: bytes | None, dial_codes: DialCodes = DIAL_CODES) -> tuple[
         (doc(currency=None), [record(currency="USD")]),
         (doc(customer_charge=None), [record(customer_charge=None)]),
         (doc(status="busy", duration=0), [record(connected=False, duration_ms=0)]),
+        (doc(status="failed", duration=0), [record(connected=False, duration_ms=0, effective=False)]),
+        (doc(sip_code=503, pdd_ms=2500), [record(sip_code=503, pdd_ms=2500, effective=False)]),
+        (doc(status="failed", sip_code=486), [record(connected=False, sip_code=486)]),
         (doc(dtmf=2, provider_id=None), [record(dtmf=2, provider_id="")]),
     ],
 )
@@ -158,13 +162,15 @@ def test_a_revision_round_trips_through_the_internal_topic_encoding() -> None:
     assert decoded._replace(origin=tuple(fields[11])) == revised  # the origin decodes as a list
 
 
-@pytest.mark.parametrize("length", [11, 12])
-def test_records_written_before_revisions_still_decode_as_revision_0(length: int) -> None:
-    """``revision`` is the last field, after ``origin``: an older record on the internal
-    topic (11 fields before ``origin``, 12 before ``revision``) decodes positionally."""
+@pytest.mark.parametrize("length", [11, 12, 13])
+def test_records_written_by_older_versions_still_decode(length: int) -> None:
+    """New fields are appended: an older record on the internal topic (11 fields before
+    ``origin``, 12 before ``revision``, 13 before ``effective``, ``pdd_ms``, ``sip_code``)
+    decodes positionally, with the defaults (the ledger then takes effective from connected)."""
     [fields] = orjson.loads(orjson.dumps([record()], default=tuple))
-    assert len(fields) == len(Record._fields) == 13 and Record._fields[-2:] == ("origin", "revision")
-    assert Record(*fields[:length]) == record() and Record(*fields[:length]).revision == 0
+    assert len(fields) == len(Record._fields) == 16
+    assert Record._fields[11:] == ("origin", "revision", "effective", "pdd_ms", "sip_code")
+    assert Record(*fields[:length]) == record(effective=False) and Record(*fields[:length]).revision == 0
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from breakout.aggregate import widened
 from breakout.snapshot import (
     Filters,
     Settled,
@@ -25,10 +26,10 @@ from breakout.snapshot import (
 
 #          attempts connected duration_ms provider customer pending dtmf
 ROWS = [
-    ("acme", "UK - Mobile", "p1", "USD", [10, 5, 300_500, 1_000_000, 1_500_000, 1, 2]),
-    ("acme", "UK - Mobile", "p2", "USD", [5, 0, 0, 0, 0, 0, 0]),
-    ("acme", "France", "p1", "EUR", [4, 4, 240_000, 2_000_000, 1_000_000, 0, 0]),
-    ("beta", "UK - Mobile", "p1", "USD", [1, 1, 61_000, 10, 20, 0, 1]),
+    ("acme", "UK - Mobile", "p1", "USD", widened([10, 5, 300_500, 1_000_000, 1_500_000, 1, 2])),
+    ("acme", "UK - Mobile", "p2", "USD", widened([5, 0, 0, 0, 0, 0, 0])),
+    ("acme", "France", "p1", "EUR", widened([4, 4, 240_000, 2_000_000, 1_000_000, 0, 0])),
+    ("beta", "UK - Mobile", "p1", "USD", widened([1, 1, 61_000, 10, 20, 0, 1])),
 ]
 
 
@@ -36,8 +37,8 @@ def test_group_rows_sums_per_group_and_currency_without_touching_the_input() -> 
     before = [list(row[4]) for row in ROWS]
     groups = group_rows(ROWS, ("destination",), Filters())
     assert groups == {
-        ("UK - Mobile", "USD"): [16, 6, 361_500, 1_000_010, 1_500_020, 1, 3],
-        ("France", "EUR"): [4, 4, 240_000, 2_000_000, 1_000_000, 0, 0],
+        ("UK - Mobile", "USD"): widened([16, 6, 361_500, 1_000_010, 1_500_020, 1, 3]),
+        ("France", "EUR"): widened([4, 4, 240_000, 2_000_000, 1_000_000, 0, 0]),
     }
     assert [row[4] for row in ROWS] == before
 
@@ -65,31 +66,31 @@ def test_filters(filters: Filters, expected: dict[tuple[str, ...], int]) -> None
 
 
 def test_merge_groups_copies() -> None:
-    part = {("a", "USD"): [1, 1, 1, 1, 1, 1, 1]}
+    part = {("a", "USD"): widened([1, 1, 1, 1, 1, 1, 1])}
     merged = merge_groups([part, part])
-    assert merged == {("a", "USD"): [2, 2, 2, 2, 2, 2, 2]} and part[("a", "USD")] == [1] * 7
+    assert merged == {("a", "USD"): widened([2, 2, 2, 2, 2, 2, 2])} and part[("a", "USD")] == widened([1] * 7)
 
 
 @pytest.mark.parametrize(
     ("counters", "column", "expected"),
     [
-        ([3, 1, 0, 0, 0, 0, 0], "asr", "33.33"),
-        ([3, 2, 0, 0, 0, 0, 0], "asr", "66.67"),
-        ([8, 1, 0, 0, 0, 0, 0], "asr", "12.50"),  # exact half stays
-        ([0, 0, 0, 0, 0, 0, 0], "asr", None),
-        ([1, 0, 0, 0, 0, 0, 0], "acd", None),
-        ([2, 2, 1_005, 0, 0, 0, 0], "acd", "0.50"),  # 0.5025 s
-        ([2, 2, 1_010, 0, 0, 0, 0], "acd", "0.50"),  # 0.505 → half-even → 0.50
-        ([2, 2, 1_030, 0, 0, 0, 0], "acd", "0.52"),  # 0.515 → 0.52
-        ([1, 1, 90_500, 0, 0, 0, 0], "duration", "90.500"),
-        ([1, 1, 90_500, 0, 0, 0, 0], "duration_hms", "0:01:30"),  # 90.5 → 90 (half-even)
-        ([1, 1, 91_500, 0, 0, 0, 0], "duration_hms", "0:01:32"),
-        ([1, 1, 0, 3_000_000, 2_000_000, 0, 0], "profit", "-1.000000"),
-        ([1, 1, 0, 3_000_000, 2_000_000, 0, 0], "profit_pct", "-50.00"),
-        ([1, 1, 0, 2_000_001, 2_000_000, 0, 0], "profit_pct", "0.00"),  # -0.00005 % is shown as 0.00
-        ([1, 1, 0, 5, 0, 0, 0], "profit_pct", None),
-        ([3, 0, 0, 0, 0, 0, 1], "dtmf_pct", "33.33"),
-        ([1, 0, 0, 1, 0, 0, 0], "provider_charge", "0.000001"),
+        (widened([3, 1, 0, 0, 0, 0, 0]), "asr", "33.33"),
+        (widened([3, 2, 0, 0, 0, 0, 0]), "asr", "66.67"),
+        (widened([8, 1, 0, 0, 0, 0, 0]), "asr", "12.50"),  # exact half stays
+        (widened([0, 0, 0, 0, 0, 0, 0]), "asr", None),
+        (widened([1, 0, 0, 0, 0, 0, 0]), "acd", None),
+        (widened([2, 2, 1_005, 0, 0, 0, 0]), "acd", "0.50"),  # 0.5025 s
+        (widened([2, 2, 1_010, 0, 0, 0, 0]), "acd", "0.50"),  # 0.505 → half-even → 0.50
+        (widened([2, 2, 1_030, 0, 0, 0, 0]), "acd", "0.52"),  # 0.515 → 0.52
+        (widened([1, 1, 90_500, 0, 0, 0, 0]), "duration", "90.500"),
+        (widened([1, 1, 90_500, 0, 0, 0, 0]), "duration_hms", "0:01:30"),  # 90.5 → 90 (half-even)
+        (widened([1, 1, 91_500, 0, 0, 0, 0]), "duration_hms", "0:01:32"),
+        (widened([1, 1, 0, 3_000_000, 2_000_000, 0, 0]), "profit", "-1.000000"),
+        (widened([1, 1, 0, 3_000_000, 2_000_000, 0, 0]), "profit_pct", "-50.00"),
+        (widened([1, 1, 0, 2_000_001, 2_000_000, 0, 0]), "profit_pct", "0.00"),  # -0.00005 % is shown as 0.00
+        (widened([1, 1, 0, 5, 0, 0, 0]), "profit_pct", None),
+        (widened([3, 0, 0, 0, 0, 0, 1]), "dtmf_pct", "33.33"),
+        (widened([1, 0, 0, 1, 0, 0, 0]), "provider_charge", "0.000001"),
     ],
 )
 def test_figures(counters: list[int], column: str, expected: str | None) -> None:
@@ -101,17 +102,17 @@ def test_hms_does_not_wrap_days() -> None:
 
 
 def test_customer_rows_hide_costs() -> None:
-    row = present(("customer",), (("acme", "USD"), [1, 1, 1000, 5, 9, 0, 0]), with_costs=False)
+    row = present(("customer",), (("acme", "USD"), widened([1, 1, 1000, 5, 9, 0, 0])), with_costs=False)
     assert row["customer_charge"] == "0.000009"
     assert row["provider_charge"] is row["profit"] is row["profit_pct"] is None
 
 
 def test_order_by_column_then_by_group_keys_with_undefined_last() -> None:
     groups = {
-        ("b", "USD"): [2, 1, 0, 0, 0, 0, 0],
-        ("a", "USD"): [2, 1, 0, 0, 0, 0, 0],
-        ("c", "USD"): [0, 0, 0, 0, 0, 0, 0],
-        ("d", "USD"): [4, 4, 0, 0, 0, 0, 0],
+        ("b", "USD"): widened([2, 1, 0, 0, 0, 0, 0]),
+        ("a", "USD"): widened([2, 1, 0, 0, 0, 0, 0]),
+        ("c", "USD"): widened([0, 0, 0, 0, 0, 0, 0]),
+        ("d", "USD"): widened([4, 4, 0, 0, 0, 0, 0]),
     }
     names = lambda ordered: [key[0] for key, _ in ordered]  # noqa: E731
     assert names(order(groups, ("customer",), "asr", False)) == ["a", "b", "d", "c"]
@@ -133,7 +134,10 @@ def test_totals_never_add_money_across_currencies() -> None:
 
 
 def test_ratio_of_totals_is_not_the_average_of_rows() -> None:
-    rows = [("a", "X", "p", "USD", [1, 1, 0, 0, 0, 0, 0]), ("b", "X", "p", "USD", [99, 0, 0, 0, 0, 0, 0])]
+    rows = [
+        ("a", "X", "p", "USD", widened([1, 1, 0, 0, 0, 0, 0])),
+        ("b", "X", "p", "USD", widened([99, 0, 0, 0, 0, 0, 0])),
+    ]
     groups = group_rows(rows, ("customer",), Filters())
     assert totals_row(currency_totals(groups.items()), with_costs=True)["asr"] == "1.00"  # not 50.00
 
@@ -148,17 +152,30 @@ def test_csv_has_every_column_and_blank_undefined_ratios() -> None:
     assert table[0].keys() == rows[0].keys()
     assert [r["customer"] for r in table] == [r["customer"] for r in rows]
     assert all(
-        cell == ("" if value is None else str(value))
+        cell == ("" if value is None else shown(value))
         for r, t in zip(rows, table, strict=True)
         for cell, value in zip(t.values(), r.values(), strict=True)
     )
 
 
+def shown(value: object) -> str:
+    """A JSON row's value as its CSV cell: the SIP codes as ``code:count`` pairs."""
+    if isinstance(value, dict):
+        return " ".join(f"{code}:{count}" for code, count in value.items())
+    return str(value)
+
+
 def test_csv_neutralises_formulas_from_cdrs_and_keeps_losses_numbers() -> None:
     """Names come from CDRs; a loss is a negative number, not a formula (``breakout.csv_cells``)."""
     rows = [
-        ('=HYPERLINK("https://x.example")', "+cmd|' /C calc'!A0", "p1", "USD", [1, 1, 1000, 900, 300, 0, 0]),
-        ("@acme", "\tUK", "p1", "USD", [1, 0, 0, 0, 0, 0, 0]),
+        (
+            '=HYPERLINK("https://x.example")',
+            "+cmd|' /C calc'!A0",
+            "p1",
+            "USD",
+            widened([1, 1, 1000, 900, 300, 0, 0]),
+        ),
+        ("@acme", "\tUK", "p1", "USD", widened([1, 0, 0, 0, 0, 0, 0])),
     ]
     groups = group_rows(rows, ("customer", "destination"), Filters())
     shown = [present(("customer", "destination"), group, with_costs=True) for group in sorted(groups.items())]
