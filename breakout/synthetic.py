@@ -79,6 +79,14 @@ DIAL_PREFIXES = (
     "7495",
 )
 STATUSES = ("answered", "answered", "answered", "failed", "busy", "no_answer", "cancelled")
+# The final SIP code each status ends with, as a softswitch reports it (failures vary).
+SIP_CODES = {
+    "answered": (200,),
+    "busy": (486,),
+    "no_answer": (480,),
+    "cancelled": (487,),
+    "failed": (503, 404, 408, 500),
+}
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,8 @@ def cdr_stream(
             "customer_charge": _micros(customer_rate * duration // 60),
             "currency": profile.currencies[customer % len(profile.currencies)],
             "dtmf": rng.choice((0, 0, 0, 0, 1, 3)),
+            "sip_code": rng.choice(SIP_CODES[status]),
+            "pdd_ms": rng.randint(800, 6_000),
         }
         yield cdr
 
