@@ -14,6 +14,8 @@ from breakout import __version__
 from breakout.settings import load_settings
 from tests.conftest import ROOT
 
+IMPORT = re.compile(r'^import .* from "\./([^"]+)";$', re.MULTILINE)
+
 
 async def test_the_page_and_its_assets_are_served_from_this_origin() -> None:
     app = create_app(load_settings())
@@ -33,16 +35,31 @@ async def test_the_page_and_its_assets_are_served_from_this_origin() -> None:
             assert "http://" not in response.text and "https://" not in response.text, path
         script = await client.get("/static/portal.js")
         assert script.headers["content-type"].startswith("text/javascript")
-        # Modules portal.js imports: from this origin too, and named without the page's ?v=
-        # version, so revalidated on every load rather than kept stale after an upgrade.
-        imported = re.findall(r'^import .* from "\./([^"]+)";$', script.text, re.MULTILINE)
-        assert imported == ["csv-cells.js"]
-        for name in imported:
+        # Modules portal.js imports, and theirs: from this origin too, and named without the
+        # page's ?v= version, so revalidated on every load rather than kept stale after an upgrade.
+        imported: set[str] = set()
+        pending = IMPORT.findall(script.text)
+        while pending:
+            name = pending.pop()
+            if name in imported:
+                continue
+            imported.add(name)
             module = await client.get(f"/static/{name}")
             assert module.status_code == 200 and module.headers["content-type"].startswith("text/javascript")
             assert module.headers["cache-control"] == "no-cache"
             assert "http://" not in module.text and "https://" not in module.text, name
-        for element in ("destination-select", "refresh", "auto-refresh", "download-csv", "as-of", "error"):
+            pending.extend(IMPORT.findall(module.text))
+        assert imported == {"csv-cells.js", "format.js"}
+        # Every module there is, is one the page loads: no dead file shipped.
+        assert {path.name for path in STATIC.glob("*.js")} == imported | {"portal.js"}
+        for element in (
+            "destination-select",
+            "refresh",
+            "auto-refresh",
+            "download-csv",
+            "as-of",
+            "error",
+        ):
             assert f'id="{element}"' in page.text, element
         assert "/" not in (await client.get("/openapi.json")).json()["paths"]
 
