@@ -28,7 +28,8 @@ const TIME_ZONES = [
   "America/Sao_Paulo",
 ];
 
-// kind: text | int | pct (percent string) | dur (seconds string) | money (decimal string)
+// kind: text | int | pct (percent string) | dur (seconds string, as m:ss) | sec (seconds string, as
+// given) | dec (decimal string) | money (decimal string)
 const COLUMNS = {
   customer: { label: "Customer", kind: "text" },
   destination: { label: "Destination", kind: "text" },
@@ -37,7 +38,13 @@ const COLUMNS = {
   attempts: { label: "Attempts", kind: "int" },
   connected: { label: "Connected", kind: "int" },
   asr: { label: "ASR", kind: "pct", title: "Answer-seizure ratio: connected / attempts" },
+  ner: {
+    label: "NER",
+    kind: "pct",
+    title: "Network effectiveness ratio: attempts answered or ended by the callee (busy, no answer, rejected) / attempts",
+  },
   acd: { label: "ACD", kind: "dur", title: "Average call duration of connected calls (m:ss)" },
+  pdd: { label: "PDD", kind: "sec", title: "Post-dial delay: average seconds from dialling to ringing, over the calls that report it" },
   duration: { label: "Duration", kind: "dur", minutes: true, title: "Billed time of connected calls (minutes:seconds)" },
   minutes: {
     label: "Billed Minutes",
@@ -55,13 +62,17 @@ const COLUMNS = {
   },
   dtmf: { label: "DTMF", kind: "int", title: "Calls with DTMF digits" },
   dtmf_pct: { label: "DTMF %", kind: "pct" },
+  short_calls: { label: "Short Calls", kind: "int", title: "Connected calls shorter than the short-call threshold" },
+  short_pct: { label: "Short %", kind: "pct", title: "Short calls / connected calls" },
 };
 const METRICS = [
   "currency",
   "attempts",
   "connected",
   "asr",
+  "ner",
   "acd",
+  "pdd",
   "duration",
   "minutes",
   "provider_charge",
@@ -71,12 +82,21 @@ const METRICS = [
   "pending",
   "dtmf",
   "dtmf_pct",
+  "short_calls",
+  "short_pct",
 ];
 const MONEY = new Set(["provider_charge", "customer_charge", "profit", "profit_pct"]);
 const COSTS = new Set(["provider_charge", "profit", "profit_pct"]); // not shown to customer keys
 const HIDDEN_STORAGE = "breakout.hiddenColumns";
+// The columns there were when the hidden ones were saved: a column added since then gets its
+// default, rather than showing because an older choice did not name it.
+const KNOWN_STORAGE = "breakout.knownColumns";
+const KNOWN_BEFORE_NER = METRICS.filter((col) => !["ner", "pdd", "short_calls", "short_pct"].includes(col));
 // Hidden until chosen in Manage Displayed Fields: the default columns fit a 1366-px screen.
-const HIDDEN_BY_DEFAULT = ["dtmf_pct", "minutes"];
+const HIDDEN_BY_DEFAULT = ["dtmf_pct", "minutes", "short_calls", "short_pct"];
+// Shown by default only while the table fits its width without scrolling sideways, dropped in
+// this order: beside finance's columns, long names need more than 1366 px for them.
+const SHOWN_IF_ROOM = ["pdd", "ner"];
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
@@ -115,6 +135,8 @@ export function cellText(col, row) {
       return formatPct(value);
     case "dur":
       return formatDuration(value, spec.minutes);
+    case "sec":
+      return value === null || value === undefined ? DASH : `${formatDecimal(value)} s`;
     case "dec":
       return value === null || value === undefined ? DASH : formatDecimal(value);
     case "money":
@@ -143,10 +165,13 @@ function cellHtml(col, row) {
 const CSV_HEADERS = {
   currency: "Currency",
   asr: "ASR %",
+  ner: "NER %",
   acd: "ACD (s)",
+  pdd: "PDD (s)",
   duration: "Duration (s)",
   profit_pct: "Profit %",
   dtmf_pct: "DTMF %",
+  short_pct: "Short Calls %",
 };
 
 /** CSV of exactly the rows and totals shown, in the order shown; values exact (no floats). */
@@ -215,6 +240,7 @@ const state = {
   loading: false,
   autoTimer: null,
   dirty: false,
+  squeezed: new Set(), // columns shown if there is room, and there was not
 };
 
 function showError(message) {
@@ -512,11 +538,22 @@ function render() {
   const keys = (data.group_by ?? []).filter((k) => GROUP_KEYS.includes(k));
   const hidden = hiddenColumns();
   state.columns = [...keys, ...shownMetrics().filter((col) => !hidden.has(col))];
-  renderFieldChooser(hidden);
+  renderHeader(); // measured in its font
+  const widths = measureColumns(state.columns);
+  state.squeezed = new Set();
+  const room = $("table-wrap").clientWidth;
+  for (const col of roomDecides(hidden)) {
+    if (widths.reduce((a, b) => a + b, 0) <= room) break;
+    const at = state.columns.indexOf(col);
+    state.columns.splice(at, 1);
+    widths.splice(at, 1);
+    state.squeezed.add(col);
+  }
+  renderFieldChooser(new Set([...hidden, ...state.squeezed]));
   if (!state.columns.includes(state.sort.col)) state.sort = { col: "attempts", desc: true };
   renderHeader();
   renderTotals();
-  sizeColumns();
+  applyColumnWidths(widths);
   renderBody();
   renderAlerts();
   renderStatus();
@@ -551,11 +588,28 @@ function shownMetrics() {
 function hiddenColumns() {
   try {
     const saved = JSON.parse(localStorage.getItem(HIDDEN_STORAGE));
-    if (Array.isArray(saved)) return new Set(saved.filter((col) => METRICS.includes(col)));
+    if (Array.isArray(saved)) {
+      const known = JSON.parse(localStorage.getItem(KNOWN_STORAGE)) ?? KNOWN_BEFORE_NER;
+      const added = HIDDEN_BY_DEFAULT.filter((col) => !known.includes(col));
+      return new Set([...saved, ...added].filter((col) => METRICS.includes(col)));
+    }
   } catch {
     // nothing saved, or not ours: the defaults
   }
   return new Set(HIDDEN_BY_DEFAULT);
+}
+
+/** Of SHOWN_IF_ROOM, those not hidden and never chosen either way in Manage Displayed Fields. */
+function roomDecides(hidden) {
+  let chosen = [];
+  try {
+    if (localStorage.getItem(HIDDEN_STORAGE) !== null) {
+      chosen = JSON.parse(localStorage.getItem(KNOWN_STORAGE)) ?? KNOWN_BEFORE_NER;
+    }
+  } catch {
+    // not ours: nothing chosen
+  }
+  return SHOWN_IF_ROOM.filter((col) => !hidden.has(col) && !chosen.includes(col));
 }
 
 function renderFieldChooser(hidden) {
@@ -571,10 +625,12 @@ function renderFieldChooser(hidden) {
 function chooseField(event) {
   const box = event.target.closest("input[data-field]");
   if (!box) return;
-  const hidden = hiddenColumns();
+  // What the list shows is what is kept: a column left out for lack of room stays out.
+  const hidden = new Set([...hiddenColumns(), ...state.squeezed]);
   if (box.checked) hidden.delete(box.dataset.field);
   else hidden.add(box.dataset.field);
   localStorage.setItem(HIDDEN_STORAGE, JSON.stringify([...hidden]));
+  localStorage.setItem(KNOWN_STORAGE, JSON.stringify(METRICS));
   if (state.data) render();
 }
 
@@ -647,14 +703,9 @@ function setPad(id, height) {
   row.firstElementChild.style.height = `${height}px`;
 }
 
-/** Fixed column widths from the widest value of each column (rows and totals), measured once. */
-function sizeColumns() {
+/** Column widths from the widest value of each column (rows and totals), measured once. */
+function measureColumns(columns) {
   const table = $("breakout-table");
-  let colgroup = table.querySelector("colgroup");
-  if (!colgroup) {
-    colgroup = document.createElement("colgroup");
-    table.prepend(colgroup);
-  }
   const probe = document.createElement("canvas").getContext("2d");
   // Built from the longhands: the `font` shorthand is empty when font-variant-numeric is set.
   const fontOf = (el, weight) => {
@@ -673,7 +724,7 @@ function sizeColumns() {
     const candidates = [...longest.entries()].sort((a, b) => b[0] - a[0]).slice(0, 4);
     return Math.max(0, ...candidates.map(([, t]) => probe.measureText(t).width));
   };
-  const widths = state.columns.map((col) => {
+  return columns.map((col) => {
     const spec = COLUMNS[col];
     let width = Math.max(
       widest(state.data.rows.map((row) => text(spec, col, row)), cellFont),
@@ -687,6 +738,16 @@ function sizeColumns() {
     width = Math.max(width, head, GROUP_KEYS.includes(col) ? 80 : 36) + 13; // padding
     return Math.ceil(spec.kind === "text" ? Math.min(width, 300) : width);
   });
+}
+
+/** Fixed widths, so columns do not move while scrolling the windowed rows. */
+function applyColumnWidths(widths) {
+  const table = $("breakout-table");
+  let colgroup = table.querySelector("colgroup");
+  if (!colgroup) {
+    colgroup = document.createElement("colgroup");
+    table.prepend(colgroup);
+  }
   colgroup.innerHTML = widths.map(() => "<col>").join("");
   [...colgroup.children].forEach((c, i) => {
     c.style.width = `${widths[i]}px`;

@@ -3,7 +3,7 @@ pipeline: a person's steps (key, dates, Select Destination, Refresh) must show t
 ``tests.dataset.expected_report`` computes independently, in Decimal, from the raw CDRs.
 
 Chromium and chromedriver are Debian's (``scripts/chromium.sh``, which ``scripts/test`` runs).
-The screenshot lands in ``test-artifacts/portal.png``.
+Screenshots land in ``test-artifacts/`` (``portal.png``, ``portal-1366.png``, ``portal-1920.png``).
 """
 
 from __future__ import annotations
@@ -271,6 +271,8 @@ async def test_totals_for_one_destination_equal_the_independent_sums(
     assert total(browser, "#totals-row", "pending")[1] == str(totals["pending"])
     assert total(browser, "#totals-row", "dtmf")[1] == str(totals["dtmf"])
     assert total(browser, "#totals-row", "asr") == (f"{totals['asr']}%", totals["asr"])
+    assert total(browser, "#totals-row", "ner") == (f"{totals['ner']}%", totals["ner"])
+    assert total(browser, "#totals-row", "pdd") == (f"{totals['pdd']} s", totals["pdd"])
     assert total(browser, "#totals-row", "duration") == (duration(totals["duration_hms"]), totals["duration"])
     # Money is per currency (never summed across them), to the micro-unit.
     if len(per_currency) == 1:
@@ -424,6 +426,10 @@ def test_the_api_reference_draws_from_this_server_alone(portal: str, browser: We
     assert [url for url in loaded if not url.startswith(portal + "/")] == []
 
 
+def header_texts(driver: WebDriver) -> list[str]:
+    return [th.text.replace("\n", " ") for th in driver.find_elements(By.CSS_SELECTOR, "#header-row th")]
+
+
 def _table_fits(driver: WebDriver) -> bool:
     return bool(
         driver.execute_script(
@@ -438,16 +444,15 @@ def test_the_default_columns_fit_1366_and_the_field_chooser_is_remembered(
     mirrored: Mirrored, portal: str, browser: WebDriver
 ) -> None:
     """Finance's view: the seed's names, money at the currency's decimals with the exact
-    sum on hover, billed minutes on demand, and no horizontal scrolling on a 1366-px screen."""
+    sum on hover, billed minutes on demand, and no horizontal scrolling on a 1366-px screen;
+    the NOC's NER and PDD beside them where there is room."""
     rows, totals, _ = expected_over_days(mirrored, ("customer", "destination"), lambda cdr, destination: True)
     try:
         browser.set_window_size(1366, 768)
         sign_in(browser, portal, mirrored.keys["admin"])
         set_period(browser, *days(mirrored))
         refresh(browser)
-        headers = [
-            th.text.replace("\n", " ") for th in browser.find_elements(By.CSS_SELECTOR, "#header-row th")
-        ]
+        headers = header_texts(browser)
         assert headers[:2] == ["CUSTOMER", "DESTINATION"]
         for name in (
             "TOTAL PROVIDER CHARGE",
@@ -457,10 +462,15 @@ def test_the_default_columns_fit_1366_and_the_field_chooser_is_remembered(
             "DTMF",
         ):
             assert name in headers, headers
-        assert "BILLED MINUTES" not in headers and "DTMF %" not in headers  # hidden by default
+        for name in ("BILLED MINUTES", "DTMF %", "SHORT CALLS", "SHORT %"):  # hidden by default
+            assert name not in headers, headers
         assert wait(browser, lambda d: _table_fits(d)), (
             "the default columns need a horizontal scroll at 1366 px"
         )
+        # NER and PDD only if they fit: left out, they are unticked in Manage Displayed Fields.
+        for col in ("ner", "pdd"):
+            box = css(browser, f"#field-list input[data-field={col}]")
+            assert box.is_selected() == (col.upper() in headers), col
         ARTIFACTS.mkdir(exist_ok=True)
         browser.save_screenshot(str(ARTIFACTS / "portal-1366.png"))
 
@@ -475,6 +485,16 @@ def test_the_default_columns_fit_1366_and_the_field_chooser_is_remembered(
         assert charge.text == money(expected["customer_charge"], key[2])
         assert charge.get_attribute("title") == f"{key[2]} {Decimal(expected['customer_charge']):,f}"
 
+        # A wider screen has room for the network ratios too.
+        browser.set_window_size(1920, 1080)
+        refresh(browser)
+        headers = header_texts(browser)
+        assert "NER" in headers and "PDD" in headers, headers
+        assert wait(browser, lambda d: _table_fits(d)), (
+            "the default columns need a horizontal scroll at 1920 px"
+        )
+        browser.save_screenshot(str(ARTIFACTS / "portal-1920.png"))
+
         # Manage Displayed Fields: Billed Minutes on, DTMF off; remembered after a reload.
         css(browser, "#fields summary").click()
         css(browser, "#field-list input[data-field=minutes]").click()
@@ -483,16 +503,12 @@ def test_the_default_columns_fit_1366_and_the_field_chooser_is_remembered(
         wait(browser, lambda d: answered(d) >= 1)
         set_period(browser, *days(mirrored))
         refresh(browser)
-        headers = [
-            th.text.replace("\n", " ") for th in browser.find_elements(By.CSS_SELECTOR, "#header-row th")
-        ]
+        headers = header_texts(browser)
         assert "BILLED MINUTES" in headers and "DTMF" not in headers, headers
         seconds = Decimal(totals["duration"])
         minutes = (seconds / 60).quantize(Decimal("0.01"), ROUND_HALF_EVEN)
         assert total(browser, "#totals-row", "minutes")[0] == f"{minutes:,f}"
-
-        browser.set_window_size(1920, 1080)
-        browser.save_screenshot(str(ARTIFACTS / "portal-1920.png"))
     finally:
-        browser.execute_script("window.localStorage.removeItem('breakout.hiddenColumns')")
+        for key in ("breakout.hiddenColumns", "breakout.knownColumns"):
+            browser.execute_script("localStorage.removeItem(arguments[0])", key)
         browser.set_window_size(1600, 1000)
