@@ -49,7 +49,7 @@ async def test_the_page_and_its_assets_are_served_from_this_origin() -> None:
             assert module.headers["cache-control"] == "no-cache"
             assert "http://" not in module.text and "https://" not in module.text, name
             pending.extend(IMPORT.findall(module.text))
-        assert imported == {"csv-cells.js", "format.js"}
+        assert imported == {"csv-cells.js", "format.js", "trend.js", "causes.js"}
         # Every module there is, is one the page loads: no dead file shipped.
         assert {path.name for path in STATIC.glob("*.js")} == imported | {"portal.js"}
         for element in (
@@ -59,6 +59,9 @@ async def test_the_page_and_its_assets_are_served_from_this_origin() -> None:
             "download-csv",
             "as-of",
             "error",
+            "trend-chart",
+            "trend-resolution",
+            "causes-body",
         ):
             assert f'id="{element}"' in page.text, element
         assert "/" not in (await client.get("/openapi.json")).json()["paths"]

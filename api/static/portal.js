@@ -1,11 +1,14 @@
-// The Breakout portal: reads breakout snapshots from the read API and shows them.
+// The Breakout portal: reads breakout snapshots from the read API and shows them, with the
+// selection's trend (trend.js) and the SIP codes behind it (causes.js).
 //
 // Plain browser JavaScript, no build step, no dependency. Money, percentages and
 // durations arrive as exact decimal strings and are only ever formatted as strings
 // (format.js): nothing here turns a charge into a float, for display, sorting or CSV.
 
 import { csvCell } from "./csv-cells.js";
+import { renderCauses, periodText } from "./causes.js";
 import { DASH, compareDecimal, escapeHtml, formatDecimal, formatDuration, formatInt, formatMoney, formatPct, minorDigits, minutesOf, parseDecimal, roundDecimal } from "./format.js";
+import { RESOLUTIONS, TREND_METRICS, TrendChart, autoResolution } from "./trend.js";
 
 const KEY_STORAGE = "breakout.apiKey";
 const AUTO_REFRESH_MS = 30_000;
@@ -97,6 +100,10 @@ const HIDDEN_BY_DEFAULT = ["dtmf_pct", "minutes", "short_calls", "short_pct"];
 // Shown by default only while the table fits its width without scrolling sideways, dropped in
 // this order: beside finance's columns, long names need more than 1366 px for them.
 const SHOWN_IF_ROOM = ["pdd", "ner"];
+// The trend's metrics (some of TREND_METRICS), remembered per browser like the columns.
+const TREND_STORAGE = "breakout.trendMetrics";
+const TREND_BY_DEFAULT = ["asr", "ner", "attempts"];
+const INSIGHTS_HIDDEN_STORAGE = "breakout.insightsHidden";
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
 
@@ -241,6 +248,11 @@ const state = {
   autoTimer: null,
   dirty: false,
   squeezed: new Set(), // columns shown if there is room, and there was not
+  selection: null, // what the table was last asked for: the trend and causes follow it
+  series: null, // the last /v1/series response drawn
+  markers: [], // the alerts drawn on it
+  trendSeq: 0,
+  causesSeq: 0,
 };
 
 function showError(message) {
@@ -416,13 +428,19 @@ function groupBy() {
   });
 }
 
-function queryParams() {
+/** The period and filters: what the table, the trend and the causes all read. */
+function selectionParams() {
   const params = periodParams();
   for (const name of selects.destination.values()) params.push(["destination", name]);
   if (isAdmin()) {
     for (const name of selects.customer.values()) params.push(["customer", name]);
     for (const name of selects.provider.values()) params.push(["provider", name]);
   }
+  return params;
+}
+
+function queryParams() {
+  const params = selectionParams();
   params.push(["group_by", groupBy().join(",")]);
   const keys = groupBy();
   // A column the table does not show (another grouping, or costs after an admin signed out) is
@@ -483,6 +501,9 @@ async function refresh() {
   }
   const seq = ++state.refreshSeq;
   setLoading(true);
+  state.selection = currentSelection();
+  renderResolutionChoices();
+  loadInsights(); // beside the table: neither waits for the other
   try {
     const [data, alerts] = await Promise.all([api("/v1/breakout", queryParams()), loadAlerts()]);
     if (seq !== state.refreshSeq) return;
@@ -529,6 +550,161 @@ function handleApiError(error) {
 function markDirty() {
   state.dirty = true;
   if (state.data) $("refresh").classList.add("stale");
+}
+
+// ---------------------------------------------------------------- the trend and the causes
+
+let chart;
+
+/** The selection as the last Refresh applied it (the form may have changed since). */
+function currentSelection() {
+  const from = $("from").value;
+  const to = $("to").value;
+  return {
+    params: selectionParams(),
+    destinations: new Set(selects.destination.values()),
+    providers: new Set(isAdmin() ? selects.provider.values() : []),
+    // Whole days of a nominal 24 h: a two-day range across a clock change is still 15-minute.
+    hours: ((Date.parse(to) - Date.parse(from)) / 86_400_000 + 1) * 24,
+  };
+}
+
+const insightsHidden = () => localStorage.getItem(INSIGHTS_HIDDEN_STORAGE) === "1";
+
+function showInsights(shown) {
+  localStorage.setItem(INSIGHTS_HIDDEN_STORAGE, shown ? "0" : "1");
+  $("insights").hidden = !shown;
+  $("toggle-insights").setAttribute("aria-pressed", String(shown));
+  if (shown) loadInsights();
+}
+
+function loadInsights() {
+  if (!state.selection || insightsHidden()) return;
+  loadTrend();
+  loadCauses();
+}
+
+/** The metrics chosen for the chart, remembered per browser; at least one. */
+function trendMetrics() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(TREND_STORAGE));
+    const known = Array.isArray(saved) ? Object.keys(TREND_METRICS).filter((m) => saved.includes(m)) : [];
+    if (known.length) return known;
+  } catch {
+    // nothing saved, or not ours: the defaults
+  }
+  return TREND_BY_DEFAULT;
+}
+
+function chooseTrendMetric(event) {
+  const box = event.target.closest("input[data-metric]");
+  if (!box) return;
+  const chosen = [...document.querySelectorAll("#trend-metrics input:checked")].map((b) => b.dataset.metric);
+  if (!chosen.length) {
+    box.checked = true; // at least one metric
+    return;
+  }
+  localStorage.setItem(TREND_STORAGE, JSON.stringify(chosen));
+  drawTrend();
+}
+
+/** "Auto" names what it picks for this range; a chosen resolution stays until changed. */
+function renderResolutionChoices() {
+  const select = $("trend-resolution");
+  const chosen = select.value || "auto";
+  const auto = state.selection ? RESOLUTIONS[autoResolution(state.selection.hours)].label : null;
+  select.innerHTML = [
+    `<option value="auto">Auto${auto ? ` (${auto})` : ""}</option>`,
+    ...Object.entries(RESOLUTIONS).map(([value, r]) => `<option value="${value}">${r.label}</option>`),
+  ].join("");
+  select.value = chosen;
+}
+
+function trendResolution() {
+  const chosen = $("trend-resolution").value;
+  return chosen && chosen !== "auto" ? chosen : autoResolution(state.selection.hours);
+}
+
+function setPanelStatus(panel, message, isError = false) {
+  const status = $(`${panel}-status`);
+  status.textContent = message ?? "";
+  status.classList.toggle("panel-error", isError);
+}
+
+/** A panel's load failed: the API's sentence in the panel, the last figures kept on a 503. */
+function panelError(panel, error, shown, showIn) {
+  if (error instanceof ApiError && error.status === 401) {
+    handleApiError(error);
+    return;
+  }
+  if (!(error instanceof ApiError)) console.error(error);
+  const message = error instanceof ApiError ? error.message : `Something went wrong in the page: ${error}`;
+  if (error instanceof ApiError && error.status === 503 && shown) {
+    setPanelStatus(panel, `${message} Below: the last complete figures.`, true);
+    return;
+  }
+  setPanelStatus(panel, "");
+  showIn(message);
+}
+
+async function loadTrend() {
+  const seq = ++state.trendSeq;
+  const { params, destinations, providers } = state.selection;
+  const query = [...params, ["resolution", trendResolution()], ...Object.keys(TREND_METRICS).map((m) => ["metric", m])];
+  setPanelStatus("trend", "Loading…");
+  try {
+    const series = await api("/v1/series", query);
+    const markers = isAdmin() ? await loadMarkers(series.from, destinations, providers) : [];
+    if (seq !== state.trendSeq) return;
+    state.series = series;
+    state.markers = markers;
+    setPanelStatus("trend", "");
+    drawTrend();
+  } catch (error) {
+    if (seq !== state.trendSeq) return;
+    panelError("trend", error, state.series !== null, (message) => {
+      state.series = null;
+      chart.clear(message);
+      $("trend-legend").hidden = true;
+    });
+  }
+}
+
+/** The alerts raised or cleared since ``since`` on the selection's destinations (and providers). */
+async function loadMarkers(since, destinations, providers) {
+  try {
+    const body = await api("/v1/alerts", [["since", since]]);
+    return (body.history ?? []).filter(
+      (a) =>
+        (!destinations.size || destinations.has(a.destination)) &&
+        (!providers.size || !a.provider || providers.has(a.provider)),
+    );
+  } catch (error) {
+    if (error instanceof ApiError && (error.status === 403 || error.status === 404)) return [];
+    throw error;
+  }
+}
+
+function drawTrend() {
+  if (!state.series) return;
+  chart.draw(state.series, { metrics: trendMetrics(), markers: state.markers, tz: state.series.tz });
+  $("trend-legend").hidden = !state.markers.length;
+}
+
+async function loadCauses() {
+  const seq = ++state.causesSeq;
+  setPanelStatus("causes", "Loading…");
+  try {
+    const body = await api("/v1/causes", state.selection.params);
+    if (seq !== state.causesSeq) return;
+    setPanelStatus("causes", "");
+    renderCauses($("causes-body"), body, body.tz);
+  } catch (error) {
+    if (seq !== state.causesSeq) return;
+    panelError("causes", error, $("causes-body").childElementCount > 0, (message) => {
+      $("causes-body").innerHTML = `<p class="panel-error">${escapeHtml(message)}</p>`;
+    });
+  }
 }
 
 // ---------------------------------------------------------------- rendering
@@ -911,6 +1087,14 @@ function signOut(message) {
   state.key = null;
   state.me = null;
   state.data = null;
+  // The next key must not see this one's chart, nor answers still on their way for it.
+  state.selection = null;
+  state.series = null;
+  state.markers = [];
+  state.trendSeq += 1;
+  state.causesSeq += 1;
+  chart?.clear("");
+  $("causes-body").innerHTML = "";
   $("auto-refresh").checked = false;
   setAutoRefresh(false);
   $("app").hidden = true;
@@ -973,6 +1157,24 @@ function init() {
   });
   $("auto-refresh").addEventListener("change", (event) => setAutoRefresh(event.target.checked));
   $("download-csv").addEventListener("click", downloadCsv);
+  chart = new TrendChart($("trend-chart"));
+  const swatch = (color) => `<svg width="10" height="10" aria-hidden="true"><rect width="10" height="10" rx="2" fill="${color}"></rect></svg>`;
+  const charted = trendMetrics();
+  $("trend-metrics").insertAdjacentHTML(
+    "beforeend",
+    Object.entries(TREND_METRICS)
+      .map(
+        ([metric, spec]) =>
+          `<label class="check"><input type="checkbox" data-metric="${metric}"${charted.includes(metric) ? " checked" : ""}>${swatch(spec.color)} ${spec.label}</label>`,
+      )
+      .join(""),
+  );
+  $("trend-metrics").addEventListener("change", chooseTrendMetric);
+  renderResolutionChoices();
+  $("trend-resolution").addEventListener("change", () => state.selection && loadTrend());
+  $("insights").hidden = insightsHidden();
+  $("toggle-insights").setAttribute("aria-pressed", String(!insightsHidden()));
+  $("toggle-insights").addEventListener("click", () => showInsights(insightsHidden()));
   $("field-list").addEventListener("change", chooseField);
   $("header-row").addEventListener("click", (event) => {
     const th = event.target.closest("th[data-col]");
@@ -1033,6 +1235,8 @@ window.breakoutPortal = {
   freshnessState,
   buildCsv,
   csv: () => (state.data ? buildCsv(state.columns, state.view, totalRows()) : null),
+  autoResolution,
+  periodText,
 };
 
 init();
