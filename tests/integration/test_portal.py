@@ -4,6 +4,7 @@ pipeline: a person's steps (key, dates, Select Destination, Refresh) must show t
 
 Chromium and chromedriver are Debian's (``scripts/chromium.sh``, which ``scripts/test`` runs).
 Screenshots land in ``test-artifacts/`` (``portal.png``, ``portal-1366.png``, ``portal-1920.png``).
+The trend chart and the cause panel have their own dataset: ``test_portal_trend.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -33,6 +35,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from api.app import create_app
 from breakout.noc.keys import active_key
+from breakout.settings import Settings
 from tests import dataset
 from tests.conftest import ROOT, free_port
 from tests.integration.pipeline import Mirrored, mirror_dataset
@@ -78,12 +81,12 @@ def expected_over_days(
     )
 
 
-@pytest.fixture(scope="module")
-def portal(mirrored: Mirrored) -> Iterator[str]:
+@contextmanager
+def serve_api(settings: Settings) -> Iterator[str]:
     """The real API (and its page) served by uvicorn on a free loopback port, in a thread."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(mirrored.settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio"
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", loop="asyncio"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-portal", daemon=True)
@@ -100,12 +103,18 @@ def portal(mirrored: Mirrored) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def portal(mirrored: Mirrored) -> Iterator[str]:
+    with serve_api(mirrored.settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("downloads")
 
 
-@pytest.fixture(scope="module")
-def browser(downloads: Path) -> Iterator[WebDriver]:
+@contextmanager
+def chromium(downloads: Path) -> Iterator[WebDriver]:
     """Debian's headless Chromium through Debian's chromedriver: nothing is downloaded."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     assert not missing, f"{', '.join(missing)} missing: run scripts/chromium.sh (scripts/test does)"
@@ -131,6 +140,12 @@ def browser(downloads: Path) -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="module")
+def browser(downloads: Path) -> Iterator[WebDriver]:
+    with chromium(downloads) as driver:
+        yield driver
 
 
 def wait(driver: WebDriver, until: Callable[[WebDriver], T], timeout: float = 30) -> T:
