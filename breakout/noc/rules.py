@@ -4,7 +4,8 @@ The file is read once at start-up and every problem is reported as one ``ConfigE
 line naming the file, the key and what is wrong, so a typo in a threshold stops the
 worker instead of silently never alerting. Thresholds resolve from the most general
 table to the most specific: ``[defaults]``, ``[providers."P"]``, ``[destinations."D"]``,
-``[destinations."D".providers."P"]``.
+``[destinations."D".providers."P"]``. Every table holds the thresholds of all three
+metrics (ASR, NER, PDD), so one override can tune or switch off one metric of a route.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from breakout.errors import ConfigError
 
@@ -22,6 +23,9 @@ _Fail = Callable[[str, str], ConfigError]
 
 # A detector key: a destination with one provider, or with None for all providers together.
 AlertKey = tuple[str, str | None]
+# What an alert is about: answer-seizure ratio, network effectiveness ratio, post-dial delay.
+Metric = Literal["asr", "ner", "pdd"]
+METRICS: tuple[Metric, ...] = ("asr", "ner", "pdd")
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,13 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class Rule:
-    """The thresholds of one key (``[defaults]`` and every override table)."""
+    """The thresholds of one key (``[defaults]`` and every override table).
+
+    ``enabled`` switches the key off altogether, ``<metric>_enabled`` one metric of it.
+    NER and PDD are off unless turned on, so that upgrading changes nobody's alerts.
+    ``min_attempts``, ``clear_minutes`` and ``z`` apply to every metric; the unprefixed
+    drop, floor and hysteresis are ASR's (their names from before the other metrics).
+    """
 
     enabled: bool = True
     min_attempts: int = 30
@@ -50,6 +60,22 @@ class Rule:
     hysteresis_points: float = 5.0
     clear_minutes: int = 5
     z: float = 3.0
+    asr_enabled: bool = True
+    ner_enabled: bool = False
+    ner_drop_points: float = 20.0
+    ner_floor: float = 0.0
+    ner_hysteresis_points: float = 5.0
+    pdd_enabled: bool = False
+    pdd_min_calls: int = 30
+    pdd_rise_ms: int = 1000
+    pdd_rise_ratio: float = 1.5
+    pdd_ceiling_ms: int = 0
+    pdd_hysteresis_ms: int = 500
+
+    def watches(self, metric: Metric) -> bool:
+        """Whether ``metric`` of this key may raise (and clear)."""
+        switches = {"asr": self.asr_enabled, "ner": self.ner_enabled, "pdd": self.pdd_enabled}
+        return self.enabled and switches[metric]
 
 
 # Each key: (type check, bounds check, what a valid value looks like).
@@ -68,6 +94,17 @@ _RULE: dict[str, _Check] = {
     "hysteresis_points": (float, 0, 100, "ASR percentage points from 0 to 100"),
     "clear_minutes": (int, 1, 180, "a whole number of minutes, at least 1 and at most window_minutes"),
     "z": (float, 0.5, 10, "a z-score from 0.5 to 10"),
+    "asr_enabled": (bool, 0, 1, "true or false"),
+    "ner_enabled": (bool, 0, 1, "true or false"),
+    "ner_drop_points": (float, 0.01, 100, "NER percentage points, more than 0 and at most 100"),
+    "ner_floor": (float, 0, 99.99, "an NER in percent, at least 0 and below 100"),
+    "ner_hysteresis_points": (float, 0, 100, "NER percentage points from 0 to 100"),
+    "pdd_enabled": (bool, 0, 1, "true or false"),
+    "pdd_min_calls": (int, 1, 1_000_000, "a whole number of calls, at least 1"),
+    "pdd_rise_ms": (int, 0, 600_000, "whole milliseconds from 0 to 600000"),
+    "pdd_rise_ratio": (float, 1, 100, "a ratio from 1 (no ratio) to 100"),
+    "pdd_ceiling_ms": (int, 0, 600_000, "whole milliseconds from 0 (no ceiling) to 600000"),
+    "pdd_hysteresis_ms": (int, 0, 600_000, "whole milliseconds from 0 to 600000"),
 }
 
 

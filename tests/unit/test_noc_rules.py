@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from breakout.errors import ConfigError
-from breakout.noc.rules import DetectorConfig, Rule, check_retention, load_rules, parse_rules
+from breakout.noc.rules import METRICS, DetectorConfig, Rule, check_retention, load_rules, parse_rules
 
 EXAMPLE = """
 [detector]
@@ -56,6 +56,48 @@ def test_overrides_resolve_from_general_to_specific(tmp_path: Path) -> None:
     assert rules.rule_for(("France", "prov-2")) == Rule(min_attempts=40, floor=5.0, hysteresis_points=8.5)
 
 
+def test_ner_and_pdd_are_off_unless_turned_on_and_each_metric_is_switched_alone() -> None:
+    rules = parse_rules(
+        """
+[defaults]
+ner_enabled = true
+pdd_enabled = true
+pdd_rise_ms = 800
+
+[providers."prov-1"]
+pdd_enabled = false
+
+[destinations."Peru"]
+asr_enabled = false
+ner_drop_points = 10
+pdd_ceiling_ms = 9000
+""",
+        "rules.toml",
+    )
+    assert [load_rules(None).rule_for(("Anywhere", "p")).watches(m) for m in METRICS] == [True, False, False]
+    assert [rules.rule_for(("Chile", "prov-2")).watches(m) for m in METRICS] == [True, True, True]
+    assert [rules.rule_for(("Chile", "prov-1")).watches(m) for m in METRICS] == [True, True, False]
+    assert [rules.rule_for(("Peru", None)).watches(m) for m in METRICS] == [False, True, True]
+    peru = rules.rule_for(("Peru", "prov-1"))
+    assert (peru.ner_drop_points, peru.pdd_rise_ms, peru.pdd_ceiling_ms, peru.pdd_enabled) == (
+        10.0,
+        800,
+        9000,
+        False,
+    )
+    off = parse_rules('[defaults]\nner_enabled = true\n[destinations."Peru"]\nenabled = false\n', "r.toml")
+    assert not any(off.rule_for(("Peru", None)).watches(m) for m in METRICS)  # enabled = false: all of them
+
+
+def test_a_rules_file_from_before_ner_and_pdd_means_what_it_meant(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(EXAMPLE)
+    for key in [("Spain", "prov-1"), ("Germany", None), ("Germany", "prov-1"), ("France", "prov-2")]:
+        rule = load_rules(path).rule_for(key)
+        assert rule.pdd_enabled is rule.ner_enabled is False and rule.asr_enabled
+        assert rule.watches("asr") is rule.enabled
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -93,6 +135,22 @@ def test_overrides_resolve_from_general_to_specific(tmp_path: Path) -> None:
             'rules.toml: destinations."Peru".providers: expected a table',
         ),
         ('[destinations.""]\nfloor = 5\n', "rules.toml: destinations: a name must not be empty"),
+        ("[defaults]\nner_enabled = 'yes'\n", "rules.toml: defaults.ner_enabled: expected true or false"),
+        (
+            "[defaults]\nner_drop_points = 0\n",
+            "rules.toml: defaults.ner_drop_points: expected NER percentage",
+        ),
+        ("[defaults]\npdd_min_calls = 0\n", "rules.toml: defaults.pdd_min_calls: expected a whole number"),
+        ("[defaults]\npdd_rise_ms = 1.5\n", "rules.toml: defaults.pdd_rise_ms: expected whole milliseconds"),
+        (
+            "[defaults]\npdd_rise_ratio = 0.9\n",
+            "rules.toml: defaults.pdd_rise_ratio: expected a ratio from 1",
+        ),
+        (
+            '[providers."p"]\npdd_ceiling_ms = -1\n',
+            'rules.toml: providers."p".pdd_ceiling_ms: expected whole milliseconds from 0 (no ceiling)',
+        ),
+        ("[defaults]\nner_flor = 5\n", "rules.toml: defaults.ner_flor: unknown key (expected one of: "),
     ],
 )
 def test_each_mistake_is_one_line_naming_file_key_and_problem(text: str, message: str) -> None:
