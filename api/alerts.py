@@ -2,9 +2,12 @@
 
 The worker's detector records every alert in Redis (``docs/noc-alerts.md``); these
 functions only read. Documents are returned as published: the alert JSON with ``key``,
-``incident``, ``destination``, ``provider``, ``state``, ``asr``, ``baseline_asr``,
-``threshold``, ``attempts``, ``window_start``, ``window_end``, ``detected_at`` and
-``emitted_at``. Works with a client made with or without ``decode_responses``.
+``incident``, ``metric``, ``destination``, ``provider``, ``state``, ``value``,
+``baseline``, ``threshold``, ``attempts``, ``asr``, ``baseline_asr``, ``grown_causes``,
+``window_start``, ``window_end``, ``detected_at`` and ``emitted_at`` (alerts recorded
+before NER and PDD were watched are ASR alerts without ``metric``, ``value``,
+``baseline`` and ``grown_causes``). Works with a client made with or without
+``decode_responses``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ KEEPALIVE_SECONDS = 15.0
 
 
 async def active_alerts(redis: aioredis.Redis, app_id: str) -> list[dict[str, Any]]:
-    """The raise alert of every open incident, oldest first (then by key)."""
+    """The raise alert of every open incident, oldest first (then by key, then ASR, NER, PDD)."""
     documents = [orjson.loads(value) for value in await redis.hvals(active_key(app_id))]
-    return sorted(documents, key=lambda document: (document["detected_at"], document["key"]))
+    return sorted(documents, key=lambda d: (d["detected_at"], d["key"], d.get("metric", "asr")))
 
 
 async def alert_history(

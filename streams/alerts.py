@@ -1,4 +1,4 @@
-"""The ASR-drop detector's edge: minute buckets from the Redis mirror in, alerts to Kafka and Redis out.
+"""The NOC detector's edge: minute buckets from the Redis mirror in, alerts to Kafka and Redis out.
 
 One detector runs per deployment, in whichever worker is Faust's leader. Each round it
 reads the watermark, takes every minute the watermark has completed (in order, at most
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
@@ -28,13 +27,14 @@ from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
 from redis.exceptions import RedisError, WatchError
 
+from breakout.aggregate import Counters, add, empty
 from breakout.buckets import Granularity
 from breakout.noc import keys
-from breakout.noc.alert import Alert, key_text
+from breakout.noc.alert import Alert, key_text, parse_subject, subject_text
 from breakout.noc.clock import due_minutes, effective_watermark
 from breakout.noc.detector import Detector, KeyState
-from breakout.noc.rules import AlertKey, Rules
-from breakout.noc.series import Counts
+from breakout.noc.minutes import decode_minute, encode_minute
+from breakout.noc.rules import Rules
 from breakout.redis_layout import Layout, completeness, decode_rows, decode_watermarks
 from breakout.settings import Settings
 from streams.agents import fail_stop
@@ -49,7 +49,7 @@ HISTORY_SECONDS = 30 * 86400
 SNAPSHOT_TTL_MARGIN = 3600
 
 Send = Callable[[bytes, bytes], Awaitable[None]]
-Pairs = dict[tuple[str, str], Counts]
+Pairs = dict[tuple[str, str], Counters]
 
 
 def alerts_topic(settings: Settings) -> str:
@@ -57,10 +57,12 @@ def alerts_topic(settings: Settings) -> str:
 
 
 async def read_minutes(client: aioredis.Redis, app_id: str, starts: list[int]) -> dict[int, Pairs]:
-    """Attempts and connected per (destination, provider) in each minute bucket of the mirror.
+    """The row counters per (destination, provider) in each minute bucket of the mirror.
 
     Reads each minute's destination index and each destination's hash
-    (``docs/redis-layout.md``), summing over customers and currencies.
+    (``docs/redis-layout.md``), summing over customers and currencies: attempts and
+    connected for the ASR, effective attempts for the NER, the PDD sum and count, and
+    the SIP code counters for the causes.
     """
     layout = Layout(app_id)
     minute = Granularity.MINUTE
@@ -76,28 +78,14 @@ async def read_minutes(client: aioredis.Redis, app_id: str, starts: list[int]) -
             order.append((start, destination))
             pipe.hgetall(layout.destination_rows(minute, start, destination))
     rows = await pipe.execute() if order else []
-    sums: dict[int, defaultdict[tuple[str, str], list[int]]] = {
-        start: defaultdict(lambda: [0, 0]) for start in starts
-    }
+    sums: dict[int, Pairs] = {start: {} for start in starts}
     for (start, destination), fields in zip(order, rows, strict=True):
         for _, provider, _, counters in decode_rows(fields):
-            total = sums[start][(destination, provider)]
-            total[0] += counters[0]
-            total[1] += counters[1]
-    return {start: {pair: (a, c) for pair, (a, c) in by_pair.items()} for start, by_pair in sums.items()}
-
-
-def _encode_pairs(pairs: Pairs) -> bytes:
-    return orjson.dumps([[d, p, a, c] for (d, p), (a, c) in pairs.items()])
-
-
-def _decode_pairs(raw: bytes | str) -> Pairs:
-    return {(d, p): (a, c) for d, p, a, c in orjson.loads(raw)}
-
-
-def _decode_key(text: bytes | str) -> AlertKey:
-    destination, provider = orjson.loads(text)
-    return (destination, provider)
+            total = sums[start].get((destination, provider))
+            if total is None:
+                total = sums[start][(destination, provider)] = empty()
+            add(total, counters)
+    return sums
 
 
 def _chunks(items: list[int], size: int) -> Iterable[list[int]]:
@@ -159,7 +147,7 @@ class AlertRunner:
                 documents = [orjson.dumps(alert.document(emitted_ms)) for alert in alerts]
                 for alert, document in zip(alerts, documents, strict=True):
                     await self.send(key_text(alert.key).encode(), document)
-                    log.info("alert %s %s: %s", alert.state, key_text(alert.key), document.decode())
+                    log.info("alert %s %s: %s", alert.state, subject_text(alert.subject), document.decode())
                 await self._commit(client, detector, minutes, counts, alerts, documents)
                 self._next_minute = minutes[-1] + 60
         except BaseException:
@@ -212,7 +200,7 @@ class AlertRunner:
             assert cursor is not None
         self._next_minute = int(cursor)
         states = {
-            _decode_key(field): KeyState.from_record(orjson.loads(value))
+            parse_subject(field): KeyState.from_record(orjson.loads(value))
             for field, value in (await client.hgetall(keys.state_key(app_id))).items()
         }
         detector = Detector(self.rules, states)
@@ -223,10 +211,10 @@ class AlertRunner:
             missing = [start for start, raw in zip(chunk, saved, strict=True) if raw is None]
             mirrored = await read_minutes(client, app_id, missing) if missing else {}
             for start, raw in zip(chunk, saved, strict=True):
-                detector.series.push(_decode_pairs(raw) if raw is not None else mirrored[start])
+                detector.series.push(decode_minute(raw) if raw is not None else mirrored[start])
             await asyncio.sleep(0)
         log.info(
-            "alert detector: resuming at minute %d with %d keys in open or recent incidents",
+            "alert detector: resuming at minute %d with %d open or recent incidents",
             self._next_minute,
             len(states),
         )
@@ -256,21 +244,22 @@ class AlertRunner:
             for start in minutes:
                 pipe.set(
                     keys.snapshot_key(app_id, start),
-                    _encode_pairs(counts[start]),
+                    encode_minute(counts[start]),
                     ex=span + SNAPSHOT_TTL_MARGIN,
                 )
                 pipe.delete(keys.snapshot_key(app_id, start - span))  # out of the history now
             pipe.delete(keys.state_key(app_id))
             if detector.states:
                 mapping: dict[Any, Any] = {
-                    key_text(key): orjson.dumps(state.record()) for key, state in detector.states.items()
+                    subject_text(subject): orjson.dumps(state.record())
+                    for subject, state in detector.states.items()
                 }
                 pipe.hset(keys.state_key(app_id), mapping=mapping)
             for alert, document in zip(alerts, documents, strict=True):
                 if alert.state == "raised":
-                    pipe.hset(keys.active_key(app_id), key_text(alert.key), document)
+                    pipe.hset(keys.active_key(app_id), subject_text(alert.subject), document)
                 else:
-                    pipe.hdel(keys.active_key(app_id), key_text(alert.key))
+                    pipe.hdel(keys.active_key(app_id), subject_text(alert.subject))
                 pipe.zadd(keys.history_key(app_id), {document: alert.detected_at * 1000})
                 pipe.publish(keys.events_channel(app_id), document)
             pipe.zremrangebyscore(keys.history_key(app_id), "-inf", (next_minute - HISTORY_SECONDS) * 1000)
@@ -293,7 +282,7 @@ def register_detector(app: faust.App, settings: Settings, rules: Rules) -> None:
     runner = AlertRunner(settings, rules, send)
 
     @app.task  # type: ignore[untyped-decorator]
-    async def detect_asr_drops() -> None:
+    async def detect_noc_alerts() -> None:
         async with fail_stop(app):
             try:
                 while True:

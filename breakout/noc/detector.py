@@ -1,50 +1,44 @@
-"""The ASR-drop state machine: per key, normal → raised → normal, one raise and one clear per incident.
+"""The alert state machine: per metric and key, normal → raised → normal, one raise and one clear each.
 
 Evaluated once per minute boundary of event time, on the minute series only, so the
-same minutes give the same alerts whatever the replay speed. Why each rule:
+same minutes give the same alerts whatever the replay speed. Each metric of each key
+(ASR, NER, PDD; ``breakout.noc.checks`` says what raises and clears them) is its own
+incident, with its own id: an ASR and an NER alert on the same route open and close
+independently. Why each rule:
 
 * **Every suffix of the window** (the last 1, 2, …, ``window_minutes`` minutes) is
   tested, so a sharp drop on a busy route raises on its first bad minute instead of
   waiting for a 15-minute average to sink.
-* **Statistical confidence**: a suffix raises only if the Wilson score upper bound of its
-  ASR (``z`` standard deviations) is below the threshold, so 30 attempts of ordinary
-  noise never raise, however unlucky, while hundreds of attempts at half the ASR do.
+* **Statistical confidence**: a suffix raises only if a confidence bound of its value
+  (``z`` standard deviations) is past the threshold, so 30 attempts of ordinary noise
+  never raise, however unlucky, while hundreds of attempts at half the ASR do.
 * **Frozen threshold**: the threshold is fixed when the incident begins; otherwise the
-  bad minutes entering the baseline would lower it and let a still-broken route clear.
-* **Hysteresis and time** to clear: the last ``clear_minutes`` minutes must have at least
-  ``min_attempts`` and an ASR at least ``hysteresis_points`` above the frozen threshold,
-  at ``clear_minutes`` consecutive boundaries.
+  bad minutes entering the baseline would move it and let a still-broken route clear.
+* **Hysteresis and time** to clear: the last ``clear_minutes`` minutes must be past the
+  frozen threshold by a margin, at ``clear_minutes`` consecutive boundaries.
 * **After a clear**, raise checks look only at minutes from the start of the window
   that proved the recovery, so the incident's own bad minutes cannot raise it again.
+
+Every alert names the SIP codes whose share grew most since the baseline
+(``breakout.noc.causes``): what the NOC asks next.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from breakout.noc.alert import Alert, incident_id
-from breakout.noc.rules import AlertKey, Rule, Rules
-from breakout.noc.series import PairCounts, RollingSeries
-
-
-def wilson_upper(connected: int, attempts: int, z: float) -> float:
-    """Upper bound of the Wilson score interval of connected/attempts, a fraction (0..1)."""
-    p = connected / attempts
-    z2n = z * z / attempts
-    centre = p + z2n / 2
-    spread = z * math.sqrt(p * (1 - p) / attempts + z2n / (4 * attempts))
-    return (centre + spread) / (1 + z2n)
-
-
-def asr(connected: int, attempts: int) -> float:
-    return round(100 * connected / attempts, 2)
+from breakout.aggregate import ATTEMPTS, CONNECTED, PDD_CALLS, Counters
+from breakout.noc.alert import Alert, Subject, incident_id, subject_of, subject_parts
+from breakout.noc.causes import grown_causes
+from breakout.noc.checks import CHECKS, percent
+from breakout.noc.rules import METRICS, AlertKey, Metric, Rule, Rules
+from breakout.noc.series import TRACKED, PairCounts, RollingSeries, Window
 
 
 @dataclass(frozen=True)
 class KeyState:
-    """What the detector remembers about a key beyond its counts.
+    """What the detector remembers about one subject (a metric of a key) beyond its counts.
 
     ``raised``: the open incident's raise alert (its threshold is frozen in it);
     ``streak``: consecutive boundaries at which it looked recovered;
@@ -72,12 +66,12 @@ def _sort_key(key: AlertKey) -> tuple[str, bool, str]:
 class Detector:
     """Keys' minute series and states; ``step`` takes the next minute and returns the alerts."""
 
-    def __init__(self, rules: Rules, states: dict[AlertKey, KeyState] | None = None) -> None:
+    def __init__(self, rules: Rules, states: dict[Subject, KeyState] | None = None) -> None:
         self.rules = rules
         config = rules.detector
         self.window_minutes = config.window_minutes
         self.series = RollingSeries(config.window_minutes, config.baseline_minutes)
-        self.states: dict[AlertKey, KeyState] = dict(states or {})
+        self.states: dict[Subject, KeyState] = dict(states or {})
 
     def step(self, minute_start: int, pairs: PairCounts) -> list[Alert]:
         """Add the minute beginning at ``minute_start`` and evaluate the boundary where it ends."""
@@ -85,88 +79,94 @@ class Detector:
         return self.evaluate(minute_start + 60)
 
     def evaluate(self, boundary: int) -> list[Alert]:
-        """Raise or clear each key at ``boundary`` (epoch seconds); keys in a stable order."""
+        """Raise or clear each metric of each key at ``boundary`` (epoch seconds), in a stable order."""
         window = self.series.window()
-        empty = ([0] * self.window_minutes, [0] * self.window_minutes)
+        quiet: Window = {field: [0] * self.window_minutes for field in TRACKED}
+        keys = window.keys() | {subject_parts(subject)[1] for subject in self.states}
         alerts: list[Alert] = []
-        for key in sorted(window.keys() | self.states.keys(), key=_sort_key):
+        for key in sorted(keys, key=_sort_key):
             rule = self.rules.rule_for(key)
-            if not rule.enabled:
-                continue
-            state = self.states.get(key, KeyState())
-            attempts, connected = window.get(key, empty)
-            if state.raised is None:
-                alert = self._raise(key, rule, state, boundary, attempts, connected)
+            minutes = window.get(key, quiet)
+            baseline = self.series.baseline(key)
+            for metric in METRICS:
+                if not rule.watches(metric):
+                    continue
+                subject = subject_of(metric, key)
+                state = self.states.get(subject, KeyState())
+                if state.raised is None:
+                    alert = self._raise(metric, key, rule, state, boundary, minutes, baseline)
+                    if alert is not None:
+                        state = KeyState(alert)
+                else:
+                    state, alert = self._clear(rule, state, boundary, minutes, baseline)
                 if alert is not None:
-                    state = KeyState(alert)
-            else:
-                state, alert = self._clear(rule, state, boundary, attempts, connected)
-            if alert is not None:
-                alerts.append(alert)
-            if state.raised is None and state.not_before <= boundary - self.window_minutes * 60:
-                self.states.pop(key, None)  # nothing left to remember
-            else:
-                self.states[key] = state
+                    alerts.append(alert)
+                if state.raised is None and state.not_before <= boundary - self.window_minutes * 60:
+                    self.states.pop(subject, None)  # nothing left to remember
+                else:
+                    self.states[subject] = state
         return alerts
 
     def _raise(
         self,
+        metric: Metric,
         key: AlertKey,
         rule: Rule,
         state: KeyState,
         boundary: int,
-        attempts: list[int],
-        connected: list[int],
+        minutes: Window,
+        baseline: Counters,
     ) -> Alert | None:
         size = self.window_minutes
         first = max(0, size - (boundary - state.not_before) // 60)  # oldest minute a suffix may use
-        if sum(attempts[first:]) < rule.min_attempts:
+        finding = CHECKS[metric].raises(rule, minutes, baseline, first)
+        if finding is None:
             return None
-        base_attempts, base_connected = self.series.baseline(key)
-        baseline_asr = asr(base_connected, base_attempts) if base_attempts >= rule.min_attempts else None
-        threshold = rule.floor if baseline_asr is None else max(baseline_asr - rule.drop_points, rule.floor)
-        if threshold <= 0:
-            return None
-        total = good = 0
-        for index in range(size - 1, first - 1, -1):
-            total += attempts[index]
-            good += connected[index]
-            if total >= rule.min_attempts and 100 * wilson_upper(good, total, rule.z) < threshold:
-                return Alert(
-                    destination=key[0],
-                    provider=key[1],
-                    state="raised",
-                    asr=asr(good, total),
-                    baseline_asr=baseline_asr,
-                    threshold=round(threshold, 2),
-                    attempts=total,
-                    window_start=boundary - (size - index) * 60,
-                    window_end=boundary,
-                    detected_at=boundary,
-                    incident=incident_id(key, boundary),
-                )
-        return None
+        window = self.series.window_total(key, finding.oldest)
+        base_attempts = baseline[ATTEMPTS]
+        baseline_asr = (
+            percent(baseline[CONNECTED], base_attempts) if base_attempts >= rule.min_attempts else None
+        )
+        return Alert(
+            metric=metric,
+            destination=key[0],
+            provider=key[1],
+            state="raised",
+            value=finding.value,
+            baseline=finding.baseline,
+            threshold=finding.threshold,
+            attempts=window[ATTEMPTS],
+            pdd_calls=window[PDD_CALLS] if metric == "pdd" else None,
+            asr=percent(window[CONNECTED], window[ATTEMPTS]),
+            baseline_asr=baseline_asr,
+            grown_causes=grown_causes(window, baseline),
+            window_start=boundary - (size - finding.oldest) * 60,
+            window_end=boundary,
+            detected_at=boundary,
+            incident=incident_id(subject_of(metric, key), boundary),
+        )
 
     def _clear(
-        self, rule: Rule, state: KeyState, boundary: int, attempts: list[int], connected: list[int]
+        self, rule: Rule, state: KeyState, boundary: int, minutes: Window, baseline: Counters
     ) -> tuple[KeyState, Alert | None]:
         raised = state.raised
         assert raised is not None
-        minutes = rule.clear_minutes
-        total, good = sum(attempts[-minutes:]), sum(connected[-minutes:])
-        recovered = (
-            total >= rule.min_attempts and 100 * good / total >= raised.threshold + rule.hysteresis_points
-        )
-        if not recovered:
+        value = CHECKS[raised.metric].recovered(rule, minutes, raised.threshold)
+        if value is None:
             return replace(state, streak=0), None
-        if state.streak + 1 < minutes:
+        if state.streak + 1 < rule.clear_minutes:
             return replace(state, streak=state.streak + 1), None
-        window_start = boundary - minutes * 60
+        oldest = self.window_minutes - rule.clear_minutes
+        window = self.series.window_total(raised.key, oldest)
+        window_start = boundary - rule.clear_minutes * 60
         cleared = replace(
             raised,
             state="cleared",
-            asr=asr(good, total),
-            attempts=total,
+            value=value,
+            attempts=window[ATTEMPTS],
+            pdd_calls=window[PDD_CALLS] if raised.metric == "pdd" else None,
+            asr=percent(window[CONNECTED], window[ATTEMPTS]),
+            grown_causes=grown_causes(window, baseline),
             window_start=window_start,
             window_end=boundary,
             detected_at=boundary,

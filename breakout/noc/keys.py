@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def active_key(app_id: str) -> str:
-    """Hash: alert key → the raise alert's JSON document, for every open incident."""
+    """Hash: subject (``breakout.noc.alert.subject_text``) → the raise alert's JSON, per open incident."""
     return f"{app_id}:alerts:active"
 
 
@@ -24,10 +24,13 @@ def cursor_key(app_id: str) -> str:
 
 
 def state_key(app_id: str) -> str:
-    """Hash: alert key → the detector's state of that key (open incident, recovery streak)."""
+    """Hash: subject → the detector's state of that metric of that key (open incident, recovery streak)."""
     return f"{app_id}:alerts:state"
 
 
 def snapshot_key(app_id: str, minute_start: int) -> str:
-    """String: the per (destination, provider) counts the detector used for one minute."""
+    """String: the per (destination, provider) counts the detector used for one minute.
+
+    Encoded by ``breakout.noc.minutes``.
+    """
     return f"{app_id}:alerts:minute:{minute_start}"

@@ -7,9 +7,11 @@ from collections.abc import Iterable
 
 import pytest
 
+from breakout.aggregate import ATTEMPTS, CONNECTED, empty
 from breakout.noc.alert import Alert
+from breakout.noc.checks import wilson_upper
 from breakout.noc.clock import due_minutes, effective_watermark
-from breakout.noc.detector import Detector, KeyState, wilson_upper
+from breakout.noc.detector import Detector, KeyState
 from breakout.noc.rules import parse_rules
 from breakout.noc.series import PairCounts, RollingSeries, with_destination_totals
 
@@ -196,10 +198,11 @@ def test_rolling_series_keeps_exact_baseline_sums_and_a_zero_filled_window() -> 
         window = [(0, 0)] * (3 - len(window)) + window
         baseline = [pushed[i].get(PAIR, (0, 0)) for i in range(index - 6, index - 2) if i >= 0]
         expected_window = ([a for a, _ in window], [c for _, c in window])
-        assert series.window().get(PAIR, ([0, 0, 0], [0, 0, 0])) == expected_window
-        assert series.baseline(PAIR) == (sum(a for a, _ in baseline), sum(c for _, c in baseline))
+        got = series.window().get(PAIR, {ATTEMPTS: [0, 0, 0], CONNECTED: [0, 0, 0]})
+        assert (got[ATTEMPTS], got[CONNECTED]) == expected_window
+        assert series.baseline(PAIR)[:2] == [sum(a for a, _ in baseline), sum(c for _, c in baseline)]
         assert series.baseline(("Peru", None)) == series.baseline(PAIR)  # the only provider
-    assert series.baseline(("Nowhere", None)) == (0, 0)
+    assert series.baseline(("Nowhere", None)) == empty()
 
 
 def test_destination_totals_sum_the_providers() -> None:
@@ -219,9 +222,13 @@ def test_the_alert_document() -> None:
     assert document == {
         "key": '["Peru","prov-1"]',
         "incident": alerts[0].incident,
+        "metric": "asr",
         "destination": "Peru",
         "provider": "prov-1",
         "state": "raised",
+        "value": alerts[0].asr,
+        "baseline": alerts[0].baseline_asr,
+        "grown_causes": [],  # the CDRs carried no SIP codes
         "asr": alerts[0].asr,
         "baseline_asr": alerts[0].baseline_asr,
         "threshold": alerts[0].threshold,
