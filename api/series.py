@@ -7,6 +7,7 @@ its own traffic and never providers; an incomplete mirror is a 503); the arithme
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -53,7 +54,10 @@ async def _totals(
     return await reader.bucket_totals(buckets, tokens, filters)
 
 
-def _sum(totals: dict[Bucket, Counters], buckets: list[Bucket]) -> Counters:
+def _sum(totals: dict[Bucket, Counters], buckets: Sequence[Bucket]) -> Counters:
+    """The buckets' counters summed; one bucket's own list (read only) when it is alone."""
+    if len(buckets) == 1:
+        return totals[buckets[0]]
     total = empty()
     for bucket in buckets:
         add_counters(total, totals[bucket])
@@ -89,13 +93,9 @@ async def series(request: Request, role: Caller, params: SeriesParameters) -> Re
     wanted = [bucket for step in cut if step.start < horizon for bucket in step.buckets]
     check_retention(wanted, retention, stream_time)
     totals = await _totals(request, wanted, freshness, query.filters)
+    nothing = empty()
     points = [
-        point(
-            step,
-            _sum(totals, list(step.buckets)) if step.start < horizon else empty(),
-            query.metrics,
-            query.range,
-        )
+        point(step, _sum(totals, step.buckets) if step.start < horizon else nothing, query.metrics)
         for step in cut
     ]
     # Returned as is (the model documents it): a month of hours is 744 points to validate.

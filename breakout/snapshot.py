@@ -9,7 +9,7 @@ arithmetic, so the API, the CSV and the tests agree to the digit.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import islice
 from operator import add, itemgetter
@@ -148,39 +148,41 @@ def hms(duration_ms: int) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
+# Every column that is a count or a ratio of counts (not money), by name: ``figures`` shows
+# them all, a series point only those asked for.
+TRAFFIC: dict[str, Callable[[Counters], Any]] = {
+    "attempts": itemgetter(ATTEMPTS),
+    "connected": itemgetter(CONNECTED),
+    "asr": lambda c: rounded(100 * c[CONNECTED], c[ATTEMPTS]),
+    "acd": lambda c: rounded(c[DURATION_MS], 1000 * c[CONNECTED]),
+    "duration": lambda c: rounded(c[DURATION_MS], 1000, 3),
+    "duration_hms": lambda c: hms(c[DURATION_MS]),
+    "pending": itemgetter(PENDING),
+    "dtmf": itemgetter(DTMF),
+    "dtmf_pct": lambda c: rounded(100 * c[DTMF], c[ATTEMPTS]),
+    "ner": lambda c: rounded(100 * c[EFFECTIVE], c[ATTEMPTS]),
+    "pdd": lambda c: rounded(c[PDD_MS], 1000 * c[PDD_CALLS]),
+    "short_calls": itemgetter(SHORT_CALLS),
+    "short_pct": lambda c: rounded(100 * c[SHORT_CALLS], c[CONNECTED]),
+}
+
+
 def figures(counters: Counters, with_money: bool = True, with_costs: bool = True) -> dict[str, Any]:
     """The columns of one row: counts as integers, money and ratios as decimal strings.
 
     ``with_costs=False`` blanks what the provider charges and the margin: a customer
     sees what it is charged, not what its calls cost us.
     """
-    attempts, connected = counters[ATTEMPTS], counters[CONNECTED]
-    duration_ms = counters[DURATION_MS]
-    out: dict[str, Any] = {
-        "attempts": attempts,
-        "connected": connected,
-        "asr": rounded(100 * connected, attempts),
-        "acd": rounded(duration_ms, 1000 * connected),
-        "duration": rounded(duration_ms, 1000, 3),
-        "duration_hms": hms(duration_ms),
-    }
+    money: dict[str, str | None] = dict.fromkeys(MONEY)
     if with_money:
         provider, customer = counters[PROVIDER_CHARGE], counters[CUSTOMER_CHARGE]
-        out["provider_charge"] = format_micros(provider)
-        out["customer_charge"] = format_micros(customer)
-        out["profit"] = format_micros(customer - provider)
-        out["profit_pct"] = rounded(100 * (customer - provider), customer)
+        money["provider_charge"] = format_micros(provider)
+        money["customer_charge"] = format_micros(customer)
+        money["profit"] = format_micros(customer - provider)
+        money["profit_pct"] = rounded(100 * (customer - provider), customer)
         if not with_costs:
-            out.update(dict.fromkeys(COSTS))
-    else:
-        out.update(dict.fromkeys(MONEY))
-    out["pending"] = counters[PENDING]
-    out["dtmf"] = counters[DTMF]
-    out["dtmf_pct"] = rounded(100 * counters[DTMF], attempts)
-    out["ner"] = rounded(100 * counters[EFFECTIVE], attempts)
-    out["pdd"] = rounded(counters[PDD_MS], 1000 * counters[PDD_CALLS])
-    out["short_calls"] = counters[SHORT_CALLS]
-    out["short_pct"] = rounded(100 * counters[SHORT_CALLS], connected)
+            money.update(dict.fromkeys(COSTS))
+    out = {name: money[name] if name in money else TRAFFIC[name](counters) for name in METRICS}
     out[SIP_CODES_COLUMN] = sip_codes(counters)
     return out
 
