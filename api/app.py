@@ -24,6 +24,7 @@ from api.portal import mount_portal
 from api.reader import MirrorReader
 from api.reports import router as reports
 from api.responses import OrjsonResponse
+from api.series import SeriesPoints
 from api.series import router as series
 from breakout import __version__
 from breakout.buckets import Retention
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.reader = MirrorReader(
             client, Layout(settings.app_id), settings.partitions, settings.api_cache_rows
         )
+        app.state.series_points = SeriesPoints(settings.api_cache_rows)
         try:
             yield
         finally:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.errors import error_responses
 from api.params import SeriesParams, refuse_repeats
-from api.reader import Freshness, MirrorReader
+from api.reader import LRU, Freshness, MirrorReader, Token
 from api.reports import RangeParameters, iso_ms, today_of
 from api.responses import OrjsonResponse
 from api.schemas import Causes, Series
@@ -25,7 +25,7 @@ from breakout.aggregate import add as add_counters
 from breakout.buckets import Retention
 from breakout.errors import QueryError
 from breakout.query import parse_range_query, parse_series_query
-from breakout.series import cause_mix, point, previous_range, steps
+from breakout.series import Step, cause_mix, point, previous_range, steps
 from breakout.snapshot import Filters
 from breakout.timerange import Bucket, TimeRange, check_retention, readable_cover
 
@@ -52,6 +52,48 @@ async def _totals(
     reader: MirrorReader = request.app.state.reader
     tokens = await reader.versions(buckets, freshness)
     return await reader.bucket_totals(buckets, tokens, filters)
+
+
+# The last answer's points per (range, resolution, filters, metrics), with the versions of
+# the buckets they summed (one per bucket read, in step order).
+SeriesPoints = LRU[tuple[TimeRange, str, Filters, tuple[str, ...]], tuple[list[Token], list[dict[str, Any]]]]
+
+
+async def _points(
+    reader: MirrorReader,
+    cut: tuple[Step, ...],
+    horizon: int,
+    wanted: list[Bucket],
+    tokens: list[Token],
+    before: tuple[list[Token], list[dict[str, Any]]] | None,
+    filters: Filters,
+    metrics: tuple[str, ...],
+) -> list[dict[str, Any]]:
+    """Every step's point: the one ``before`` had where its buckets' versions are the same,
+    else summed anew. ``wanted`` are the buckets of the steps before ``horizon``, in order;
+    later steps have none that can hold data."""
+    reuse = before is not None and len(before[0]) == len(tokens) and len(before[1]) == len(cut)
+    points: list[dict[str, Any] | None] = []
+    missing: list[tuple[int, Step]] = []
+    at = 0
+    for index, step in enumerate(cut):
+        if step.start >= horizon:
+            points.append(point(step, empty(), metrics))
+            continue
+        end = at + len(step.buckets)
+        if reuse and before is not None and before[0][at:end] == tokens[at:end]:
+            points.append(before[1][index])
+        else:
+            points.append(None)
+            missing.append((index, step))
+        at = end
+    if missing:
+        moved = [bucket for _, step in missing for bucket in step.buckets]
+        where = dict(zip(wanted, tokens, strict=True))
+        totals = await reader.bucket_totals(moved, [where[bucket] for bucket in moved], filters)
+        for index, step in missing:
+            points[index] = point(step, _sum(totals, step.buckets), metrics)
+    return [shown for shown in points if shown is not None]
 
 
 def _sum(totals: dict[Bucket, Counters], buckets: Sequence[Bucket]) -> Counters:
@@ -92,12 +134,18 @@ async def series(request: Request, role: Caller, params: SeriesParameters) -> Re
     horizon = (now // 86400 + 3) * 86400  # no bucket after this can hold data (see readable_cover)
     wanted = [bucket for step in cut if step.start < horizon for bucket in step.buckets]
     check_retention(wanted, retention, stream_time)
-    totals = await _totals(request, wanted, freshness, query.filters)
-    nothing = empty()
-    points = [
-        point(step, _sum(totals, step.buckets) if step.start < horizon else nothing, query.metrics)
-        for step in cut
-    ]
+    tokens = await reader.versions(wanted, freshness)
+    # The points of the last answer to the same query are kept with the versions of the
+    # buckets they summed: a Refresh recomputes only the steps whose buckets moved (live
+    # traffic: the newest one or two), not a month of them.
+    kept: SeriesPoints = request.app.state.series_points
+    key = (query.range, query.resolution, query.filters, query.metrics)
+    before = kept.get(key)
+    if before is not None and before[0] == tokens:
+        points = before[1]
+    else:
+        points = await _points(reader, cut, horizon, wanted, tokens, before, query.filters, query.metrics)
+        kept.put(key, (tokens, points), len(points))
     # Returned as is (the model documents it): a month of hours is 744 points to validate.
     return OrjsonResponse(
         {

@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     )
     alert_rules: Path | None = Field(
         None,
-        description="TOML file of the NOC ASR-drop alert rules (docs/noc-alerts.md); "
+        description="TOML file of the NOC alert rules: ASR and NER drops, PDD rises (docs/noc-alerts.md); "
         "unset: the built-in defaults.",
     )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$", description="Log level.")

@@ -931,24 +931,41 @@ function applyColumnWidths(widths) {
   table.style.minWidth = `${widths.reduce((a, b) => a + b, 0)}px`;
 }
 
-/** An alert's ASR figures (numbers with 2 decimals in the alert document) as text. */
+/** An alert's percent figures (numbers with 2 decimals in the alert document) as text. */
 function alertPct(value) {
   if (value === null || value === undefined) return DASH;
   return formatPct(typeof value === "number" ? value.toFixed(2) : value);
 }
 
+/** An alert's PDD figures (milliseconds in the alert document) as seconds. */
+function alertSeconds(value) {
+  if (value === null || value === undefined) return DASH;
+  return `${(value / 1000).toFixed(2)} s`;
+}
+
+const ALERT_METRICS = { asr: ["ASR", alertPct], ner: ["NER", alertPct], pdd: ["PDD", alertSeconds] };
+
+/** What an alert is about: its metric's name (alerts from before metrics existed are ASR). */
+function alertMetric(a) {
+  return ALERT_METRICS[a.metric ?? "asr"] ?? ALERT_METRICS.asr;
+}
+
 function alertSummary(a) {
   const route = a.provider ? `via ${a.provider}` : "all providers";
-  const usual =
-    a.baseline_asr === null || a.baseline_asr === undefined
-      ? `threshold ${alertPct(a.threshold)}`
-      : `usually ${alertPct(a.baseline_asr)}`;
-  return `${route}: ASR ${alertPct(a.asr)} (${usual}) over ${formatInt(a.attempts)} attempts`;
+  const [name, shown] = alertMetric(a);
+  const value = a.value ?? a.asr;
+  const baseline = a.metric ? a.baseline : a.baseline_asr;
+  const usual = baseline === null || baseline === undefined ? `threshold ${shown(a.threshold)}` : `usually ${shown(baseline)}`;
+  const grown = (a.grown_causes ?? []).slice(0, 2).map((c) => `${c.code} +${c.change_points.toFixed(1)} pts`);
+  const causes = grown.length ? `; grew: ${grown.join(", ")}` : "";
+  return `${route}: ${name} ${shown(value)} (${usual}) over ${formatInt(a.attempts)} attempts${causes}`;
 }
 
 function alertFlag(destination) {
-  const lines = state.alerts.get(destination).map(alertSummary);
-  return ` <span class="alert-flag" title="ASR alert\n${escapeHtml(lines.join("\n"))}">ASR</span>`;
+  const alerts = state.alerts.get(destination);
+  const names = [...new Set(alerts.map((a) => alertMetric(a)[0]))].join(" ");
+  const lines = alerts.map(alertSummary);
+  return ` <span class="alert-flag" title="${escapeHtml(names)} alert\n${escapeHtml(lines.join("\n"))}">${escapeHtml(names)}</span>`;
 }
 
 /** The totals rows shown under the table: the grand total, then one per currency when mixed. */

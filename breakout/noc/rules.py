@@ -61,11 +61,11 @@ class Rule:
     clear_minutes: int = 5
     z: float = 3.0
     asr_enabled: bool = True
-    ner_enabled: bool = False
+    ner_enabled: bool = True
     ner_drop_points: float = 20.0
     ner_floor: float = 0.0
     ner_hysteresis_points: float = 5.0
-    pdd_enabled: bool = False
+    pdd_enabled: bool = True
     pdd_min_calls: int = 30
     pdd_rise_ms: int = 1000
     pdd_rise_ratio: float = 1.5

@@ -36,7 +36,9 @@ DROP_PAIR = ("Country 0", "prov-0")
 BASELINE, WINDOW, SETTLE = 30, 15, 120
 # Minutes of event time from the start: warm-up (baseline + window), drop, recovery.
 DROP_AT, RECOVER_AT, END = 45, 56, 76
-RULES = f"[detector]\nbaseline_minutes = {BASELINE}\n"  # everything else: the defaults
+# The ASR state machine alone (its failed CDRs would drop NER too; test_noc_causes has NER and
+# PDD); everything else: the defaults.
+RULES = f"[detector]\nbaseline_minutes = {BASELINE}\n[defaults]\nner_enabled = false\npdd_enabled = false\n"
 
 
 def dial_codes(tmp_path: Path) -> Path:

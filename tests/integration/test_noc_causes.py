@@ -32,7 +32,7 @@ ROUTES = [("Andorra", "prov-1", 60), ("Belize", "prov-2", 60), ("Chad", "prov-1"
 BASELINE, WINDOW, SETTLE = 30, 15, 120
 # Minutes of event time from the start: warm-up (baseline + window), incident, recovery.
 DROP_AT, RECOVER_AT, END = 45, 55, 75
-RULES = f"[detector]\nbaseline_minutes = {BASELINE}\n[defaults]\nner_enabled = true\npdd_enabled = true\n"
+RULES = f"[detector]\nbaseline_minutes = {BASELINE}\n"  # NER and PDD alerts are on by default
 Mix = dict[int, float]  # final SIP code -> share of attempts
 NORMAL: Mix = {200: 0.5, 486: 0.2, 480: 0.15, 404: 0.1, 503: 0.05}
 OUTAGE: Mix = {**{code: share / 10 for code, share in NORMAL.items()}, 503: 0.9 + NORMAL[503] / 10}

@@ -56,7 +56,7 @@ def test_overrides_resolve_from_general_to_specific(tmp_path: Path) -> None:
     assert rules.rule_for(("France", "prov-2")) == Rule(min_attempts=40, floor=5.0, hysteresis_points=8.5)
 
 
-def test_ner_and_pdd_are_off_unless_turned_on_and_each_metric_is_switched_alone() -> None:
+def test_every_metric_is_on_by_default_and_each_is_switched_alone() -> None:
     rules = parse_rules(
         """
 [defaults]
@@ -74,7 +74,7 @@ pdd_ceiling_ms = 9000
 """,
         "rules.toml",
     )
-    assert [load_rules(None).rule_for(("Anywhere", "p")).watches(m) for m in METRICS] == [True, False, False]
+    assert [load_rules(None).rule_for(("Anywhere", "p")).watches(m) for m in METRICS] == [True, True, True]
     assert [rules.rule_for(("Chile", "prov-2")).watches(m) for m in METRICS] == [True, True, True]
     assert [rules.rule_for(("Chile", "prov-1")).watches(m) for m in METRICS] == [True, True, False]
     assert [rules.rule_for(("Peru", None)).watches(m) for m in METRICS] == [False, True, True]
@@ -89,12 +89,13 @@ pdd_ceiling_ms = 9000
     assert not any(off.rule_for(("Peru", None)).watches(m) for m in METRICS)  # enabled = false: all of them
 
 
-def test_a_rules_file_from_before_ner_and_pdd_means_what_it_meant(tmp_path: Path) -> None:
+def test_a_rules_file_from_before_ner_and_pdd_keeps_its_asr_rules(tmp_path: Path) -> None:
+    """Its ASR thresholds hold as written; NER and PDD come with their defaults, on."""
     path = tmp_path / "rules.toml"
     path.write_text(EXAMPLE)
     for key in [("Spain", "prov-1"), ("Germany", None), ("Germany", "prov-1"), ("France", "prov-2")]:
         rule = load_rules(path).rule_for(key)
-        assert rule.pdd_enabled is rule.ner_enabled is False and rule.asr_enabled
+        assert rule.pdd_enabled is rule.ner_enabled is True and rule.asr_enabled
         assert rule.watches("asr") is rule.enabled
 
 
