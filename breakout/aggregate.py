@@ -55,6 +55,7 @@ WIDTH = len(FIELDS)
 LEGACY_WIDTH = 7  # rows written before NER, PDD, short calls and SIP codes were counted
 Counters = list[int]
 
+_SIP_ZEROS = [0] * (WIDTH - FIRST_SIP)
 _SLOT = {code: FIRST_SIP + index for index, code in enumerate(SIP_CODES)}
 _CLASS_SLOT = {c: FIRST_SIP + len(SIP_CODES) + index for index, c in enumerate(SIP_CLASSES)}
 
@@ -75,31 +76,39 @@ def counters_of(
     dtmf: int,
     effective: bool = False,
     pdd_ms: int | None = None,
-    sip_code: int | None = None,
     short: bool = False,
 ) -> Counters:
-    """What one CDR adds to each of its rows (attempts is 1), computed once and added to three.
+    """What one CDR adds to the leading counters of each of its rows (attempts is 1), computed
+    once and added to three; its SIP code adds 1 at ``sip_slot`` (see ``add_one``, ``row_of``).
 
-    Billed duration counts for connected calls only; a pending CDR adds no money. ``short``
-    is whether it is a connected call under the short-call threshold, decided by the caller
-    (the threshold is a setting; see ``is_short``).
+    Only the leading counters: a CDR touches one SIP counter of twenty, and building the other
+    nineteen zeros for every CDR would cost more than the additions. Billed duration counts
+    for connected calls only; a pending CDR adds no money. ``short`` is whether it is a
+    connected call under the short-call threshold, decided by the caller (``is_short``).
     """
-    pending = customer_charge is None
-    row = [
+    if customer_charge is None:
+        provider_charge = customer_charge = 0
+        pending = 1
+    else:
+        pending = 0
+    return [
         1,
         1 if connected else 0,
         duration_ms if connected else 0,
-        0 if pending else provider_charge,
-        0 if pending or customer_charge is None else customer_charge,
-        1 if pending else 0,
+        provider_charge,
+        customer_charge,
+        pending,
         1 if dtmf > 0 else 0,
         1 if effective else 0,
         pdd_ms or 0,
         0 if pdd_ms is None else 1,
         1 if short else 0,
     ]
-    row += [0] * (WIDTH - FIRST_SIP)
-    slot = sip_slot(sip_code)
+
+
+def row_of(contribution: Counters, slot: int) -> Counters:
+    """A new row holding one CDR: its leading counters (``counters_of``) and its SIP counter."""
+    row = contribution + _SIP_ZEROS
     if slot:
         row[slot] = 1
     return row

@@ -28,7 +28,16 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from breakout.aggregate import Counters, add_one, counters_of, is_short, sip_slot, subtract_one, widened
+from breakout.aggregate import (
+    Counters,
+    add_one,
+    counters_of,
+    is_short,
+    row_of,
+    sip_slot,
+    subtract_one,
+    widened,
+)
 from breakout.buckets import GRANULARITIES, Granularity, Retention
 from breakout.normalize import Record
 
@@ -296,13 +305,13 @@ class PartitionLedger:
                 row = row_ids[(destination, provider, currency)] = row_id(destination, provider, currency)
             short = is_short(connected, duration_ms, short_call_ms)
             contribution = counters_of(
-                connected, duration_ms, charge, charged, dtmf, effective, pdd_ms, sip_code, short
+                connected, duration_ms, charge, charged, dtmf, effective, pdd_ms, short
             )
             slot = sip_slot(sip_code)
             for rows in target.rows:
                 counters = rows.get(row)
                 if counters is None:
-                    rows[row] = contribution.copy()
+                    rows[row] = row_of(contribution, slot)
                 else:
                     add_one(counters, contribution, slot)
             target.changed.add(row)
@@ -359,7 +368,7 @@ class PartitionLedger:
         if len(version) > 10:
             effective, pdd_ms, sip_code, short = version[10:]
             contribution = counters_of(
-                connected, duration_ms, charge, charged, dtmf, effective, pdd_ms, sip_code, short
+                connected, duration_ms, charge, charged, dtmf, effective, pdd_ms, short
             )
         else:  # counted before NER, PDD, short calls and SIP codes were: it added none of them
             contribution = counters_of(connected, duration_ms, charge, charged, dtmf)

@@ -14,6 +14,7 @@ from breakout.aggregate import (
     add_one,
     counters_of,
     empty,
+    row_of,
     sip_slot,
     subtract_one,
     widened,
@@ -69,20 +70,21 @@ def test_each_sip_code_has_one_counter(code: int, label: str) -> None:
 
 
 def test_the_newer_counters_of_one_cdr() -> None:
-    one = counters_of(True, 4_000, 1, 2, 0, effective=True, pdd_ms=2_500, sip_code=200, short=True)
+    one = row_of(counters_of(True, 4_000, 1, 2, 0, effective=True, pdd_ms=2_500, short=True), sip_slot(200))
     assert one[7:11] == [1, 2_500, 1, 1]
     assert one[FIRST_SIP:] == [1] + [0] * 19
-    failed = counters_of(False, 0, 0, 0, 0, effective=False, pdd_ms=None, sip_code=503)
+    failed = row_of(counters_of(False, 0, 0, 0, 0, effective=False, pdd_ms=None), sip_slot(503))
     assert failed[7:11] == [0, 0, 0, 0] and failed[sip_slot(503)] == 1 and sum(failed[FIRST_SIP:]) == 1
+    assert len(row_of(counters_of(True, 1, 0, 0, 0), sip_slot(None))) == WIDTH
 
 
 def test_add_one_and_subtract_one_are_inverse() -> None:
     total = row(5, 4, 100, 10, 20, 0, 1)
     before = list(total)
-    one = counters_of(True, 4_000, 1, 2, 3, effective=True, pdd_ms=2_500, sip_code=487, short=True)
+    one = counters_of(True, 4_000, 1, 2, 3, effective=True, pdd_ms=2_500, short=True)
     add_one(total, one, sip_slot(487))
     expected = list(before)
-    add(expected, one)
+    add(expected, row_of(one, sip_slot(487)))
     assert total == expected
     subtract_one(total, one, sip_slot(487))
     assert total == before
@@ -114,7 +116,7 @@ def test_counters_of(
     dtmf: int,
     expected: Counters,
 ) -> None:
-    assert counters_of(connected, duration_ms, provider_charge, customer_charge, dtmf) == expected
+    assert row_of(counters_of(connected, duration_ms, provider_charge, customer_charge, dtmf), 0) == expected
 
 
 @pytest.mark.parametrize(

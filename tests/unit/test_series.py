@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from breakout.aggregate import add as add_counters
-from breakout.aggregate import counters_of, empty, sip_slot, widened
+from breakout.aggregate import counters_of, empty, row_of, sip_slot, widened
 from breakout.buckets import Granularity
 from breakout.errors import QueryError
 from breakout.series import (
@@ -104,9 +104,11 @@ def test_resolution_and_metrics_are_checked() -> None:
 
 def test_a_point_shows_the_metrics_asked_rebuilt_from_its_sums() -> None:
     total = empty()
-    add_counters(total, counters_of(True, 60_000, 1, 2, 0, effective=True, pdd_ms=2_000, sip_code=200))
-    add_counters(total, counters_of(False, 0, 0, 0, 0, effective=True, pdd_ms=3_001, sip_code=486))
-    add_counters(total, counters_of(False, 0, 0, 0, 0, effective=False, pdd_ms=None, sip_code=503))
+    add_counters(
+        total, row_of(counters_of(True, 60_000, 1, 2, 0, effective=True, pdd_ms=2_000), sip_slot(200))
+    )
+    add_counters(total, row_of(counters_of(False, 0, 0, 0, 0, effective=True, pdd_ms=3_001), sip_slot(486)))
+    add_counters(total, row_of(counters_of(False, 0, 0, 0, 0, effective=False, pdd_ms=None), sip_slot(503)))
     time_range = utc_range("2026-11-27T00:00+00:00", "2026-11-27T01:00+00:00")
     [step] = steps(time_range, "hour")
     assert point(step, total, ("attempts", "asr", "ner", "pdd", "acd")) == {
