@@ -14,6 +14,8 @@ import hashlib
 import math
 import random
 import time
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,59 @@ def check_raise(alert: dict[str, Any], start: int) -> None:
     assert all(other["change_points"] > 0 for other in alert["grown_causes"]), alert
 
 
+def percent(part: int, whole: int) -> str:
+    return str((Decimal(100 * part) / whole).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+
+
+def at(start: int, minute: int) -> str:
+    return datetime.fromtimestamp(start + minute * 60, UTC).isoformat()
+
+
+async def check_the_story(http: httpx.AsyncClient, published: list[dict[str, Any]], start: int) -> None:
+    """``/v1/series`` and ``/v1/causes`` tell what the alerts tell: Andorra's NER fell with its
+    ASR and 503 grew; Belize's ASR fell, its NER did not, and 486 grew. Every point exact."""
+    effective = {200, 486, 480}  # of the codes sent (docs/cdr-contract.md)
+    for destination, grown in (("Andorra", "503"), ("Belize", "486")):
+        params = {"from": at(start, DROP_AT - 10), "to": at(start, RECOVER_AT), "destination": destination}
+        series = (
+            await http.get(
+                "/v1/series", params=params | {"resolution": "minute", "metric": "attempts,asr,ner"}
+            )
+        ).json()
+        expected = []
+        for minute in range(DROP_AT - 10, RECOVER_AT):
+            codes = [
+                cdr["sip_code"]
+                for cdr in published
+                if cdr["dst"].startswith(f"+{PREFIXES[destination]}")
+                and start + minute * 60 <= cdr["start_time"] < start + minute * 60 + 60
+            ]
+            expected.append(
+                {
+                    "start": at(start, minute),
+                    "end": at(start, minute + 1),
+                    "attempts": len(codes),
+                    "asr": percent(codes.count(200), len(codes)),
+                    "ner": percent(sum(code in effective for code in codes), len(codes)),
+                }
+            )
+        assert series["points"] == expected
+        before, during = expected[:10], expected[10:]
+        assert max(float(p["asr"]) for p in during) < 20 < min(float(p["asr"]) for p in before)
+        if destination == "Andorra":
+            assert max(float(p["ner"]) for p in during) < 30 < min(float(p["ner"]) for p in before)
+        else:
+            assert min(float(p["ner"]) for p in during) > 70
+
+        incident = {"from": at(start, DROP_AT), "to": at(start, RECOVER_AT), "destination": destination}
+        causes = (await http.get("/v1/causes", params=incident)).json()
+        assert causes["previous"] == {"from": at(start, DROP_AT - 10), "to": at(start, DROP_AT)}
+        assert causes["attempts"] == sum(p["attempts"] for p in during)
+        assert causes["previous_attempts"] == sum(p["attempts"] for p in before)
+        top = causes["codes"][0]
+        assert top["code"] == grown and float(top["change_points"]) > 50, causes
+
+
 async def test_503s_raise_asr_and_ner_naming_503_while_busy_callees_raise_asr_only(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -139,7 +194,8 @@ async def test_503s_raise_asr_and_ner_naming_503_while_busy_callees_raise_asr_on
     worker = Worker(settings, tmp_path / "w", tmp_path / "worker.log")
     try:
         async with ApiServer(settings) as api:
-            await publish_in_order(settings, traffic(rng, start, 0, RECOVER_AT))
+            published = traffic(rng, start, 0, RECOVER_AT)
+            await publish_in_order(settings, published)
             raised = await read_topic(settings, topic, len(EXPECTED), wait=120)
             assert list(by_incident(raised)) == sorted(EXPECTED), raised or worker.tail()
             for alert in raised:
@@ -156,6 +212,7 @@ async def test_503s_raise_asr_and_ner_naming_503_while_busy_callees_raise_asr_on
             assert await eventually_true(lambda: active_alerts(client, settings.app_id), wait=10) == in_order
             async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": key}) as http:
                 assert (await http.get("/v1/alerts")).json() == {"active": in_order}
+                await check_the_story(http, published, start)
 
             await publish_in_order(settings, traffic(rng, start, RECOVER_AT, END))
             last_due = (
