@@ -7,7 +7,8 @@ BREAKOUT_KAFKA / BREAKOUT_REDIS), pre-publishes synthetic CDRs, then times one
 ``breakout worker`` from its first committed ingest offset until the Redis mirror's
 watermarks cover everything: validated, aggregated, stored in the tables and mirrored.
 In the same run it times the baseline, bench/naive_worker.py (a Faust agent doing one
-table increment per event), and prints medians and the ratios against the baseline.
+table increment per event), and prints medians and the ratios against the baseline, with
+the worker's peak RSS and the Redis CPU per CDR (``INFO cpu`` before and after).
 
 The traffic: 1,000 customers sending 5,000 CDRs a second between them, uniformly (no
 big accounts, which would make rows repeat more and the bench easier). Each customer calls
@@ -141,11 +142,18 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+async def redis_cpu_seconds(client: aioredis.Redis) -> float:
+    """CPU seconds the Redis server has used (``INFO cpu``: user + system, all threads)."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def time_pipeline(
     kafka: str, redis_url: str, topic: str, total: int, messages: int
-) -> tuple[float, float]:
-    """CDR/s of one worker over a pre-published topic, first commit → fully mirrored, and
-    the worker's peak RSS (MB) by then."""
+) -> tuple[float, float, float]:
+    """CDR/s of one worker over a pre-published topic, first commit → fully mirrored; the
+    worker's peak RSS (MB) by then; and Redis CPU per CDR (µs) over the same span (the bench's
+    own watermark polls included: one small HGETALL every 20 ms)."""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     worker = start_worker(kafka, redis_url, topic, app_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
@@ -157,6 +165,7 @@ async def time_pipeline(
             consumed = await committed_total(admin, f"{app_id}-ingest")
             if consumed and started is None:
                 started = time.perf_counter()
+                redis_cpu = await redis_cpu_seconds(client)
             if consumed >= messages:
                 break
             if worker.poll() is not None:
@@ -168,7 +177,9 @@ async def time_pipeline(
             watermarks = decode_watermarks(await client.hgetall(Layout(app_id).watermarks))
             marks = {p: mark.offset for p, mark in watermarks.items()}
             if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
-                return total / (time.perf_counter() - started), peak_rss_mb(worker.pid)
+                elapsed = time.perf_counter() - started
+                redis_us = (await redis_cpu_seconds(client) - redis_cpu) * 1e6 / total
+                return total / elapsed, peak_rss_mb(worker.pid), redis_us
             await asyncio.sleep(0.02)
     finally:
         worker.terminate()
@@ -234,6 +245,7 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
     await prepublish(kafka, naive_topic, args.naive, 1, profile)
     results: dict[str, list[float]] = {"naive": [], "single": [], "batched": []}
     rss: dict[str, list[float]] = {"single": [], "batched": []}
+    redis_us: dict[str, list[float]] = {"single": [], "batched": []}
     for run in range(args.runs):
         results["naive"].append(time_naive(kafka, naive_topic, args.naive))
         for kind, topic, messages in (
@@ -241,9 +253,10 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
             ("batched", batched_topic, args.batched // 500),
         ):
             total = args.single if kind == "single" else args.batched
-            rate, peak = await time_pipeline(kafka, redis_url, topic, total, messages)
+            rate, peak, redis_per_cdr = await time_pipeline(kafka, redis_url, topic, total, messages)
             results[kind].append(rate)
             rss[kind].append(peak)
+            redis_us[kind].append(redis_per_cdr)
         print(
             f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} CDR/s" for k, v in results.items()), flush=True
         )
@@ -258,7 +271,8 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
         median = statistics.median(results[kind])
         print(
             f"  {label:<52} {median:>10,.0f} CDR/s  ({median / baseline:.1f}x baseline), "
-            f"worker peak RSS {statistics.median(rss[kind]):,.0f} MB"
+            f"worker peak RSS {statistics.median(rss[kind]):,.0f} MB, "
+            f"Redis CPU {statistics.median(redis_us[kind]):.1f} µs/CDR"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -131,12 +132,15 @@ async def read_whole_mirror(settings: Settings) -> tuple[Completeness, dict[RowK
     return (before if before == after else Completeness(None, before.missing)), rows
 
 
-async def read_counters(settings: Settings) -> Counter[str]:
-    """The workers' counters (accepted, rejected by reason, duplicates), summed over workers."""
+async def read_counters(settings: Settings, pid: int | None = None) -> Counter[str]:
+    """The workers' counters (accepted, rejected by reason, duplicates), summed over workers,
+    or those of the worker process ``pid`` alone."""
     client = aioredis.from_url(settings.redis)
     total: Counter[str] = Counter()
+    layout = Layout(settings.app_id)
+    pattern = layout.counters_pattern if pid is None else layout.counters(f"{socket.gethostname()}-{pid}")
     try:
-        async for key in client.scan_iter(match=Layout(settings.app_id).counters_pattern):
+        async for key in client.scan_iter(match=pattern):
             total.update({k.decode(): int(v) for k, v in (await client.hgetall(key)).items()})
     finally:
         await client.aclose()
