@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
-from breakout.aggregate import widened
+from breakout.aggregate import FIRST_SIP, sip_slot, widened
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import (
     REVISION_UNKNOWN,
@@ -633,3 +634,35 @@ def test_an_old_message_replayed_after_a_later_revision_changes_nothing() -> Non
     outcome = store.apply(store.restored(), 0, rec("x"))
     assert (outcome.replayed, outcome.revised, outcome.updates) == (1, 0, {})
     assert store.snapshot() == before
+
+
+def test_a_revision_retracts_what_its_version_counted_in_the_newer_counters() -> None:
+    """NER, PDD, short calls and the SIP code move with the revision; a changed short-call
+    threshold does not change what the counted version retracts."""
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x", duration_ms=4_000, effective=True, pdd_ms=2_000, sip_code=200))
+    [row] = rows_of(store, keys())[0].values()
+    assert row[7:11] == [1, 2_000, 1, 1] and row[sip_slot(200)] == 1  # effective, PDD, short
+    ledger.short_call_ms = 1_000  # the setting changed: x was counted as short, and stays so
+    store.apply(ledger, 1, rec("x", revision=1, connected=False, duration_ms=0, sip_code=503, pdd_ms=None))
+    [row] = rows_of(store, keys())[0].values()
+    assert row[:11] == [1, 0, 0, 10, 15, 0, 0, 0, 0, 0, 0]
+    assert row[sip_slot(200)] == 0 and row[sip_slot(503)] == 1
+
+
+def test_a_version_counted_before_the_newer_counters_retracts_none_of_them() -> None:
+    """A stored version of ten items (written by an older worker) added nothing to NER, PDD,
+    short calls or SIP codes, as the rows it went to were widened with zeros."""
+    store, ledger = Store(), new_ledger()
+    store.apply(ledger, 0, rec("x"))
+    customer, cdr_id, offset, stream_ms, version, previous = orjson.loads(store.ids[("A", "x")])
+    store.ids[("A", "x")] = orjson.dumps([customer, cdr_id, offset, stream_ms, version[:10], previous])
+    for bucket in store.rows.values():  # as an older worker left them
+        bucket.rows = {
+            row: [*counters[:7], *[0] * (len(counters) - 7)] for row, counters in bucket.rows.items()
+        }
+    ledger = store.restored()
+    store.apply(ledger, 1, rec("x", revision=1, sip_code=486, effective=True, pdd_ms=900))
+    [row] = rows_of(store, keys())[0].values()
+    assert row[:11] == [1, 1, 60_000, 10, 15, 0, 0, 1, 900, 1, 0] and row[sip_slot(486)] == 1
+    assert sum(row[FIRST_SIP:]) == 1
