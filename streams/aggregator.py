@@ -58,9 +58,6 @@ CACHE_LIMIT = 200_000
 # A ``versions`` entry is at most this plus one version (~11 kB at worst): well inside the
 # changelog's 1 MB message limit.
 VERSIONS_ENTRY_BYTES = 512 << 10
-RECORD_FIELDS = len(Record._fields)
-# Records written by earlier versions lack the trailing fields: ``origin``, then ``revision``.
-RECORD_DEFAULTS: list[Any] = [None, 0]
 
 Table = MutableMapping[bytes, bytes]
 
@@ -167,10 +164,9 @@ class Aggregator:
             return bucket
 
         # Step 1.
-        records = orjson.loads(value)  # records as positional arrays
-        if records and len(records[0]) < RECORD_FIELDS:
-            missing = RECORD_DEFAULTS[len(records[0]) - RECORD_FIELDS :]
-            records = [[*record, *missing] for record in records]
+        # Records as positional arrays; one written by an earlier version lacks trailing
+        # fields, which the ledger fills in (``breakout.ledger``).
+        records = orjson.loads(value)
         ids = self.ids
 
         def lookup(keys: list[VersionKey]) -> list[bytes | None]:

@@ -92,6 +92,20 @@ async def test_apply_stages_for_redis_at_once_and_holds_the_message_until_the_ta
     assert (entry["t"], entry["o"], [v[:3] for v in entry["v"]]) == (T0, 0, [["A", "a", 0], ["A", "b", 0]])
 
 
+async def test_records_written_by_earlier_versions_are_counted() -> None:
+    """An internal message from before ``origin`` (11 fields), ``revision`` (12) or the NOC
+    fields (13), read after an upgrade: counted, NER from ``connected`` as no status was kept."""
+    tables = Tables()
+    agg = aggregator(tables)
+    old = [list(record(cdr_id))[:length] for cdr_id, length in (("a", 11), ("b", 12), ("c", 13))]
+    assert agg.apply(PARTITION, 0, orjson.dumps(old), Message()) == []
+    await agg.flush(PARTITION)
+    assert attempts(tables) == {("m", "A"): 3, ("h", "A"): 3, ("d", "A"): 3}
+    for raw in tables.rows.values():
+        [counters] = CustomerBucket.decode(raw).rows.values()
+        assert counters[:11] == [3, 3, 180_000, 30, 45, 0, 0, 3, 0, 0, 0]
+
+
 def test_many_small_messages_wait_for_the_clock() -> None:
     """A live trickle's small messages must not make every bucket be written each time."""
     agg = aggregator(Tables())
