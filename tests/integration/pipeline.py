@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from breakout.auth import ADMIN, Role, key_entry, new_key
-from breakout.redis_layout import Completeness, Layout, completeness, decode_rows, decode_watermarks
+from breakout.redis_layout import Completeness, Lag, Layout, completeness, decode_rows, decode_watermarks
 from breakout.settings import Settings, load_settings
 from tests import dataset
 
@@ -145,6 +145,18 @@ async def read_counters(settings: Settings, pid: int | None = None) -> Counter[s
     finally:
         await client.aclose()
     return total
+
+
+async def caught_up(settings: Settings, since_ms: int) -> bool:
+    """Whether the workers' lag reports written after ``since_ms`` cover every partition of both
+    topics with no lag: the ingest step has committed, and the agent applied, all there is."""
+    client = aioredis.from_url(settings.redis)
+    try:
+        lags = [Lag.decode(raw) for raw in (await client.hgetall(Layout(settings.app_id).lag)).values()]
+    finally:
+        await client.aclose()
+    fresh = [lag for lag in lags if lag.written_ms > since_ms]
+    return len(fresh) == 2 * settings.partitions and all(lag.lag == 0 for lag in fresh)
 
 
 async def read_topic(settings: Settings, topic: str, count: int, wait: float = 60) -> list[Any]:
