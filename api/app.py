@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.alerts import router as alerts
 from api.errors import install_error_handlers
 from api.health import router as health
 from api.metrics import ApiMetrics
 from api.portal import mount_portal
+from api.presented import PresentedRows
 from api.reader import MirrorReader
 from api.reports import router as reports
 from api.responses import OrjsonResponse
@@ -29,9 +32,40 @@ from api.series import router as series
 from breakout import __version__
 from breakout.buckets import Retention
 from breakout.redis_layout import Layout
-from breakout.settings import Settings
+from breakout.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
+# A formatted row weighs about as much as this many cached rows of counters.
+ROWS_PER_PRESENTED = 40
+
+
+class Measured:
+    """Counts each request and its duration by route and status for ``/metrics``.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` runs every request in a task
+    of its own behind memory streams, a cost paid per request that shows under load.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+        route = scope.get("route")
+        self.metrics.observe(getattr(route, "path", "unmatched"), status, time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             client, Layout(settings.app_id), settings.partitions, settings.api_cache_rows
         )
         app.state.series_points = SeriesPoints(settings.api_cache_rows)
+        app.state.presented = PresentedRows(settings.api_cache_rows // ROWS_PER_PRESENTED)
         try:
             yield
         finally:
@@ -78,28 +113,34 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health)
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe(
-            getattr(route, "path", "unmatched"), response.status_code, time.perf_counter() - started
-        )
-        return response
+    app.add_middleware(Measured, metrics=metrics)
 
     mount_portal(app)
     return app
 
 
-def run_api(settings: Settings) -> None:
-    """``breakout api``: serve the read API with uvicorn until SIGINT/SIGTERM."""
+def app_from_environment() -> FastAPI:
+    """The app of one of ``breakout api --workers N``'s processes, from the same ``BREAKOUT_*``
+    variables the command checked before starting them."""
+    return create_app(load_settings())
+
+
+def run_api(settings: Settings, workers: int = 1) -> None:
+    """``breakout api``: serve the read API with uvicorn until SIGINT/SIGTERM.
+
+    With ``workers`` above 1, that many processes accept on the one port, each with its
+    own caches: every cache is keyed on the bucket versions and mirror marker it reads
+    from Redis, so a process's answer is as correct as a single process's.
+    """
     import uvicorn
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_host,
-        port=settings.api_port,
-        log_level=settings.log_level,
-        loop="uvloop",
-    )
+    options: dict[str, Any] = {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "log_level": settings.log_level,
+        "loop": "uvloop",
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+    else:
+        uvicorn.run("api.app:app_from_environment", factory=True, workers=workers, **options)

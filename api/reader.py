@@ -21,12 +21,13 @@ import gc
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from operator import add
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from api.newest import BucketGroups, regroup
+from api.singleflight import SingleFlight
 from breakout.aggregate import Counters, empty
 from breakout.aggregate import add as add_counters
 from breakout.redis_layout import (
@@ -38,17 +39,17 @@ from breakout.redis_layout import (
     decode_rows,
     decode_watermarks,
 )
-from breakout.snapshot import Filters, Settled, SourceRow, Summary, currency_totals, group_rows, merge_groups
+from breakout.snapshot import Filters, Settled, SourceRow, Summary, group_rows, merge_groups
 from breakout.timerange import Bucket
 
 # Beyond this many named customers (or destinations) one read of everything is cheaper.
 MAX_NAMED_KEYS = 64
-GROUP_CACHE_ENTRIES = 256
+# Summing at least this many rows into a cache entry moves them out of the collector's sight.
+FREEZE_ROWS = 100_000
 
 Source = tuple[str, str]  # ("all", ""), ("c", customer) or ("d", destination)
 CustomerRows = dict[str, tuple[bytes | None, list[SourceRow]]]  # customer → (@applied, rows)
 Token = tuple[bytes, bytes] | None  # (mirror marker, bucket version); None: the bucket is empty
-CustomerGroups = tuple[bytes | None, dict[tuple[str, ...], Counters], dict[str, Counters]]
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -133,16 +134,19 @@ class MirrorReader:
         # Caches are keyed without versions and hold the version they were read at, so a
         # bucket that keeps changing replaces its entry instead of piling up stale ones.
         self._rows: LRU[tuple[Bucket, Source], tuple[Token, list[SourceRow]]] = LRU(cache_rows)
-        # Per bucket (and mirror marker): customer → (its hash's @applied, its rows); and per
-        # customer and grouping: (@applied, that customer's groups, their currency totals).
-        self._customers: LRU[tuple[Bucket, bytes], CustomerRows] = LRU(cache_rows)
-        self._customer_groups: LRU[Hashable, CustomerGroups] = LRU(cache_rows)
-        self._settled: LRU[Hashable, tuple[list[tuple[Bucket, Token]], Settled]] = LRU(
-            GROUP_CACHE_ENTRIES if cache_rows else 0
-        )
-        self._summaries: LRU[Hashable, tuple[list[Token], Summary]] = LRU(
-            GROUP_CACHE_ENTRIES if cache_rows else 0
-        )
+        # Per bucket (and mirror marker): the version read at, and customer → (its hash's
+        # @applied, its rows); and per bucket, filters and grouping, the newest bucket's
+        # groups kept up to date customer by customer (``api.newest``).
+        self._customers: LRU[tuple[Bucket, bytes], tuple[Token, CustomerRows]] = LRU(cache_rows)
+        self._newest: LRU[Hashable, tuple[CustomerRows, BucketGroups]] = LRU(cache_rows)
+        # Weighed by their groups: a thousand customers' own small reports fit beside the
+        # admins' large ones, instead of pushing each other out by count.
+        self._settled: LRU[Hashable, tuple[list[tuple[Bucket, Token]], Settled]] = LRU(cache_rows)
+        self._summaries: LRU[Hashable, tuple[list[Token], Summary]] = LRU(cache_rows)
+        # Identical reads in flight at once, keyed with the versions they read, run once.
+        self._summarizing: SingleFlight[Summary] = SingleFlight()
+        self._reading: SingleFlight[dict[Bucket, CustomerRows]] = SingleFlight()
+        self._settling: SingleFlight[Settled] = SingleFlight()
         # Per bucket and filters: the sum of its admitted rows (a series point's part).
         self._totals: LRU[tuple[Bucket, Filters], tuple[Token, Counters]] = LRU(cache_rows)
 
@@ -198,8 +202,20 @@ class MirrorReader:
         cached = self._summaries.get(key)
         if cached is not None and cached[0] == tokens:
             return cached[1]
+        return await self._summarizing.run(
+            (key, tuple(tokens)), lambda: self._summarize_and_keep(key, buckets, tokens, filters, group_by)
+        )
+
+    async def _summarize_and_keep(
+        self,
+        key: Hashable,
+        buckets: list[Bucket],
+        tokens: list[Token],
+        filters: Filters,
+        group_by: tuple[str, ...],
+    ) -> Summary:
         summary = await self._summarize(buckets, tokens, filters, group_by)
-        self._summaries.put(key, (tokens, summary))
+        self._summaries.put(key, (tokens, summary), len(summary.settled.groups) + len(summary.newest) + 1)
         return summary
 
     async def _summarize(
@@ -216,20 +232,38 @@ class MirrorReader:
         settled_key = (filters, group_by, tuple(bucket for bucket, _ in older))
         cached = self._settled.get(settled_key)
         settled = cached[1] if cached is not None and cached[0] == older else None
-        if settled is not None and sources == [("all", "")] and "customer" in group_by:
-            # Live traffic: the settled buckets are summed already, and grouping by customer
-            # keeps each customer's groups apart, so only the customers that moved regroup.
-            return Summary(
-                group_by, settled, *await self._groups_by_customer(newest[0], marker, filters, group_by)
-            )
-        wanted: list[tuple[Bucket, Token]] = present if settled is None else [newest]
-        rows = await self._read(wanted, sources, marker)
-        parts = [group_rows(rows[bucket], group_by, filters) for bucket, _ in wanted]
         if settled is None:
-            settled = Settled(merge_groups(parts[:-1]))
-            self._settled.put(settled_key, (older, settled))
+            # Keyed without the newest bucket's version: while a month is summed cold (seconds),
+            # the newest bucket moves many times, and each Refresh meanwhile waits for this sum
+            # instead of starting one of its own.
+            settled = await self._settling.run(
+                (settled_key, tuple(older)),
+                lambda: self._settle(settled_key, older, sources, marker, filters, group_by),
+            )
+        if sources == [("all", "")]:
+            # Live traffic: the settled buckets are summed already, and only the customers
+            # that moved in the newest bucket are grouped again (``api.newest``).
+            groups = await self._newest_groups(newest, marker, filters, group_by)
+            return Summary(group_by, settled, groups.groups, groups.totals)
+        rows = await self._read([newest], sources, marker)
+        return Summary(group_by, settled, group_rows(rows[newest[0]], group_by, filters))
+
+    async def _settle(
+        self,
+        key: Hashable,
+        older: list[tuple[Bucket, Token]],
+        sources: list[Source],
+        marker: bytes,
+        filters: Filters,
+        group_by: tuple[str, ...],
+    ) -> Settled:
+        """Every bucket but the newest, summed and kept while their versions hold."""
+        rows = await self._read(older, sources, marker)
+        settled = Settled(merge_groups([group_rows(rows[bucket], group_by, filters) for bucket, _ in older]))
+        self._settled.put(key, (older, settled), len(settled.groups) + 1)
+        if sum(len(part) for part in rows.values()) >= FREEZE_ROWS:
             _out_of_the_collectors_way()
-        return Summary(group_by, settled, parts[-1])
+        return settled
 
     async def bucket_totals(
         self, buckets: list[Bucket], tokens: list[Token], filters: Filters
@@ -266,25 +300,20 @@ class MirrorReader:
                 totals[bucket] = total
         return totals
 
-    async def _groups_by_customer(
-        self, bucket: Bucket, marker: bytes, filters: Filters, group_by: tuple[str, ...]
-    ) -> tuple[dict[tuple[str, ...], Counters], dict[str, Counters]]:
-        """One bucket's groups and their currency totals, regrouping only the customers whose
-        hash moved since the last read."""
-        groups: dict[tuple[str, ...], Counters] = {}
-        totals: dict[str, Counters] = {}
-        for customer, (applied, rows) in (await self._customers_of([bucket], marker))[bucket].items():
-            key = (bucket, marker, customer, filters, group_by)
-            cached = self._customer_groups.get(key)
-            if cached is None or cached[0] != applied:
-                part = group_rows(rows, group_by, filters)
-                cached = (applied, part, currency_totals(part.items()))
-                self._customer_groups.put(key, cached, len(part) + 1)
-            groups.update(cached[1])
-            for currency, counters in cached[2].items():
-                total = totals.get(currency)
-                totals[currency] = list(counters) if total is None else list(map(add, total, counters))
-        return groups, totals
+    async def _newest_groups(
+        self, newest: tuple[Bucket, Token], marker: bytes, filters: Filters, group_by: tuple[str, ...]
+    ) -> BucketGroups:
+        """The newest bucket's groups, grouping again only the customers whose hash moved
+        since the last read of this report."""
+        bucket = newest[0]
+        customers = (await self._customers_of([newest], marker))[bucket]
+        key = (bucket, marker, filters, group_by)
+        known = self._newest.get(key)
+        if known is not None and known[0] is customers:
+            return known[1]
+        groups = regroup(known[1] if known is not None else None, customers, group_by, filters)
+        self._newest.put(key, (customers, groups), groups.weight)
+        return groups
 
     async def _read(
         self, buckets: list[tuple[Bucket, Token]], sources: list[Source], marker: bytes
@@ -310,7 +339,7 @@ class MirrorReader:
     async def _fetch(
         self, wanted: list[tuple[Bucket, Source, Token]], marker: bytes
     ) -> list[list[SourceRow]]:
-        everything = [bucket for bucket, (kind, _), _ in wanted if kind == "all"]
+        everything = [(bucket, token) for bucket, (kind, _), token in wanted if kind == "all"]
         by_bucket = await self._customers_of(everything, marker) if everything else {}
         all_rows = {
             bucket: [row for _, rows in by_customer.values() for row in rows]
@@ -330,14 +359,36 @@ class MirrorReader:
             _parse(kind, name, fields) for ((_, (kind, name)), fields) in zip(wanted, replies, strict=True)
         ]
 
-    async def _customers_of(self, buckets: list[Bucket], marker: bytes) -> dict[Bucket, CustomerRows]:
+    async def _customers_of(
+        self, wanted: list[tuple[Bucket, Token]], marker: bytes
+    ) -> dict[Bucket, CustomerRows]:
         """Every customer's rows of each bucket, reading again only the customers that moved.
 
-        A customer hash's ``@applied`` offset changes with every write of it, so the
-        bucket live traffic keeps changing costs one small read per customer plus the
-        hashes that changed, not every hash.
+        A bucket read at the version asked is not read again: it is at least as new as that
+        version. Otherwise a customer hash's ``@applied`` offset changes with every write of
+        it, so the bucket live traffic keeps changing costs one small read per customer plus
+        the hashes that changed, not every hash; concurrent reads of the same versions share
+        one.
         """
+        found: dict[Bucket, CustomerRows] = {}
+        moved: list[tuple[Bucket, Token]] = []
+        for bucket, token in wanted:
+            cached = self._customers.get((bucket, marker))
+            if cached is not None and cached[0] == token:
+                found[bucket] = cached[1]
+            else:
+                moved.append((bucket, token))
+        if moved:
+            found.update(
+                await self._reading.run((tuple(moved), marker), lambda: self._read_customers(moved, marker))
+            )
+        return found
+
+    async def _read_customers(
+        self, wanted: list[tuple[Bucket, Token]], marker: bytes
+    ) -> dict[Bucket, CustomerRows]:
         layout = self.layout
+        buckets = [bucket for bucket, _ in wanted]
         pipe = self.client.pipeline(transaction=False)
         for g, start in buckets:
             pipe.smembers(layout.customers(g, start))
@@ -347,7 +398,8 @@ class MirrorReader:
         for (g, start), names in zip(buckets, members, strict=True):
             prefix = layout.customer_rows_prefix(g, start)
             customers = sorted(name.decode() for name in names)
-            known = self._customers.get(((g, start), marker))
+            cached = self._customers.get(((g, start), marker))
+            known = cached[1] if cached is not None else None
             plan.append((prefix, customers, known))
             if known is not None:
                 for customer in customers:
@@ -368,14 +420,14 @@ class MirrorReader:
             stale.append(moved)
         fresh = iter(await self._execute(pipe, marker))
         found: dict[Bucket, CustomerRows] = {}
-        for bucket, (_, customers, known), moved in zip(buckets, plan, stale, strict=True):
+        for (bucket, token), (_, customers, known), moved in zip(wanted, plan, stale, strict=True):
             by_customer = dict(known or {})
             for customer in moved:
                 fields = next(fresh)
                 by_customer[customer] = (fields.get(b"@applied"), _parse("c", customer, fields))
             by_customer = {customer: by_customer[customer] for customer in customers}
             weight = sum(len(rows) for _, rows in by_customer.values()) + 1
-            self._customers.put((bucket, marker), by_customer, weight)
+            self._customers.put((bucket, marker), (token, by_customer), weight)
             found[bucket] = by_customer
         return found
 

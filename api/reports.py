@@ -15,13 +15,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.errors import error_responses
 from api.params import RangeParams, SnapshotParams, refuse_repeats
+from api.presented import PresentedRows
 from api.reader import Freshness, MirrorReader
 from api.responses import OrjsonResponse
 from api.schemas import Me, Snapshot, ValueList
 from api.security import Caller
 from breakout.buckets import Retention
 from breakout.query import AccessDenied, RangeQuery, SnapshotQuery, parse_range_query, parse_snapshot_query
-from breakout.snapshot import Summary, present, to_csv, totals_row
+from breakout.snapshot import Summary, to_csv, totals_row
 from breakout.timerange import TimeRange, readable_cover
 
 router = APIRouter(prefix="/v1", tags=["reports"])
@@ -34,12 +35,12 @@ def today_of(params: RangeParams) -> date:
         return datetime.now(UTC).date()
 
 
-def _range_params(request: Request, params: Annotated[RangeParams, Query()]) -> RangeParams:
+async def _range_params(request: Request, params: Annotated[RangeParams, Query()]) -> RangeParams:
     refuse_repeats(request, RangeParams)
     return params
 
 
-def _snapshot_params(request: Request, params: Annotated[SnapshotParams, Query()]) -> SnapshotParams:
+async def _snapshot_params(request: Request, params: Annotated[SnapshotParams, Query()]) -> SnapshotParams:
     refuse_repeats(request, SnapshotParams)
     return params
 
@@ -92,7 +93,8 @@ async def breakout(
     summary, freshness = await _summary(request, query, query.group_by)
     rows = summary.page(query.sort, query.descending, query.offset, query.limit)
     costs = role.is_admin
-    page = [present(query.group_by, group, with_costs=costs) for group in rows]
+    presented: PresentedRows = request.app.state.presented
+    page = presented.page(query.group_by, rows, with_costs=costs)
     if query.format == "csv":
         first, last = query.range.iso(query.range.start)[:10], query.range.iso(query.range.end - 1)[:10]
         name = f"breakout-{first}-{last}.csv"

@@ -32,7 +32,7 @@ from breakout.timerange import Bucket, TimeRange, check_retention, readable_cove
 router = APIRouter(prefix="/v1", tags=["noc"])
 
 
-def _series_params(request: Request, params: Annotated[SeriesParams, Query()]) -> SeriesParams:
+async def _series_params(request: Request, params: Annotated[SeriesParams, Query()]) -> SeriesParams:
     refuse_repeats(request, SeriesParams)
     return params
 

@@ -44,7 +44,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from api.app import run_api
 
-    run_api(settings)
+    run_api(settings, workers=args.workers)
     return 0
 
 
@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(run=_cmd_worker)
 
     api = commands.add_parser("api", help="run the read API on BREAKOUT_API_HOST:BREAKOUT_API_PORT")
+    api.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="processes serving the port, each with its own caches (default 1; about one per core)",
+    )
     api.set_defaults(run=_cmd_api)
 
     up = commands.add_parser(
