@@ -23,7 +23,7 @@ from api.errors import install_error_handlers
 from api.health import router as health
 from api.metrics import ApiMetrics
 from api.portal import mount_portal
-from api.presented import PresentedRows
+from api.presented import PresentedPages, PresentedRows
 from api.reader import MirrorReader
 from api.reports import router as reports
 from api.responses import OrjsonResponse
@@ -84,7 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
             client, Layout(settings.app_id), settings.partitions, settings.api_cache_rows
         )
         app.state.series_points = SeriesPoints(settings.api_cache_rows)
-        app.state.presented = PresentedRows(settings.api_cache_rows // ROWS_PER_PRESENTED)
+        app.state.pages = PresentedPages(PresentedRows(settings.api_cache_rows // ROWS_PER_PRESENTED))
         try:
             yield
         finally:

@@ -11,9 +11,10 @@ whether costs are shown), a remembered row is the row ``present`` would build no
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from api.reader import LRU
-from breakout.snapshot import Group, present
+from breakout.snapshot import Group, Summary, present
 
 
 class PresentedRows:
@@ -36,4 +37,39 @@ class PresentedRows:
                 row = present(group_by, group, with_costs=with_costs)
                 self._rows.put(key, row)
             shown.append(row)
+        return shown
+
+
+class PresentedPages:
+    """A summary's pages as shown, kept as long as the summary itself.
+
+    The reader hands the same Summary to every request that read the same bucket versions,
+    so the many users who Refresh one report within a flush share its page: merged,
+    ordered and formatted once.
+    """
+
+    def __init__(self, rows: PresentedRows) -> None:
+        self.rows = rows
+        self._pages: WeakKeyDictionary[Summary, dict[tuple[Any, ...], list[dict[str, Any]]]] = (
+            WeakKeyDictionary()
+        )
+
+    def page(
+        self,
+        summary: Summary,
+        sort: str | None,
+        descending: bool,
+        offset: int,
+        limit: int,
+        *,
+        with_costs: bool,
+    ) -> list[dict[str, Any]]:
+        pages = self._pages.get(summary)
+        if pages is None:
+            pages = self._pages[summary] = {}
+        key = (sort, descending, offset, limit, with_costs)
+        shown = pages.get(key)
+        if shown is None:
+            groups = summary.page(sort, descending, offset, limit)
+            shown = pages[key] = self.rows.page(summary.group_by, groups, with_costs=with_costs)
         return shown

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from api.errors import error_responses
 from api.params import RangeParams, SnapshotParams, refuse_repeats
-from api.presented import PresentedRows
+from api.presented import PresentedPages
 from api.reader import Freshness, MirrorReader
 from api.responses import OrjsonResponse
 from api.schemas import Me, Snapshot, ValueList
@@ -91,10 +91,9 @@ async def breakout(
 ) -> Response:
     query = parse_snapshot_query(params.values(), role, today_of(params))
     summary, freshness = await _summary(request, query, query.group_by)
-    rows = summary.page(query.sort, query.descending, query.offset, query.limit)
     costs = role.is_admin
-    presented: PresentedRows = request.app.state.presented
-    page = presented.page(query.group_by, rows, with_costs=costs)
+    pages: PresentedPages = request.app.state.pages
+    page = pages.page(summary, query.sort, query.descending, query.offset, query.limit, with_costs=costs)
     if query.format == "csv":
         first, last = query.range.iso(query.range.start)[:10], query.range.iso(query.range.end - 1)[:10]
         name = f"breakout-{first}-{last}.csv"
