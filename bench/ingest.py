@@ -148,12 +148,20 @@ async def redis_cpu_seconds(client: aioredis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+async def redis_command_us(client: aioredis.Redis) -> dict[str, float]:
+    """µs Redis spent per command since the last ``CONFIG RESETSTAT`` (``INFO commandstats``;
+    commands a script calls are counted both on their own and in the script's figure)."""
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): float(value["usec"]) for name, value in stats.items()}
+
+
 async def time_pipeline(
     kafka: str, redis_url: str, topic: str, total: int, messages: int
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, str]:
     """CDR/s of one worker over a pre-published topic, first commit → fully mirrored; the
-    worker's peak RSS (MB) by then; and Redis CPU per CDR (µs) over the same span (the bench's
-    own watermark polls included: one small HGETALL every 20 ms)."""
+    worker's peak RSS (MB) by then; Redis CPU per CDR (µs) over the same span (the bench's
+    own watermark polls included: one small HGETALL every 20 ms); and where Redis spent it,
+    per command."""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     worker = start_worker(kafka, redis_url, topic, app_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
@@ -165,6 +173,7 @@ async def time_pipeline(
             consumed = await committed_total(admin, f"{app_id}-ingest")
             if consumed and started is None:
                 started = time.perf_counter()
+                await client.config_resetstat()
                 redis_cpu = await redis_cpu_seconds(client)
             if consumed >= messages:
                 break
@@ -179,7 +188,9 @@ async def time_pipeline(
             if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
                 elapsed = time.perf_counter() - started
                 redis_us = (await redis_cpu_seconds(client) - redis_cpu) * 1e6 / total
-                return total / elapsed, peak_rss_mb(worker.pid), redis_us
+                commands = sorted((await redis_command_us(client)).items(), key=lambda c: -c[1])
+                spent = ", ".join(f"{name} {us / total:.1f}" for name, us in commands[:5])
+                return total / elapsed, peak_rss_mb(worker.pid), redis_us, spent
             await asyncio.sleep(0.02)
     finally:
         worker.terminate()
@@ -246,6 +257,7 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
     results: dict[str, list[float]] = {"naive": [], "single": [], "batched": []}
     rss: dict[str, list[float]] = {"single": [], "batched": []}
     redis_us: dict[str, list[float]] = {"single": [], "batched": []}
+    spent: dict[str, str] = {}
     for run in range(args.runs):
         results["naive"].append(time_naive(kafka, naive_topic, args.naive))
         for kind, topic, messages in (
@@ -253,7 +265,9 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
             ("batched", batched_topic, args.batched // 500),
         ):
             total = args.single if kind == "single" else args.batched
-            rate, peak, redis_per_cdr = await time_pipeline(kafka, redis_url, topic, total, messages)
+            rate, peak, redis_per_cdr, spent[kind] = await time_pipeline(
+                kafka, redis_url, topic, total, messages
+            )
             results[kind].append(rate)
             rss[kind].append(peak)
             redis_us[kind].append(redis_per_cdr)
@@ -274,6 +288,9 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
             f"worker peak RSS {statistics.median(rss[kind]):,.0f} MB, "
             f"Redis CPU {statistics.median(redis_us[kind]):.1f} µs/CDR"
         )
+    print("  Redis µs per CDR by command, last run (a script's own calls counted in it too):")
+    for kind, commands in spent.items():
+        print(f"    {kind}: {commands}")
 
 
 def main() -> None:

@@ -105,11 +105,25 @@ class Layout:
         return f"{self.app_id}:version:{granularity.value}:{start}"
 
 
-def encode_row_field(first: str, provider: str, currency: str) -> bytes:
+def json_text(value: bytes) -> str:
+    """orjson's JSON text as Redis's Lua ``cjson`` writes it, which also escapes ``/`` and DEL.
+
+    Row fields were first written by ``cjson.encode`` inside the mirror's script; the worker
+    now builds them itself and must write the very same field names, or a row written before
+    an upgrade and after it would be two fields of one hash, summed twice. Neither character
+    can occur inside an escape sequence orjson writes, so replacing them is exact.
+    """
+    text = value.decode()
+    if "/" in text or "\x7f" in text:
+        text = text.replace("/", "\\/").replace("\x7f", "\\u007f")
+    return text
+
+
+def encode_row_field(first: str, provider: str, currency: str) -> str:
     """A row's hash field: ``[destination, provider, currency]`` in a customer hash,
     ``[customer, provider, currency]`` in a destination hash, as JSON (any names, no escaping
-    scheme of our own). The worker's Lua script writes the same (``streams.mirror``)."""
-    return orjson.dumps([first, provider, currency])
+    scheme of our own, in ``json_text``'s spelling). The worker's mirror writes the same."""
+    return json_text(orjson.dumps([first, provider, currency]))
 
 
 def encode_counters(counters: list[int]) -> bytes:

@@ -40,9 +40,10 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
+import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
@@ -51,8 +52,8 @@ from redis.typing import EncodableT, FieldT
 
 from breakout.aggregate import Counters
 from breakout.buckets import Granularity, Retention
-from breakout.ledger import BucketKey, CustomerBucket, RowId
-from breakout.redis_layout import Layout, Watermark
+from breakout.ledger import BucketKey, CustomerBucket, RowId, row_parts
+from breakout.redis_layout import APPLIED_FIELD, Layout, Watermark, json_text
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,104 @@ def _chunks(changes: dict[BucketKey, Change]) -> Iterator[dict[BucketKey, Change
         yield chunk
 
 
+class _PackedConnection(aioredis.Connection):
+    """A connection that packs commands with hiredis (C) instead of redis-py's asyncio
+    packer, which encodes each argument in Python and re-joins the buffer after each one:
+    a bucket write carries a few arguments per row, thousands per command."""
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        if isinstance(args[0], str) and " " in args[0]:  # "CONFIG GET": one word per argument
+            args = (*args[0].split(), *args[1:])
+        return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # its stub takes 1-tuples
+
+
+class RowFields:
+    """Hash field names, cut once from a row id or customer name, not encoded per write.
+
+    A row id is the JSON text of ``[destination, provider, currency]``; its customer-hash
+    field is that text in ``json_text``'s spelling, and its destination-hash field is the
+    same with the customer in front of provider and currency.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._rows: dict[RowId, tuple[str, str, str]] = {}
+        self._customers: dict[str, str] = {}
+
+    def of(self, row: RowId) -> tuple[str, str, str]:
+        """``(customer-hash field, destination, the destination field after the customer)``."""
+        known = self._rows.get(row)
+        if known is None:
+            if len(self._rows) >= self.LIMIT:
+                self._rows.clear()
+            destination = row_parts(row)[0]
+            field = json_text(row.encode())
+            tail = field[len(json_text(orjson.dumps(destination))) + 2 :]
+            known = self._rows[row] = (field, destination, tail)
+        return known
+
+    def customer(self, customer: str) -> str:
+        """The start of the customer's destination-hash fields, up to the provider."""
+        prefix = self._customers.get(customer)
+        if prefix is None:
+            if len(self._customers) >= self.LIMIT:
+                self._customers.clear()
+            prefix = self._customers[customer] = "[" + json_text(orjson.dumps(customer)) + ","
+        return prefix
+
+
+def _each_encoded(counters: list[Counters]) -> list[bytes]:
+    """Each row's counters as JSON, from one ``orjson.dumps`` of them all.
+
+    orjson returns each result in a buffer of at least 4 kB that it does not shrink, so a
+    flush holding a value per row would hold 4 kB per row; the pieces cut from one text
+    are right-sized (and one call is cheaper than one per row). Counters are integers,
+    so the text has no line breaks of its own to confuse the cut.
+    """
+    return orjson.dumps(counters).replace(b"],[", b"]\n[")[1:-1].split(b"\n") if counters else []
+
+
+class _BucketWrite:
+    """One bucket's changed customers as ``WRITE_BUCKET``'s arguments."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.customers: list[EncodableT] = []
+        self.destinations: dict[str, list[EncodableT]] = {}  # destination → field/value pairs
+
+    def add(self, customer: str, bucket: CustomerBucket, rows: Iterable[RowId], fields: RowFields) -> None:
+        # This runs per changed row of every flush: plain appends, no helper calls.
+        prefix = fields.customer(customer)
+        values = bucket.rows
+        rows = list(rows)
+        pairs: list[EncodableT] = [APPLIED_FIELD, bucket.applied]
+        destinations = self.destinations
+        of = fields.of
+        for row, counters in zip(rows, _each_encoded([values[row] for row in rows]), strict=True):
+            field, destination, tail = of(row)
+            pairs.append(field)
+            pairs.append(counters)
+            by_destination = destinations.get(destination)
+            if by_destination is None:
+                destinations[destination] = [prefix + tail, counters]
+            else:
+                by_destination.append(prefix + tail)
+                by_destination.append(counters)
+        self.count += 1
+        self.customers.append(customer)
+        self.customers.append(len(pairs) >> 1)
+        self.customers += pairs
+
+    def arguments(self) -> list[EncodableT]:
+        arguments: list[EncodableT] = [self.count, *self.customers, len(self.destinations)]
+        for destination, pairs in self.destinations.items():
+            arguments.append(destination)
+            arguments.append(len(pairs) >> 1)
+            arguments += pairs
+        return arguments
+
+
 class RedisMirror:
     """Staged changes waiting for Redis, which partitions are whole, and the loop that writes."""
 
@@ -135,6 +234,7 @@ class RedisMirror:
         # Buckets whose last write Redis refused as older than what it holds: the next write
         # of each must carry all its rows, or rows changed meanwhile could be left out.
         self._needs_full: set[BucketKey] = set()
+        self._rows = RowFields()
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -144,7 +244,12 @@ class RedisMirror:
         self._staged[key] = _merge(self._staged.get(key), (bucket, rows))
 
     async def run(self, source: MirrorSource) -> None:
-        client = aioredis.from_url(self.url, socket_timeout=SOCKET_TIMEOUT_SECONDS, socket_connect_timeout=5)
+        client = aioredis.from_url(
+            self.url,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=5,
+            connection_class=_PackedConnection,
+        )
         script = client.register_script(WRITE_BUCKET)
         failures = 0
         try:
@@ -232,28 +337,26 @@ class RedisMirror:
 
         A bucket's customers share one call (live traffic changes a few buckets, each for
         many customers): what a call costs the worker and Redis is then paid per bucket and
-        per row, not per customer, and each destination hash gets one write per call.
+        per row, not per customer, and each destination hash gets one write per call. The
+        arguments are the hash fields and values as written (``WRITE_BUCKET``), so the script
+        only hands runs of them to ``HSET``.
         """
         layout = self.layout
         pipe = client.pipeline(transaction=False)
-        # Per bucket, for the script: each customer written as JSON text of its name, offset and
-        # row ids (JSON text already), and every row's counters in the same order.
-        by_bucket: dict[tuple[Granularity, int], tuple[list[str], list[Counters]]] = {}
+        by_bucket: dict[tuple[Granularity, int], _BucketWrite] = {}
         for key, (bucket, changed) in changes.items():
-            customers, counters = by_bucket.setdefault((key.granularity, key.start), ([], []))
+            write = by_bucket.get((key.granularity, key.start))
+            if write is None:
+                write = by_bucket[(key.granularity, key.start)] = _BucketWrite()
             if bucket is None:
                 pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
                 pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
-            row_ids = list(bucket.rows) if changed is None else list(changed)
-            customers.append(
-                f'[{orjson.dumps(key.customer).decode()},"{bucket.applied}",[{",".join(row_ids)}]]'
-            )
-            counters += [bucket.rows[r] for r in row_ids]
+            write.add(key.customer, bucket, bucket.rows if changed is None else changed, self._rows)
         scripted: list[tuple[int, Granularity, int]] = []
-        for (granularity, start), (customers, counters) in by_bucket.items():
+        for (granularity, start), write in by_bucket.items():
             ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
-            if customers:
+            if write.customers:
                 scripted.append((len(pipe), granularity, start))
                 await script(
                     keys=[
@@ -266,10 +369,7 @@ class RedisMirror:
                         start,
                         layout.customer_rows_prefix(granularity, start),
                         layout.destination_rows(granularity, start, ""),
-                        # Two arguments, whatever the number of customers: packing a command
-                        # costs per argument, not per byte.
-                        "[" + ",".join(customers) + "]",
-                        orjson.dumps(counters),
+                        *write.arguments(),
                     ],
                     client=pipe,
                 )
@@ -313,73 +413,91 @@ def _text(value: bytes | str) -> str:
 # lost a partition may still be flushing older values of it. An equal offset is written:
 # both workers computed the same state from the same messages.
 # KEYS: customers index, destinations index, buckets zset.
-# ARGV: ttl, bucket start, customer-hash key prefix, destination-hash key prefix, a JSON
-# array with per customer [name, applied offset as text, [[destination, provider, currency],
-# ...]], and a JSON array of every row's counters, customer after customer. Counters are
-# cut out of that text as they are, never decoded: Lua numbers would round integers past
-# 2^53, and cjson prints only 14 digits. Counters are never negative, so each is a run of
-# digits and commas in brackets.
-# Fields are written with one HSET per hash (in chunks: unpack has a stack limit), because
-# each redis.call costs more than the field it writes; a destination hash gets one HSET for
-# every customer of the call.
+# ARGV: ttl, bucket start, customer-hash key prefix, destination-hash key prefix, then
+#   the number of customers C, and per customer: its name, its number of fields n, and n
+#   field/value pairs, the first being @applied and its offset;
+#   the number of destinations D, and per destination: its name, its number of fields m,
+#   and m field/value pairs.
+# Fields and values arrive as written (``streams.mirror._BucketWrite``): nothing is decoded
+# or encoded here, each run of pairs goes to HSET as it is (in chunks: unpack has a stack
+# limit). Only when a customer was refused (rare) are a destination's pairs filtered: a
+# destination field begins with its customer's name as cjson spells it. Counters stay
+# text: Lua numbers would round integers past 2^53.
 # The customer and destination hashes are named from prefixes, so this assumes one Redis,
 # not a cluster.
 WRITE_BUCKET = """
 local ttl = tonumber(ARGV[1])
 local customer_prefix, destination_prefix = ARGV[3], ARGV[4]
-local function hset(key, fields)
-  for i = 1, #fields, 1000 do
-    redis.call('HSET', key, unpack(fields, i, math.min(i + 999, #fields)))
+local function hset(key, first, last)
+  for i = first, last, 1000 do
+    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
-local refused = {}
-local written = {}
-local by_destination = {}
-local destinations = {}
-local next_counters = string.gmatch(ARGV[6], '%[[%d,]+%]')
-for _, entry in ipairs(cjson.decode(ARGV[5])) do
-  local customer, applied, rows = entry[1], entry[2], entry[3]
+local refused, written = {}, {}
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local customer, first = ARGV[i], i + 2
+  local last = i + 1 + 2 * tonumber(ARGV[i + 1])
   local customer_key = customer_prefix .. customer
   local current = tonumber(redis.call('HGET', customer_key, '@applied') or '-1')
-  if current > tonumber(applied) then
+  if current > tonumber(ARGV[first + 1]) then
     refused[#refused + 1] = customer
-    for _ = 1, #rows do next_counters() end
   else
     written[#written + 1] = customer
-    local by_customer = {'@applied', applied}
-    for _, row in ipairs(rows) do
-      local destination, provider, currency = row[1], row[2], row[3]
-      local counters = next_counters()
-      by_customer[#by_customer + 1] = cjson.encode({destination, provider, currency})
-      by_customer[#by_customer + 1] = counters
-      local fields = by_destination[destination]
-      if not fields then
-        fields = {}
-        by_destination[destination] = fields
-        destinations[#destinations + 1] = destination
-      end
-      fields[#fields + 1] = cjson.encode({customer, provider, currency})
-      fields[#fields + 1] = counters
-    end
-    hset(customer_key, by_customer)
+    hset(customer_key, first, last)
     redis.call('EXPIRE', customer_key, ttl)
   end
+  i = last + 1
+end
+local refused_prefixes = {}
+for _, customer in ipairs(refused) do
+  refused_prefixes[#refused_prefixes + 1] = '[' .. cjson.encode(customer) .. ','
+end
+local function refused_field(field)
+  for _, prefix in ipairs(refused_prefixes) do
+    if string.sub(field, 1, #prefix) == prefix then return true end
+  end
+  return false
+end
+local destinations = {}
+local count = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, count do
+  local destination, first = ARGV[i], i + 2
+  local last = i + 1 + 2 * tonumber(ARGV[i + 1])
+  local destination_key = destination_prefix .. destination
+  local wrote = true
+  if #refused == 0 then
+    hset(destination_key, first, last)
+  else
+    local fields = {}
+    for at = first, last, 2 do
+      if not refused_field(ARGV[at]) then
+        fields[#fields + 1] = ARGV[at]
+        fields[#fields + 1] = ARGV[at + 1]
+      end
+    end
+    wrote = #fields > 0
+    for j = 1, #fields, 1000 do
+      redis.call('HSET', destination_key, unpack(fields, j, math.min(j + 999, #fields)))
+    end
+  end
+  if wrote then
+    redis.call('EXPIRE', destination_key, ttl)
+    destinations[#destinations + 1] = destination
+  end
+  i = last + 1
 end
 if #written > 0 then
-  for i = 1, #written, 1000 do
-    redis.call('SADD', KEYS[1], unpack(written, i, math.min(i + 999, #written)))
+  for j = 1, #written, 1000 do
+    redis.call('SADD', KEYS[1], unpack(written, j, math.min(j + 999, #written)))
   end
   redis.call('EXPIRE', KEYS[1], ttl)
   redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2])
 end
-for _, destination in ipairs(destinations) do
-  local destination_key = destination_prefix .. destination
-  hset(destination_key, by_destination[destination])
-  redis.call('EXPIRE', destination_key, ttl)
-end
 if #destinations > 0 then
-  for i = 1, #destinations, 1000 do
-    redis.call('SADD', KEYS[2], unpack(destinations, i, math.min(i + 999, #destinations)))
+  for j = 1, #destinations, 1000 do
+    redis.call('SADD', KEYS[2], unpack(destinations, j, math.min(j + 999, #destinations)))
   end
   redis.call('EXPIRE', KEYS[2], ttl)
 end

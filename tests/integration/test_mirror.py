@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, row_id
-from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks
+from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks, encode_row_field
 from breakout.settings import Settings
 from streams.mirror import WRITE_BUCKET, RedisMirror
 
@@ -128,3 +128,61 @@ async def test_every_owned_partition_is_written_whole_again_after_redis_loses_it
     finally:
         await client.flushdb()
         await client.aclose()
+
+
+NAMES = [
+    "plain",
+    "a/b",
+    "del\x7fete",
+    'q"uote',
+    "back\\slash",
+    "tab\tnl\n",
+    "bell\x07",
+    "é ü 中",
+    "\U0001f600",
+]
+
+
+async def test_fields_are_spelled_as_redis_cjson_spells_them(settings: Settings) -> None:
+    """The mirror once let the script's ``cjson.encode`` write row fields; it writes them
+    itself now, and a field spelled otherwise would be a second copy of the same row."""
+    client = aioredis.from_url(settings.redis)
+    try:
+        for name in NAMES:
+            spelled = await client.eval(
+                "return cjson.encode(cjson.decode(ARGV[1]))", 0, orjson.dumps([name, "p/1", "EUR"])
+            )
+            assert spelled.decode() == encode_row_field(name, "p/1", "EUR"), name
+    finally:
+        await client.aclose()
+
+
+async def test_an_older_value_is_refused_and_none_of_its_rows_written(settings: Settings) -> None:
+    """After a rebalance the worker that lost a partition may flush older values of it: Redis
+    keeps the newer customer-bucket, in its customer hash and in the destination hashes,
+    while the other customers of the same write are written."""
+    app = settings.app_id
+    mirror = RedisMirror(settings.redis, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    layout = Layout(app)
+    newer, other = (BucketKey(0, Granularity.HOUR, START, c) for c in ("cust-newer", "cust-other"))
+    uk, fr = row_id("UK", "p1", "EUR"), row_id("FR", "p1", "EUR")
+    client = aioredis.from_url(settings.redis)
+    try:
+        held = layout.customer_rows(Granularity.HOUR, START, newer.customer)
+        await client.hset(held, mapping={"@applied": 9, uk: "[9,9,9]"})
+        mirror.stage(newer, CustomerBucket(5, {uk: [1, 1, 1], fr: [2, 2, 2]}), None)
+        mirror.stage(other, CustomerBucket(5, {uk: [3, 3, 3]}), None)
+        await mirror.flush(client, client.register_script(WRITE_BUCKET), Unowned(START * 1000))
+        kept = await client.hgetall(held)
+        by_uk = await client.hgetall(layout.destination_rows(Granularity.HOUR, START, "UK"))
+        fr_exists = await client.exists(layout.destination_rows(Granularity.HOUR, START, "FR"))
+        customers = await client.smembers(layout.customers(Granularity.HOUR, START))
+    finally:
+        await client.aclose()
+    assert kept == {b"@applied": b"9", uk.encode(): b"[9,9,9]"}
+    assert by_uk == {encode_row_field("cust-other", "p1", "EUR").encode(): b"[3,3,3]"}
+    assert not fr_exists
+    assert customers == {b"cust-other"}
+    # Its next write carries every row: rows changed meanwhile cannot be left out.
+    mirror.stage(newer, CustomerBucket(11, {uk: [4, 4, 4], fr: [2, 2, 2]}), {uk})
+    assert mirror._staged[newer] == (CustomerBucket(11, {uk: [4, 4, 4], fr: [2, 2, 2]}), None)
