@@ -36,6 +36,7 @@ import csv
 import io
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -479,6 +480,7 @@ def main() -> None:
     finally:
         for command in stops:
             subprocess.run(command, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)  # the broker's and Redis's data: hundreds of MB
 
 
 if __name__ == "__main__":
