@@ -61,6 +61,7 @@ from bench.ingest import (  # noqa: E402
     PARTITIONS,
     PROFILE,
     committed_total,
+    cpu_seconds,
     create_topic,
     free_port,
     start_services,
@@ -75,21 +76,6 @@ POLL_SECONDS = 0.05
 TICK_SECONDS = 0.01
 TEMPLATES = 20_000  # distinct CDRs the generator cycles through (ids and times are set at send)
 DRAIN_SECONDS = 30.0  # polling for probes left after the window
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid``, of its reaped children and of its live descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        proc = Path(f"/proc/{stack.pop()}")
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-            for task in (proc / "task").iterdir():
-                stack.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str) -> int:

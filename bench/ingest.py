@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -142,6 +143,33 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of ``pid``, of its reaped children and of its live descendants."""
+    total, stack = 0, [pid]
+    while stack:
+        proc = Path(f"/proc/{stack.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+            for task in (proc / "task").iterdir():
+                stack.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One timed run of the worker over a pre-published topic."""
+
+    rate: float  # CDR/s, first commit → fully mirrored
+    peak_rss_mb: float  # the worker's, by then
+    worker_us: float  # CPU per CDR over the span: the worker process
+    broker_us: float | None  # the Kafka broker (None: not started by this bench)
+    redis_us: float  # Redis (``INFO cpu``; the bench's own polls included)
+    redis_commands: str  # where Redis spent it, per command
+
+
 async def redis_cpu_seconds(client: aioredis.Redis) -> float:
     """CPU seconds the Redis server has used (``INFO cpu``: user + system, all threads)."""
     info = await client.info("cpu")
@@ -156,12 +184,10 @@ async def redis_command_us(client: aioredis.Redis) -> dict[str, float]:
 
 
 async def time_pipeline(
-    kafka: str, redis_url: str, topic: str, total: int, messages: int
-) -> tuple[float, float, float, str]:
-    """CDR/s of one worker over a pre-published topic, first commit → fully mirrored; the
-    worker's peak RSS (MB) by then; Redis CPU per CDR (µs) over the same span (the bench's
-    own watermark polls included: one small HGETALL every 20 ms); and where Redis spent it,
-    per command."""
+    kafka: str, redis_url: str, topic: str, total: int, messages: int, broker_pid: int | None
+) -> PipelineRun:
+    """One worker over a pre-published topic, from its first commit until fully mirrored:
+    CDR/s, and what the worker, the broker and Redis spent per CDR over that span."""
     app_id = f"bench-{uuid.uuid4().hex[:8]}"
     worker = start_worker(kafka, redis_url, topic, app_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
@@ -175,6 +201,8 @@ async def time_pipeline(
                 started = time.perf_counter()
                 await client.config_resetstat()
                 redis_cpu = await redis_cpu_seconds(client)
+                worker_cpu = cpu_seconds(worker.pid)
+                broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
             if consumed >= messages:
                 break
             if worker.poll() is not None:
@@ -188,9 +216,13 @@ async def time_pipeline(
             if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
                 elapsed = time.perf_counter() - started
                 redis_us = (await redis_cpu_seconds(client) - redis_cpu) * 1e6 / total
+                worker_us = (cpu_seconds(worker.pid) - worker_cpu) * 1e6 / total
+                broker_us = (cpu_seconds(broker_pid) - broker_cpu) * 1e6 / total if broker_pid else None
                 commands = sorted((await redis_command_us(client)).items(), key=lambda c: -c[1])
                 spent = ", ".join(f"{name} {us / total:.1f}" for name, us in commands[:5])
-                return total / elapsed, peak_rss_mb(worker.pid), redis_us, spent
+                return PipelineRun(
+                    total / elapsed, peak_rss_mb(worker.pid), worker_us, broker_us, redis_us, spent
+                )
             await asyncio.sleep(0.02)
     finally:
         worker.terminate()
@@ -246,7 +278,13 @@ def start_services(workdir: Path) -> tuple[str, str, list[list[str]]]:
     return f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", stops
 
 
-async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
+def started_broker(workdir: Path) -> int | None:
+    """The process id of the broker ``start_services`` started (None: it used BREAKOUT_KAFKA)."""
+    pid_file = workdir / "kafka" / "broker.pid"
+    return int(pid_file.read_text()) if pid_file.exists() else None
+
+
+async def bench(args: argparse.Namespace, kafka: str, redis_url: str, broker_pid: int | None) -> None:
     single_topic, batched_topic, naive_topic = (
         f"bench-{kind}-{uuid.uuid4().hex[:6]}" for kind in ("single", "batched", "naive")
     )
@@ -254,27 +292,22 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
     await prepublish(kafka, single_topic, args.single, 1, profile)
     await prepublish(kafka, batched_topic, args.batched, 500, profile)
     await prepublish(kafka, naive_topic, args.naive, 1, profile)
-    results: dict[str, list[float]] = {"naive": [], "single": [], "batched": []}
-    rss: dict[str, list[float]] = {"single": [], "batched": []}
-    redis_us: dict[str, list[float]] = {"single": [], "batched": []}
-    spent: dict[str, str] = {}
+    naive: list[float] = []
+    runs: dict[str, list[PipelineRun]] = {"single": [], "batched": []}
     for run in range(args.runs):
-        results["naive"].append(time_naive(kafka, naive_topic, args.naive))
+        naive.append(time_naive(kafka, naive_topic, args.naive))
         for kind, topic, messages in (
             ("single", single_topic, args.single),
             ("batched", batched_topic, args.batched // 500),
         ):
             total = args.single if kind == "single" else args.batched
-            rate, peak, redis_per_cdr, spent[kind] = await time_pipeline(
-                kafka, redis_url, topic, total, messages
-            )
-            results[kind].append(rate)
-            rss[kind].append(peak)
-            redis_us[kind].append(redis_per_cdr)
+            runs[kind].append(await time_pipeline(kafka, redis_url, topic, total, messages, broker_pid))
         print(
-            f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f} CDR/s" for k, v in results.items()), flush=True
+            f"run {run + 1}: naive {naive[-1]:,.0f} CDR/s, "
+            + ", ".join(f"{kind} {r[-1].rate:,.0f} CDR/s" for kind, r in runs.items()),
+            flush=True,
         )
-    baseline = statistics.median(results["naive"])
+    baseline = statistics.median(naive)
     mix = "wide" if args.wide else "concentrated"
     print(f"\nmedians over {args.runs} runs ({mix} mix, one worker process, {os.cpu_count()} cores):")
     print(f"  baseline, Faust agent, one table increment per event: {baseline:>10,.0f} CDR/s")
@@ -282,15 +315,22 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str) -> None:
         ("single", "Breakout, single-CDR messages"),
         ("batched", "Breakout, 500-CDR batch messages"),
     ):
-        median = statistics.median(results[kind])
+        median = statistics.median(r.rate for r in runs[kind])
         print(
             f"  {label:<52} {median:>10,.0f} CDR/s  ({median / baseline:.1f}x baseline), "
-            f"worker peak RSS {statistics.median(rss[kind]):,.0f} MB, "
-            f"Redis CPU {statistics.median(redis_us[kind]):.1f} µs/CDR"
+            f"worker peak RSS {statistics.median(r.peak_rss_mb for r in runs[kind]):,.0f} MB"
+        )
+    print("  CPU per CDR (µs), medians: worker / Kafka broker / Redis")
+    for kind, kind_runs in runs.items():
+        brokers = [r.broker_us for r in kind_runs if r.broker_us is not None]
+        broker = f"{statistics.median(brokers):.1f}" if brokers else "n/a"
+        print(
+            f"    {kind}: {statistics.median(r.worker_us for r in kind_runs):.1f} / {broker} / "
+            f"{statistics.median(r.redis_us for r in kind_runs):.1f}"
         )
     print("  Redis µs per CDR by command, last run (a script's own calls counted in it too):")
-    for kind, commands in spent.items():
-        print(f"    {kind}: {commands}")
+    for kind, kind_runs in runs.items():
+        print(f"    {kind}: {kind_runs[-1].redis_commands}")
 
 
 def main() -> None:
@@ -308,7 +348,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="breakout-bench-") as workdir:
         kafka, redis_url, stops = start_services(Path(workdir))
         try:
-            asyncio.run(bench(args, kafka, redis_url))
+            asyncio.run(bench(args, kafka, redis_url, started_broker(Path(workdir))))
         finally:
             for stop in stops:
                 subprocess.run(stop, check=False)
