@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.api import DAY, D, Month, day_rows  # noqa: E402
 from bench.freshness import percentile, spawn, stop  # noqa: E402
-from bench.ingest import create_topic, free_port, start_services  # noqa: E402
+from bench.ingest import cpu_seconds, create_topic, free_port, start_services  # noqa: E402
 from breakout.auth import ADMIN, Role, key_entry, new_key  # noqa: E402
 from breakout.buckets import Retention  # noqa: E402
 from breakout.ledger import BucketKey, CustomerBucket, row_id  # noqa: E402
@@ -319,20 +319,6 @@ async def warm_up(url: str, distinct: list[Call], processes: int, outcome: Outco
                 await asyncio.gather(*(send(http, call) for _ in range(4 * processes)))
                 if time.perf_counter() - began < WARM_SECONDS:
                     break
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of ``pid`` and of its live descendants (the API's worker processes)."""
-    total, stack = 0, [pid]
-    while stack:
-        proc = Path(f"/proc/{stack.pop()}")
-        try:
-            total += sum(int(value) for value in (proc / "stat").read_text().rsplit(")", 1)[1].split()[11:13])
-            for task in (proc / "task").iterdir():
-                stack.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_now(processes: dict[str, int]) -> dict[str, float]:
