@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -102,14 +103,22 @@ class Month:
 
 
 async def fill(
-    redis_url: str, app: str, customers: int, destinations: int, days: int
+    redis_url: str,
+    app: str,
+    customers: int,
+    destinations: int,
+    days: int,
+    *,
+    through_today: bool = False,
+    customer_name: Callable[[int], str] = lambda c: f"cust-{c:04d}",
 ) -> tuple[int, int, int]:
-    """Write the month; return (first day, last day start, rows written)."""
+    """Write ``days`` whole days, ending yesterday (or today); return (first day start,
+    last day start, rows written)."""
     rng = random.Random(7)
     names = [f"Destination {n:03d}" for n in range(destinations)]
-    own = {c: rng.sample(names, 30) for c in range(customers)}
+    own = {c: rng.sample(names, min(30, destinations)) for c in range(customers)}
     today = int(time.time()) // DAY * DAY
-    first = today - days * DAY
+    first = today - (days - 1 if through_today else days) * DAY
     # Written by the worker's own mirror (its script, chunks, epoch and watermarks), so the
     # API reads exactly what a worker would have left.
     partitions = load_settings().partitions
@@ -125,7 +134,7 @@ async def fill(
                 rows = day_rows(rng, c, own[c])
                 written += len(rows)
                 bucket = CustomerBucket(1, {row_id(*row): counters for row, counters in rows.items()})
-                mirror.stage(BucketKey(c % partitions, D, start, f"cust-{c:04d}"), bucket, None)
+                mirror.stage(BucketKey(c % partitions, D, start, customer_name(c)), bucket, None)
             await mirror.flush(client, script, month)
     finally:
         await client.aclose()

@@ -55,15 +55,11 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api import DAY, D, Month, day_rows  # noqa: E402
+from bench.api import DAY, fill  # noqa: E402
 from bench.freshness import percentile, spawn, stop  # noqa: E402
 from bench.ingest import cpu_seconds, create_topic, free_port, start_services  # noqa: E402
 from breakout.auth import ADMIN, Role, key_entry, new_key  # noqa: E402
-from breakout.buckets import Retention  # noqa: E402
-from breakout.ledger import BucketKey, CustomerBucket, row_id  # noqa: E402
 from breakout.redis_layout import Layout  # noqa: E402
-from breakout.settings import load_settings  # noqa: E402
-from streams.mirror import WRITE_BUCKET, RedisMirror  # noqa: E402
 
 DEMO_CUSTOMERS = 25  # `breakout demo` sends cust-000 … cust-024
 HTTP_TIMEOUT = 60.0
@@ -73,33 +69,6 @@ WARM_SECONDS = 0.5  # a round of an admin report answered within this: every pro
 def customer_name(number: int) -> str:
     """The demo generator's spelling, so its customers are among the dataset's."""
     return f"cust-{number:03d}"
-
-
-async def fill(redis_url: str, app: str, customers: int, destinations: int, days: int) -> tuple[int, int]:
-    """Write the month as bench/api.py's ``fill`` does; return (first day start, rows written)."""
-    rng = random.Random(7)
-    names = [f"Destination {n:03d}" for n in range(destinations)]
-    own = {c: rng.sample(names, min(30, destinations)) for c in range(customers)}
-    today = int(time.time()) // DAY * DAY
-    first = today - (days - 1) * DAY
-    partitions = load_settings().partitions
-    mirror = RedisMirror(redis_url, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
-    month = Month(partitions, (today + DAY) * 1000 - 1)
-    client = aioredis.from_url(redis_url)
-    script = client.register_script(WRITE_BUCKET)
-    written = 0
-    try:
-        for day in range(days):
-            start = first + day * DAY
-            for c in range(customers):
-                rows = day_rows(rng, c, own[c])
-                written += len(rows)
-                bucket = CustomerBucket(1, {row_id(*row): counters for row, counters in rows.items()})
-                mirror.stage(BucketKey(c % partitions, D, start, customer_name(c)), bucket, None)
-            await mirror.flush(client, script, month)
-    finally:
-        await client.aclose()
-    return first, written
 
 
 @dataclass(frozen=True)
@@ -384,7 +353,15 @@ async def run(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Pat
     app = f"bench-load-{uuid.uuid4().hex[:8]}"
     topic = f"{app}-cdrs"
     began = time.perf_counter()
-    first, written = await fill(redis_url, app, args.customers, args.destinations, args.days)
+    first, _, written = await fill(
+        redis_url,
+        app,
+        args.customers,
+        args.destinations,
+        args.days,
+        through_today=True,
+        customer_name=customer_name,
+    )
     print(
         f"mirrored {written:,} rows ({args.customers} customers x {args.destinations} destinations, "
         f"{args.days} days) in {time.perf_counter() - began:.0f} s",
