@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from breakout.settings import Settings, load_settings
 
@@ -118,3 +119,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("integration services")
         for name, description in SERVICES.items():
             terminalreporter.write_line(f"{name}: {description}")
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test Redis, closed after the test."""
+    client = aioredis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -56,13 +56,6 @@ QUERIES: list[tuple[str, dict[str, str]]] = [
 ]
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def write(
     redis: aioredis.Redis, layout: Layout, bucket: Bucket, customer: str, rows: dict[str, int], applied: int
 ) -> None:

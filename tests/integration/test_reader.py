@@ -35,13 +35,6 @@ BUCKETS: list[Bucket] = [(Granularity.DAY, 1_790_000_000 // DAY * DAY + n * DAY)
 PARTITIONS = 4
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def write(
     redis: aioredis.Redis, layout: Layout, bucket: Bucket, customer: str, rows: dict[str, int], applied: int
 ) -> None:
