@@ -232,6 +232,7 @@ async def time_pipeline(
 
 
 def time_naive(kafka: str, topic: str, total: int) -> float:
+    scratch = tempfile.TemporaryDirectory(prefix="breakout-naive-")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -244,6 +245,8 @@ def time_naive(kafka: str, topic: str, total: int) -> float:
             f"naive-{uuid.uuid4().hex[:8]}",
             "--expect",
             str(total),
+            "--datadir",
+            scratch.name,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -259,6 +262,7 @@ def time_naive(kafka: str, topic: str, total: int) -> float:
     finally:
         process.terminate()
         process.wait()
+        scratch.cleanup()
 
 
 def start_services(workdir: Path) -> tuple[str, str, list[list[str]]]:

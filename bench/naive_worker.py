@@ -21,12 +21,14 @@ def main() -> None:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--app-id", required=True)
     parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--datadir", required=True, help="Faust's data directory (a scratch one)")
     args = parser.parse_args()
     mode.loop.use("uvloop")
     app = faust.App(
         args.app_id,
         broker=f"kafka://{args.kafka}",
         store="memory://",
+        datadir=args.datadir,
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
