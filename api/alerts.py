@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import orjson
-import redis.asyncio as aioredis
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
+from redis.asyncio.cluster import RedisCluster
 
 from api.errors import error_responses
 from api.security import Caller
@@ -28,19 +28,20 @@ from breakout.auth import Role
 from breakout.errors import QueryError
 from breakout.noc.keys import active_key, events_channel, history_key
 from breakout.query import AccessDenied
+from breakout.redis_client import Client
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 KEEPALIVE_SECONDS = 15.0
 
 
-async def active_alerts(redis: aioredis.Redis, app_id: str) -> list[dict[str, Any]]:
+async def active_alerts(redis: Client, app_id: str) -> list[dict[str, Any]]:
     """The raise alert of every open incident, oldest first (then by key, then ASR, NER, PDD)."""
     documents = [orjson.loads(value) for value in await redis.hvals(active_key(app_id))]
     return sorted(documents, key=lambda d: (d["detected_at"], d["key"], d.get("metric", "asr")))
 
 
 async def alert_history(
-    redis: aioredis.Redis, app_id: str, since_ms: int, *, limit: int = 1000
+    redis: Client, app_id: str, since_ms: int, *, limit: int = 1000
 ) -> list[dict[str, Any]]:
     """Raises and clears detected at or after ``since_ms`` (event time, epoch ms), oldest first.
 
@@ -58,11 +59,14 @@ class AlertFeed:
     what it missed.
     """
 
-    def __init__(self, redis: aioredis.Redis, app_id: str) -> None:
+    def __init__(self, redis: Client, app_id: str) -> None:
+        self._redis = redis
         self._pubsub = redis.pubsub()
         self._channel = events_channel(app_id)
 
     async def __aenter__(self) -> AlertFeed:
+        if isinstance(self._redis, RedisCluster):
+            await self._redis.initialize()  # its pub/sub routes by a slot map it does not load
         await self._pubsub.subscribe(self._channel)
         return self
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +30,7 @@ from api.series import SeriesPoints
 from api.series import router as series
 from breakout import __version__
 from breakout.buckets import Retention
+from breakout.redis_client import connect
 from breakout.redis_layout import Layout
 from breakout.settings import Settings, load_settings
 
@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "BREAKOUT_API_KEYS is empty: every /v1 request will be refused with 401; "
                 "create a key with `breakout api-key --role admin`"
             )
-        client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=2)
+        client = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
         app.state.redis = client
         app.state.reader = MirrorReader(
             client, Layout(settings.app_id), settings.partitions, settings.api_cache_rows

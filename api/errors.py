@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from api.reader import IncompleteMirror
 from api.responses import OrjsonResponse
@@ -90,8 +90,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
-    @app.exception_handler(RedisError)
-    async def redis_down(request: Request, exc: RedisError) -> OrjsonResponse:
+    async def redis_down(request: Request, exc: Exception) -> OrjsonResponse:
         return OrjsonResponse(
             {"detail": f"the Redis mirror is unreachable ({exc}); try again shortly"}, status_code=503
         )
+
+    app.add_exception_handler(RedisError, redis_down)
+    app.add_exception_handler(RedisClusterException, redis_down)

@@ -12,7 +12,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from api.errors import error_responses
 from api.metrics import ApiMetrics
@@ -93,7 +93,7 @@ async def readyz(
     reader: MirrorReader = request.app.state.reader
     try:
         health = await reader.health()
-    except RedisError as exc:
+    except (RedisError, RedisClusterException) as exc:
         return OrjsonResponse({"status": "unavailable", "redis": str(exc)}, status_code=503)
     status, body = readiness(health, int(time.time() * 1000), max_age)
     return OrjsonResponse(body, status_code=status)

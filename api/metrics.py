@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections import Counter
 
-import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
 
 from api.reader import MirrorHealth
+from breakout.redis_client import Client
 from breakout.redis_layout import Layout
 
 
@@ -80,9 +80,7 @@ class ApiMetrics:
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
 
-    async def render(
-        self, client: aioredis.Redis, layout: Layout, health: MirrorHealth, now_ms: int
-    ) -> bytes:
+    async def render(self, client: Client, layout: Layout, health: MirrorHealth, now_ms: int) -> bytes:
         totals: Counter[str] = Counter()
         async for key in client.scan_iter(match=layout.counters_pattern, count=1000):
             for name, count in (await client.hgetall(key)).items():

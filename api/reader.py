@@ -9,10 +9,11 @@ again, so the answer costs those customers' rows plus the page shown.
 
 Redis can be emptied at any moment and refilled by the workers, and a half-refilled mirror
 holds short totals. So rows are only read from a *complete* mirror
-(``breakout.redis_layout.completeness``): the marker comes with the versions' ``MGET`` and
-the watermarks with the freshness ``HGETALL`` every report makes anyway, and each read
-pipeline ends by reading the marker again, which proves Redis was not emptied mid-read.
-Otherwise ``IncompleteMirror`` is raised, for a 503.
+(``breakout.redis_layout.completeness``): the epoch (the marker, and on a Redis Cluster one
+key per shard) comes with the versions' ``MGET`` and the watermarks with the freshness
+``HGETALL`` every report makes anyway, and each read pipeline ends by reading the epoch
+again, which proves Redis (no shard of it) was not emptied mid-read. Otherwise
+``IncompleteMirror`` is raised, for a 503.
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 
 from api.newest import BucketGroups, regroup
 from api.singleflight import SingleFlight
 from breakout.aggregate import Counters, empty
 from breakout.aggregate import add as add_counters
+from breakout.redis_client import Client, EpochKeys, get_many
 from breakout.redis_layout import (
     Completeness,
     Lag,
@@ -38,6 +40,7 @@ from breakout.redis_layout import (
     completeness,
     decode_rows,
     decode_watermarks,
+    joined_epoch,
 )
 from breakout.snapshot import Filters, Settled, SourceRow, Summary, group_rows, merge_groups
 from breakout.timerange import Bucket
@@ -127,9 +130,10 @@ class IncompleteMirror(Exception):
 class MirrorReader:
     """The API's view of the mirror of one app id, whose internal topic has ``partitions``."""
 
-    def __init__(self, client: aioredis.Redis, layout: Layout, partitions: int, cache_rows: int) -> None:
+    def __init__(self, client: Client, layout: Layout, partitions: int, cache_rows: int) -> None:
         self.client = client
         self.layout = layout
+        self.epoch_keys = EpochKeys(client, layout)
         self.partitions = partitions
         # Caches are keyed without versions and hold the version they were read at, so a
         # bucket that keeps changing replaces its entry instead of piling up stale ones.
@@ -157,44 +161,50 @@ class MirrorReader:
 
     async def health(self) -> MirrorHealth:
         """Freshness, completeness and the consumer lag the workers report, in one round trip."""
+        keys = await self.epoch_keys.keys()
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.layout.marker)
+        for key in keys:
+            pipe.get(key)
         pipe.hgetall(self.layout.watermarks)
         pipe.hgetall(self.layout.lag)
-        marker, marks, lags = await pipe.execute()
+        *epoch, marks, lags = await pipe.execute()
         watermarks = decode_watermarks(marks)
         return MirrorHealth(
             freshness_of(watermarks),
-            completeness(marker, watermarks, self.partitions),
+            completeness(joined_epoch(epoch), watermarks, self.partitions),
             sorted((Lag.decode(raw) for raw in lags.values()), key=lambda lag: (lag.topic, lag.partition)),
         )
 
     async def versions(self, buckets: list[Bucket], freshness: Freshness) -> list[Token]:
-        """Each bucket's version with the mirror's marker; None for a bucket with no data.
+        """Each bucket's version with the mirror's epoch; None for a bucket with no data.
 
-        Raises ``IncompleteMirror`` unless the marker, read in the same ``MGET``, and the
+        Raises ``IncompleteMirror`` unless the epoch, read in the same ``MGET``, and the
         watermarks of ``freshness`` say every partition is mirrored whole.
         """
         layout = self.layout
-        names = [layout.marker] + [layout.version(g, start) for g, start in buckets]
-        replies: list[bytes | None] = await self.client.mget(names)  # type: ignore[assignment]
-        marker, versions = replies[0], replies[1:]
-        state = completeness(marker, freshness.watermarks, self.partitions)
-        if marker is None or not state.complete:
+        keys = await self.epoch_keys.keys()
+        replies = await get_many(self.client, keys + [layout.version(g, start) for g, start in buckets])
+        epoch, versions = joined_epoch(replies[: len(keys)]), replies[len(keys) :]
+        state = completeness(epoch, freshness.watermarks, self.partitions)
+        if epoch is None or not state.complete:
             raise IncompleteMirror(state)
+        marker = epoch.encode()
         return [None if version is None else (marker, version) for version in versions]
 
-    async def _execute(self, pipe: Pipeline, marker: bytes) -> list[Any]:
-        """Run a read pipeline that ends by reading the marker again: unchanged, nothing it
-        read can come from an emptied (or emptied and partly refilled) Redis, since every
-        refill starts a new epoch. Costs a command, not a round trip."""
+    async def _execute(self, pipe: Pipeline | ClusterPipeline, marker: bytes) -> list[Any]:
+        """Run a read pipeline that ends by reading the epoch again: unchanged, nothing it
+        read can come from an emptied (or emptied and partly refilled) Redis or shard, since
+        every refill starts a new epoch. Costs a command per shard, not a round trip."""
         if not len(pipe):
             return []
-        pipe.get(self.layout.marker)
-        *replies, now = await pipe.execute()
-        if now != marker:
+        keys = await self.epoch_keys.keys()
+        for key in keys:
+            pipe.get(key)
+        replies = await pipe.execute()
+        now = joined_epoch(replies[len(replies) - len(keys) :])
+        if now is None or now.encode() != marker:
             raise IncompleteMirror(completeness(now, {}, self.partitions))
-        return replies
+        return replies[: len(replies) - len(keys)]
 
     async def summary(
         self, buckets: list[Bucket], tokens: list[Token], filters: Filters, group_by: tuple[str, ...]

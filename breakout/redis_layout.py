@@ -14,10 +14,12 @@ mirror is complete when the marker exists and every partition's watermark carrie
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from redis.crc import key_slot
 
 from breakout.aggregate import widened
 from breakout.buckets import Granularity
@@ -34,36 +36,62 @@ STALL_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Key names for one app id (``BREAKOUT_APP_ID``)."""
+    """Key names for one app id (``BREAKOUT_APP_ID``).
+
+    Names carry Redis Cluster hash tags (the part in braces decides the slot), so every
+    command and script touches one slot: the app's own keys (marker, watermarks, lag,
+    counters, bucket index, alerts) share the tag ``{app}``, and each bucket's keys (its
+    customer and destination hashes, indexes and version) share ``{app:g:start}``. A
+    bucket's writes are then one script call on one shard, and buckets spread over shards.
+    On a single Redis the braces are just characters.
+    """
 
     app_id: str
 
     @property
+    def tag(self) -> str:
+        """The hash tag of the app's own keys."""
+        return "{" + self.app_id + "}"
+
+    @property
+    def keys_pattern(self) -> str:
+        """SCAN pattern of every key of this app (``{app}…`` and ``{app:…}…``), no other app's."""
+        return "{" + self.app_id + "[}:]*"
+
+    @property
     def marker(self) -> str:
         """The mirror's epoch: created by the first write into an empty Redis."""
-        return f"{self.app_id}:mirror"
+        return f"{self.tag}:mirror"
+
+    def shard_marker(self, n: int) -> str:
+        """A further epoch key, one per Redis Cluster shard (``shard_markers``)."""
+        return "{" + f"{self.app_id}:mirror:{n}" + "}"
 
     @property
     def watermarks(self) -> str:
         """Hash: internal-topic partition → ``Watermark`` JSON."""
-        return f"{self.app_id}:watermark"
+        return f"{self.tag}:watermark"
 
     @property
     def lag(self) -> str:
         """Hash: ``<topic>|<partition>`` → ``Lag`` JSON, as last reported by a worker."""
-        return f"{self.app_id}:lag"
+        return f"{self.tag}:lag"
 
     def counters(self, worker: str) -> str:
         """Hash: one worker process's counters (accepted, rejected by reason, …)."""
-        return f"{self.app_id}:counters:{worker}"
+        return f"{self.tag}:counters:{worker}"
 
     @property
     def counters_pattern(self) -> str:
-        return f"{self.app_id}:counters:*"
+        return f"{self.tag}:counters:*"
+
+    def bucket_tag(self, granularity: Granularity, start: int) -> str:
+        """The hash tag of one bucket's keys."""
+        return "{" + f"{self.app_id}:{granularity.value}:{start}" + "}"
 
     def customer_rows(self, granularity: Granularity, start: int, customer: str) -> str:
         """Hash: one customer's rows of one bucket, ``[destination, provider, currency]`` → counters."""
-        return f"{self.app_id}:rows:{granularity.value}:{start}:c:{customer}"
+        return f"{self.bucket_tag(granularity, start)}:c:{customer}"
 
     def customer_rows_prefix(self, granularity: Granularity, start: int) -> str:
         """``customer_rows(granularity, start, c)`` is this + ``c``: a reader naming a bucket's
@@ -72,37 +100,73 @@ class Layout:
 
     def destination_rows(self, granularity: Granularity, start: int, destination: str) -> str:
         """Hash: one destination's rows of one bucket, ``[customer, provider, currency]`` → counters."""
-        return f"{self.app_id}:rows:{granularity.value}:{start}:d:{destination}"
+        return f"{self.bucket_tag(granularity, start)}:d:{destination}"
 
     def rows(self, granularity: Granularity, start: int, kind: str, name: str) -> str:
         """A customer (``kind`` ``c``) or destination (``d``) hash of one bucket."""
-        return f"{self.app_id}:rows:{granularity.value}:{start}:{kind}:{name}"
+        return f"{self.bucket_tag(granularity, start)}:{kind}:{name}"
 
     @property
     def customer_rows_pattern(self) -> str:
         """SCAN pattern of every customer hash (tests and tools; readers use the indexes)."""
-        return f"{self.app_id}:rows:*:c:*"
+        return "{" + self.app_id + ":*}:c:*"
 
     def parse_customer_rows(self, key: str) -> tuple[Granularity, int, str]:
         """``(granularity, start, customer)`` of a customer-hash name."""
-        granularity, start, _, customer = key[len(self.app_id) + len(":rows:") :].split(":", 3)
+        tag, _, customer = key[len(self.app_id) + 2 :].partition("}:c:")
+        granularity, start = tag.split(":")
         return Granularity(granularity), int(start), customer
 
     def customers(self, granularity: Granularity, start: int) -> str:
         """Set: the customers with rows in the bucket."""
-        return f"{self.app_id}:idx:{granularity.value}:{start}:customers"
+        return f"{self.bucket_tag(granularity, start)}:customers"
 
     def destinations(self, granularity: Granularity, start: int) -> str:
         """Set: the destinations with rows in the bucket."""
-        return f"{self.app_id}:idx:{granularity.value}:{start}:destinations"
+        return f"{self.bucket_tag(granularity, start)}:destinations"
 
     def buckets(self, granularity: Granularity) -> str:
         """Sorted set: the bucket starts that hold data."""
-        return f"{self.app_id}:buckets:{granularity.value}"
+        return f"{self.tag}:buckets:{granularity.value}"
 
     def version(self, granularity: Granularity, start: int) -> str:
         """String: bumped by every write that changes the bucket (readers cache until it moves)."""
-        return f"{self.app_id}:version:{granularity.value}:{start}"
+        return f"{self.bucket_tag(granularity, start)}:version"
+
+
+def shard_markers(layout: Layout, slot_owners: Sequence[str | None]) -> list[str]:
+    """The epoch keys of a Redis whose slot ``i`` is served by shard ``slot_owners[i]``.
+
+    A single Redis (``slot_owners`` empty) has one, the marker. A cluster shard can restart
+    empty while the others keep their data, so each shard holds an epoch key of its own:
+    the marker on the shard of ``{app}``, and on each other shard the first
+    ``shard_marker(n)`` whose slot it serves. The mirror's epoch is all of their values
+    (``joined_epoch``), so losing any shard is a new epoch, as losing a single Redis is.
+    The keys depend only on which slots share a shard, not on the shards' names, so a
+    failover to a replica keeps them; moving slots between shards may pick new ones, and
+    that is a new epoch (the workers write everything again).
+    """
+    if not slot_owners:
+        return [layout.marker]
+    pending = set(slot_owners) - {None, slot_owners[key_slot(layout.marker.encode())]}
+    others: list[str] = []
+    n = 0
+    while pending:
+        key = layout.shard_marker(n)
+        owner = slot_owners[key_slot(key.encode())]
+        if owner in pending:
+            pending.discard(owner)
+            others.append(key)
+        n += 1
+    return [layout.marker, *sorted(others)]
+
+
+def joined_epoch(values: list[bytes | str | None]) -> str | None:
+    """The mirror's epoch from its epoch keys' values, in ``shard_markers`` order (None: one
+    is missing, so that shard lost its data or was never written)."""
+    if any(value is None for value in values):
+        return None
+    return ",".join(v.decode() if isinstance(v, bytes) else str(v) for v in values)
 
 
 def json_text(value: bytes) -> str:

@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     kafka: str = Field("localhost:9092", description="Kafka bootstrap servers, comma-separated host:port.")
-    redis: str = Field("redis://localhost:6379/0", description="Redis URL the tables are mirrored to.")
+    redis: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis the tables are mirrored to: `redis://host:port/db`, or a Redis Cluster "
+        "as `redis+cluster://host:port` (any node; `rediss…` for TLS).",
+    )
     topic: str = Field(
         "cdrs", description="Topic the CDR events are read from; `<topic>.dlq` gets the rejects."
     )
@@ -130,8 +134,11 @@ class Settings(BaseSettings):
     @classmethod
     def _redis_url(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
-            raise ValueError(f"expected redis://host:port/db, got {value!r}")
+        if parts.scheme in ("redis+cluster", "rediss+cluster"):
+            if not parts.netloc:
+                raise ValueError(f"expected redis+cluster://host:port (any node), got {value!r}")
+        elif parts.scheme not in ("redis", "rediss", "unix") or not (parts.netloc or parts.path):
+            raise ValueError(f"expected redis://host:port/db or redis+cluster://host:port, got {value!r}")
         return value
 
     @field_validator("api_keys")

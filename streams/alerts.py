@@ -21,11 +21,10 @@ from typing import Any, cast
 
 import faust
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.exceptions import ProducerSendError
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import WatchError
 
 from breakout.aggregate import Counters, add, empty
 from breakout.buckets import Granularity
@@ -35,7 +34,8 @@ from breakout.noc.clock import due_minutes, effective_watermark
 from breakout.noc.detector import Detector, KeyState
 from breakout.noc.minutes import decode_minute, encode_minute
 from breakout.noc.rules import Rules
-from breakout.redis_layout import Layout, completeness, decode_rows, decode_watermarks
+from breakout.redis_client import REDIS_ERRORS, Client, EpochKeys, connect
+from breakout.redis_layout import Layout, completeness, decode_rows, decode_watermarks, joined_epoch
 from breakout.settings import Settings
 from streams.agents import fail_stop
 from streams.ingest import normalized_topic
@@ -56,7 +56,7 @@ def alerts_topic(settings: Settings) -> str:
     return f"{settings.app_id}.alerts"
 
 
-async def read_minutes(client: aioredis.Redis, app_id: str, starts: list[int]) -> dict[int, Pairs]:
+async def read_minutes(client: Client, app_id: str, starts: list[int]) -> dict[int, Pairs]:
     """The row counters per (destination, provider) in each minute bucket of the mirror.
 
     Reads each minute's destination index and each destination's hash
@@ -102,7 +102,8 @@ class AlertRunner:
         self.send = send
         self.app_id = settings.app_id
         self.layout = Layout(settings.app_id)
-        self._client: aioredis.Redis | None = None
+        self._client: Client | None = None
+        self._epoch_keys: EpochKeys | None = None
         self._offsets: AIOKafkaConsumer | None = None
         self._detector: Detector | None = None
         self._next_minute = 0
@@ -111,7 +112,7 @@ class AlertRunner:
         """One round; on a Redis or Kafka error, forget the in-memory state and try again next round."""
         try:
             await self._round()
-        except (RedisError, KafkaError, ProducerSendError, OSError) as exc:
+        except (KafkaError, ProducerSendError, *REDIS_ERRORS) as exc:
             if not isinstance(exc, WatchError):
                 log.warning("alert detector: %r; resuming from Redis next round", exc)
             self._detector = None
@@ -124,7 +125,8 @@ class AlertRunner:
 
     async def _round(self) -> None:
         if self._client is None:
-            self._client = aioredis.from_url(self.settings.redis)
+            self._client = connect(self.settings.redis)
+            self._epoch_keys = EpochKeys(self._client, self.layout)
         client = self._client
         watermark = await self._watermark(client)
         if watermark is None:
@@ -154,7 +156,7 @@ class AlertRunner:
             self._detector = None  # memory may be ahead of Redis: rebuild from what Redis holds
             raise
 
-    async def _watermark(self, client: aioredis.Redis) -> int | None:
+    async def _watermark(self, client: Client) -> int | None:
         """The event time every partition is mirrored up to; None while the mirror is not whole.
 
         A mirror being refilled after Redis lost its data would show minutes short of
@@ -167,19 +169,20 @@ class AlertRunner:
         topic = normalized_topic(self.settings)
         partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
         ends = await self._offsets.end_offsets(partitions)
+        assert self._epoch_keys is not None
+        epoch_keys = await self._epoch_keys.keys()
         pipe = client.pipeline(transaction=False)
-        pipe.get(self.layout.marker)
+        for key in epoch_keys:
+            pipe.get(key)
         pipe.hgetall(self.layout.watermarks)
-        marker, fields = await pipe.execute()
+        *epoch, fields = await pipe.execute()
         watermarks = decode_watermarks(fields)
-        if not completeness(marker, watermarks, self.settings.partitions).complete:
+        if not completeness(joined_epoch(epoch), watermarks, self.settings.partitions).complete:
             return None
         marks = {p: (mark.event_ms, mark.offset) for p, mark in watermarks.items()}
         return effective_watermark(marks, {tp.partition: end for tp, end in ends.items()})
 
-    async def _load(
-        self, client: aioredis.Redis, cursor: bytes | str | None, watermark: int
-    ) -> Detector | None:
+    async def _load(self, client: Client, cursor: bytes | str | None, watermark: int) -> Detector | None:
         """A detector rebuilt from Redis: states, and the history before the cursor.
 
         Without a cursor (first start) the detector begins at the first minute bucket
@@ -222,7 +225,7 @@ class AlertRunner:
 
     async def _commit(
         self,
-        client: aioredis.Redis,
+        client: Client,
         detector: Detector,
         minutes: list[int],
         counts: dict[int, Pairs],
@@ -261,9 +264,12 @@ class AlertRunner:
                 else:
                     pipe.hdel(keys.active_key(app_id), subject_text(alert.subject))
                 pipe.zadd(keys.history_key(app_id), {document: alert.detected_at * 1000})
-                pipe.publish(keys.events_channel(app_id), document)
             pipe.zremrangebyscore(keys.history_key(app_id), "-inf", (next_minute - HISTORY_SECONDS) * 1000)
             await pipe.execute()
+        # Published once recorded (a cluster runs no PUBLISH inside a transaction): a
+        # subscriber never sees an alert that the history does not hold.
+        for document in documents:
+            await client.publish(keys.events_channel(app_id), document)
 
 
 def register_detector(app: faust.App, settings: Settings, rules: Rules) -> None:

@@ -21,11 +21,10 @@ import logging
 import time
 from collections.abc import Callable
 
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
-from redis.exceptions import RedisError
 
+from breakout.redis_client import REDIS_ERRORS, Client, connect
 from breakout.redis_layout import Lag, Layout
 from breakout.settings import Settings
 from streams.ingest import normalized_topic
@@ -68,21 +67,21 @@ class LagReporter:
     async def run(self) -> None:
         settings = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
-        client = aioredis.from_url(settings.redis, socket_timeout=5, socket_connect_timeout=2)
+        client = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
         await consumer.start()
         try:
             while True:
                 try:
                     await asyncio.wait_for(self._report(consumer, client), REPORT_SECONDS * 2)
                     self.heartbeat.touch()
-                except (KafkaError, RedisError, OSError, TimeoutError) as exc:
+                except (KafkaError, TimeoutError, *REDIS_ERRORS) as exc:
                     log.warning("lag report failed: %r", exc)
                 await asyncio.sleep(REPORT_SECONDS)
         finally:
             await client.aclose()
             await consumer.stop()
 
-    async def _report(self, consumer: AIOKafkaConsumer, client: aioredis.Redis) -> None:
+    async def _report(self, consumer: AIOKafkaConsumer, client: Client) -> None:
         settings = self.settings
         internal = normalized_topic(settings)
         progress = {(settings.topic, p): offset for p, offset in self.ingested.items()}

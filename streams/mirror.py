@@ -46,14 +46,14 @@ from typing import Protocol
 import hiredis
 import orjson
 import redis.asyncio as aioredis
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from breakout.aggregate import Counters
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId, row_parts
-from breakout.redis_layout import APPLIED_FIELD, Layout, Watermark, json_text
+from breakout.redis_client import REDIS_ERRORS, Client, EpochKeys, connect
+from breakout.redis_layout import APPLIED_FIELD, Layout, Watermark, joined_epoch, json_text
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,7 @@ class RedisMirror:
         # of each must carry all its rows, or rows changed meanwhile could be left out.
         self._needs_full: set[BucketKey] = set()
         self._rows = RowFields()
+        self._epoch_keys: EpochKeys | None = None
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -244,20 +245,19 @@ class RedisMirror:
         self._staged[key] = _merge(self._staged.get(key), (bucket, rows))
 
     async def run(self, source: MirrorSource) -> None:
-        client = aioredis.from_url(
+        client = connect(
             self.url,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=5,
             connection_class=_PackedConnection,
         )
-        script = client.register_script(WRITE_BUCKET)
         failures = 0
         try:
             while True:
                 began = time.monotonic()
                 try:
-                    await self.flush(client, script, source)
-                except (RedisError, OSError) as exc:
+                    await self.flush(client, source)
+                except REDIS_ERRORS as exc:
                     delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                     failures += 1
                     log.warning(
@@ -273,10 +273,12 @@ class RedisMirror:
         finally:
             await client.aclose()
 
-    async def flush(self, client: aioredis.Redis, script: AsyncScript, source: MirrorSource) -> None:
+    async def flush(self, client: Client, source: MirrorSource) -> None:
         """One flush: the steps in the module's docstring."""
-        # Step 1. The epoch: a new one means Redis lost what we wrote.
-        epoch = await self._epoch(client)
+        # Step 1. The epoch: a new one means Redis (or one shard of it) lost what we wrote.
+        if self._epoch_keys is None or self._epoch_keys.client is not client:
+            self._epoch_keys = EpochKeys(client, self.layout)
+        epoch = await self._epoch(client, await self._epoch_keys.keys())
         if epoch != self.epoch:
             if self.epoch is not None:
                 log.warning("Redis mirror: Redis lost the mirror (new epoch); writing every row again")
@@ -297,7 +299,7 @@ class RedisMirror:
                 for start in range(0, len(keys), CHUNK_KEYS):
                     part = keys[start : start + CHUNK_KEYS]
                     changes: dict[BucketKey, Change] = {k: (source.value(k), None) for k in part}
-                    await self._write_rows(client, script, changes, stream_s)
+                    await self._write_rows(client, changes, stream_s)
                 log.info(
                     "Redis mirror: partitions %s written whole (%d customer-buckets, %.1fs)",
                     sorted(pending),
@@ -306,7 +308,7 @@ class RedisMirror:
                 )
             # Step 4. What changed since the last flush; a chunk written is not written again.
             for chunk in _chunks(dict(staged)):
-                await self._write_rows(client, script, chunk, stream_s)
+                await self._write_rows(client, chunk, stream_s)
                 for key in chunk:
                     del staged[key]
         except BaseException:
@@ -318,18 +320,22 @@ class RedisMirror:
         await self._write_progress(client, epoch, marks, ingested_ms)
         self.whole |= pending
 
-    async def _epoch(self, client: aioredis.Redis) -> str:
-        """The mirror's epoch, created here if Redis holds none (it is new, or lost its data)."""
+    async def _epoch(self, client: Client, keys: list[str]) -> str:
+        """The mirror's epoch, each of its keys created here if missing (Redis, or one of its
+        shards, is new or lost its data): ``breakout.redis_layout.joined_epoch``."""
         pipe = client.pipeline(transaction=False)
-        pipe.set(self.layout.marker, uuid.uuid4().hex, nx=True)
-        pipe.get(self.layout.marker)
-        _, value = await pipe.execute()
-        return str(value.decode() if isinstance(value, bytes) else value)
+        for key in keys:
+            pipe.set(key, uuid.uuid4().hex, nx=True)
+        for key in keys:
+            pipe.get(key)
+        epoch = joined_epoch((await pipe.execute())[len(keys) :])
+        if epoch is None:
+            raise RedisError("an epoch key vanished as it was created (Redis emptied again)")
+        return epoch
 
     async def _write_rows(
         self,
-        client: aioredis.Redis,
-        script: AsyncScript,
+        client: Client,
         changes: dict[BucketKey, Change],
         stream_s: int,
     ) -> None:
@@ -358,21 +364,19 @@ class RedisMirror:
             ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
             if write.customers:
                 scripted.append((len(pipe), granularity, start))
-                await script(
-                    keys=[
-                        layout.customers(granularity, start),
-                        layout.destinations(granularity, start),
-                        layout.buckets(granularity),
-                    ],
-                    args=[
-                        ttl,
-                        start,
-                        layout.customer_rows_prefix(granularity, start),
-                        layout.destination_rows(granularity, start, ""),
-                        *write.arguments(),
-                    ],
-                    client=pipe,
+                # EVAL, not EVALSHA: Redis caches the script by its hash all the same, and a
+                # shard that restarted (or forgot its scripts) can never answer NOSCRIPT.
+                pipe.eval(
+                    WRITE_BUCKET,
+                    2,
+                    layout.customers(granularity, start),
+                    layout.destinations(granularity, start),
+                    ttl,
+                    layout.customer_rows_prefix(granularity, start),
+                    layout.destination_rows(granularity, start, ""),
+                    *write.arguments(),
                 )
+                pipe.zadd(layout.buckets(granularity), {str(start): start})
             # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
             version = layout.version(granularity, start)
             pipe.incr(version)
@@ -383,7 +387,7 @@ class RedisMirror:
             self._needs_full.update(k for k in changes if (k.granularity, k.start, k.customer) in refused)
 
     async def _write_progress(
-        self, client: aioredis.Redis, epoch: str, marks: dict[int, tuple[int, int]], ingested_ms: int | None
+        self, client: Client, epoch: str, marks: dict[int, tuple[int, int]], ingested_ms: int | None
     ) -> None:
         pipe = client.pipeline(transaction=False)
         if marks:
@@ -412,8 +416,8 @@ def _text(value: bytes | str) -> str:
 # newer value of that customer-bucket (returned then): after a rebalance the worker that
 # lost a partition may still be flushing older values of it. An equal offset is written:
 # both workers computed the same state from the same messages.
-# KEYS: customers index, destinations index, buckets zset.
-# ARGV: ttl, bucket start, customer-hash key prefix, destination-hash key prefix, then
+# KEYS: customers index, destinations index.
+# ARGV: ttl, customer-hash key prefix, destination-hash key prefix, then
 #   the number of customers C, and per customer: its name, its number of fields n, and n
 #   field/value pairs, the first being @applied and its offset;
 #   the number of destinations D, and per destination: its name, its number of fields m,
@@ -423,19 +427,19 @@ def _text(value: bytes | str) -> str:
 # limit). Only when a customer was refused (rare) are a destination's pairs filtered: a
 # destination field begins with its customer's name as cjson spells it. Counters stay
 # text: Lua numbers would round integers past 2^53.
-# The customer and destination hashes are named from prefixes, so this assumes one Redis,
-# not a cluster.
+# The customer and destination hashes are named from prefixes that carry the bucket's hash
+# tag, like KEYS: every key the script touches is in one slot (one shard of a cluster).
 WRITE_BUCKET = """
 local ttl = tonumber(ARGV[1])
-local customer_prefix, destination_prefix = ARGV[3], ARGV[4]
+local customer_prefix, destination_prefix = ARGV[2], ARGV[3]
 local function hset(key, first, last)
   for i = first, last, 1000 do
     redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
   end
 end
 local refused, written = {}, {}
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
   local customer, first = ARGV[i], i + 2
   local last = i + 1 + 2 * tonumber(ARGV[i + 1])
   local customer_key = customer_prefix .. customer
@@ -493,7 +497,6 @@ if #written > 0 then
     redis.call('SADD', KEYS[1], unpack(written, j, math.min(j + 999, #written)))
   end
   redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('ZADD', KEYS[3], ARGV[2], ARGV[2])
 end
 if #destinations > 0 then
   for j = 1, #destinations, 1000 do

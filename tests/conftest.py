@@ -2,7 +2,9 @@
 
 Both are started through the project's own scripts (``scripts/kafka.sh``,
 ``scripts/redis.sh``) on free loopback ports, unless ``BREAKOUT_KAFKA`` /
-``BREAKOUT_REDIS`` point at running ones. Every test that touches them gets
+``BREAKOUT_REDIS`` point at running ones. A real Redis Cluster (3 primaries) is
+started the same way, only for tests that ask for ``redis_cluster_url``, unless
+``BREAKOUT_REDIS_CLUSTER`` points at one. Every test that touches them gets
 unique topic names, consumer groups and Redis key prefixes from ``names``.
 """
 
@@ -18,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
+from breakout.redis_client import Client, connect
 from breakout.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +88,33 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _script("redis.sh", "stop", str(directory))
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL (``redis+cluster://host:port``) of a real Redis Cluster: 3 primaries, no replicas."""
+    if os.environ.get("BREAKOUT_REDIS_CLUSTER"):
+        SERVICES["redis cluster"] = f"{os.environ['BREAKOUT_REDIS_CLUSTER']} (from BREAKOUT_REDIS_CLUSTER)"
+        yield os.environ["BREAKOUT_REDIS_CLUSTER"]
+        return
+    port = _cluster_port()
+    directory = tmp_path_factory.mktemp("redis-cluster")
+    _script("redis.sh", "cluster-start", str(port), str(directory))
+    SERVICES["redis cluster"] = (
+        f"Redis Cluster, 3 primaries on 127.0.0.1:{port}..{port + 2} (started by scripts/redis.sh)"
+    )
+    try:
+        yield f"redis+cluster://127.0.0.1:{port}"
+    finally:
+        _script("redis.sh", "cluster-stop", str(directory))
+
+
+def _cluster_port() -> int:
+    """A port p for 3 cluster nodes: p .. p+2 and their bus ports p+10000 .. are free."""
+    while True:
+        port = free_port(span=3)
+        if port + 2 <= 55535 and all(_free(p + 10000) for p in range(port, port + 3)):
+            return port
+
+
 @dataclass(frozen=True)
 class Names:
     """Names no other test uses: a topic, an app id (consumer group, Redis prefix)."""
@@ -100,12 +129,22 @@ def names() -> Names:
     return Names(topic=f"cdrs-{token}", app_id=f"breakout-{token}")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked ``each_redis`` run with ``settings`` on a single Redis, then on a cluster."""
+    if metafunc.definition.get_closest_marker("each_redis") and "settings" in metafunc.fixturenames:
+        metafunc.parametrize("settings", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def settings(kafka_bootstrap: str, redis_url: str, names: Names, tmp_path: Path) -> Settings:
-    """Settings pointing at the session's services, with this test's own names."""
+def settings(
+    request: pytest.FixtureRequest, kafka_bootstrap: str, redis_url: str, names: Names, tmp_path: Path
+) -> Settings:
+    """Settings pointing at the session's services, with this test's own names (and, for a
+    test marked ``each_redis``, at the Redis Cluster in its ``cluster`` run)."""
+    cluster = getattr(request, "param", "single") == "cluster"
     return load_settings(
         kafka=kafka_bootstrap,
-        redis=redis_url,
+        redis=request.getfixturevalue("redis_cluster_url") if cluster else redis_url,
         topic=names.topic,
         app_id=names.app_id,
         data_dir=tmp_path / "data",
@@ -122,8 +161,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    """A client of the test Redis, closed after the test."""
-    client = aioredis.from_url(redis_url)
+async def redis(settings: Settings) -> AsyncIterator[Client]:
+    """A client of the test's Redis (``settings.redis``), closed after the test."""
+    client = connect(settings.redis)
     yield client
     await client.aclose()

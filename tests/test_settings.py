@@ -1,8 +1,10 @@
 from pathlib import Path
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from breakout.errors import ConfigError
+from breakout.redis_client import connect, is_cluster
 from breakout.settings import load_settings
 
 
@@ -29,12 +31,27 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "cluster"),
+    [("redis://r:6379/0", False), ("redis+cluster://r1:7000", True), ("rediss+cluster://r1:7000", True)],
+)
+def test_redis_names_a_single_server_or_a_cluster(
+    monkeypatch: pytest.MonkeyPatch, url: str, cluster: bool
+) -> None:
+    monkeypatch.setenv("BREAKOUT_REDIS", url)
+    settings = load_settings()
+    assert settings.redis == url
+    assert is_cluster(settings.redis) is cluster
+    assert isinstance(connect(settings.redis), RedisCluster) is cluster  # no connection made yet
+
+
+@pytest.mark.parametrize(
     ("variable", "value"),
     [
         ("BREAKOUT_API_PORT", "abc"),
         ("BREAKOUT_API_PORT", "70000"),
         ("BREAKOUT_KAFKA", "no-port"),
         ("BREAKOUT_REDIS", "http://x"),
+        ("BREAKOUT_REDIS", "redis+cluster://"),
         ("BREAKOUT_APP_ID", "has space"),
         ("BREAKOUT_STORE", "s3://"),
         ("BREAKOUT_CURRENCY", "usd"),

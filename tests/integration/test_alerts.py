@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import orjson
-import redis.asyncio as aioredis
+import pytest
 import uvicorn
 from aiokafka import AIOKafkaProducer
 
@@ -26,9 +26,12 @@ from api.alerts import active_alerts, alert_history
 from api.app import create_app
 from breakout.auth import ADMIN, key_entry, new_key
 from breakout.noc.keys import cursor_key
+from breakout.redis_client import Client, connect
 from breakout.settings import Settings
 from tests.conftest import free_port
 from tests.integration.pipeline import Worker, eventually_true, read_topic
+
+pytestmark = pytest.mark.each_redis
 
 DESTINATIONS = 12  # busy ones, three providers each; as many again of noise
 PROVIDERS = 3
@@ -157,7 +160,7 @@ async def test_one_raise_and_one_clear_for_the_dropped_pair_only(settings: Setti
     topic = f"{settings.app_id}.alerts"
     start = (int(time.time()) - 6 * 3600) // 3600 * 3600
     rng = random.Random(17)
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     streamed: list[tuple[str, dict[str, Any]]] = []
     connected = asyncio.Event()
     async with ApiServer(settings) as api:
@@ -216,6 +219,6 @@ async def _streamed(streamed: list[tuple[str, dict[str, Any]]], count: int) -> b
     return len(streamed) >= count
 
 
-async def _evaluated_past(client: aioredis.Redis, app_id: str, minute: int) -> bool:
+async def _evaluated_past(client: Client, app_id: str, minute: int) -> bool:
     cursor = await client.get(cursor_key(app_id))
     return cursor is not None and int(cursor) > minute

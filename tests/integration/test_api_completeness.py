@@ -20,9 +20,11 @@ import pytest
 
 from breakout.buckets import Granularity
 from breakout.redis_layout import Lag, Watermark
+from breakout.settings import Settings
 from tests.integration.handmade import (
     RANGE_READS,
     Served,
+    current_epoch,
     empty,
     mark_whole,
     report_lag,
@@ -31,7 +33,7 @@ from tests.integration.handmade import (
     write_rows,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.each_redis]
 
 DAY = 86400
 TODAY = int(time.time()) // DAY * DAY
@@ -46,8 +48,8 @@ BETA_PERU = [3, 1, 60_000, 200_000, 100_000, 0, 0]
 
 
 @pytest.fixture
-async def served(redis_url: str) -> AsyncIterator[Served]:
-    async with serve(redis_url) as api:
+async def served(settings: Settings) -> AsyncIterator[Served]:
+    async with serve(settings.redis) as api:
         yield api
 
 
@@ -139,7 +141,8 @@ async def test_an_emptied_mirror_is_refused_until_every_partition_is_whole_again
     assert ready.status_code == 503 and ready.json()["missing_partitions"] == [2]
 
     # Partition 2 mirrored whole: answered again, from the refilled rows, not the old cache.
-    epoch = (await served.redis.get(served.layout.marker)).decode()
+    epoch = await current_epoch(served.redis, served.layout)
+    assert epoch is not None
     await set_watermark(served.redis, served.layout, 2, Watermark(old.event_ms, 7, old.written_ms, epoch))
     body = (await get(served, "/v1/breakout")).json()
     assert body["totals"]["attempts"] == 10 + 20 + 3

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections import Counter
 
 import orjson
-import redis.asyncio as aioredis
+import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, row_id
+from breakout.redis_client import Client, connect, is_cluster
 from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks, encode_row_field
 from breakout.settings import Settings
-from streams.mirror import WRITE_BUCKET, RedisMirror
+from streams.mirror import RedisMirror
+from tests.integration.handmade import current_epoch, set_epoch
+
+pytestmark = [pytest.mark.integration, pytest.mark.each_redis]
 
 START = 1_795_597_200
 
@@ -48,9 +53,9 @@ async def test_write_keeps_counters_exact_and_names_as_given(settings: Settings)
     # More rows than one HSET takes in the script (it writes them in chunks).
     rows |= {row_id(f"d{i % 7}", f"p{i}", "USD"): [i, 0, 0, i, i, 0, 0] for i in range(1_200)}
     mirror.stage(key, CustomerBucket(5, rows), None)
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     try:
-        await mirror.flush(client, client.register_script(WRITE_BUCKET), Unowned(START * 1000))
+        await mirror.flush(client, Unowned(START * 1000))
         by_customer = await client.hgetall(layout.customer_rows(Granularity.HOUR, START, key.customer))
         by_destination = await client.hgetall(layout.destination_rows(Granularity.HOUR, START, odd[0]))
         destinations = await client.smembers(layout.destinations(Granularity.HOUR, START))
@@ -92,8 +97,8 @@ class Owner(Unowned):
         return self.stream_ms, 7
 
 
-async def _state(client: aioredis.Redis, layout: Layout) -> tuple[Completeness, int]:
-    marker = await client.get(layout.marker)
+async def _state(client: Client, layout: Layout) -> tuple[Completeness, int]:
+    marker = await current_epoch(client, layout)
     marks = decode_watermarks(await client.hgetall(layout.watermarks))
     rows = [key async for key in client.scan_iter(match=layout.customer_rows_pattern)]
     return completeness(marker, marks, 2), len(rows)
@@ -103,30 +108,70 @@ async def test_every_owned_partition_is_written_whole_again_after_redis_loses_it
     settings: Settings,
 ) -> None:
     layout = Layout(settings.app_id)
-    url = settings.redis.rsplit("/", 1)[0] + "/7"  # a database of its own: this test empties it
+    # A database of its own: this test empties it (a cluster has one database: all of it).
+    url = settings.redis if is_cluster(settings.redis) else settings.redis.rsplit("/", 1)[0] + "/7"
     mirror = RedisMirror(url, settings.app_id, Retention(172_800, 3_024_000, 34_560_000), Counter())
     owner = Owner()
-    client = aioredis.from_url(url)
-    script = client.register_script(WRITE_BUCKET)
+    client = connect(url)
     try:
-        await mirror.flush(client, script, owner)  # assigned: written whole without any new CDR
+        await mirror.flush(client, owner)  # assigned: written whole without any new CDR
         first, rows = await _state(client, layout)
         assert first.complete and rows == 6
-        await mirror.flush(client, script, owner)
+        await mirror.flush(client, owner)
         assert (await _state(client, layout))[0] == first  # same epoch: nothing to repair
         for lose in (client.flushdb, client.script_flush, client.flushdb):
             await lose()
-            await mirror.flush(client, script, owner)
+            await mirror.flush(client, owner)
             again, rows = await _state(client, layout)
             assert again.complete and rows == 6
         assert again.epoch != first.epoch
         # Watermarks of another epoch (a write that raced a restart) are not whole.
-        await client.set(layout.marker, "someone-else")
+        await set_epoch(client, layout, "someone-else")
         assert (await _state(client, layout))[0].missing == (0, 1)
-        await mirror.flush(client, script, owner)
+        await mirror.flush(client, owner)
         assert (await _state(client, layout))[0].complete
     finally:
         await client.flushdb()
+        await client.aclose()
+
+
+async def test_a_cluster_shard_that_restarts_empty_is_a_new_epoch_and_written_whole_again(
+    settings: Settings,
+) -> None:
+    """One shard of a Redis Cluster loses its data while the others (the marker's among them)
+    keep theirs: readers must not take what is left for a whole mirror, and the workers must
+    write every row again, as after a single Redis restarted empty."""
+    if not is_cluster(settings.redis):
+        pytest.skip("a single Redis has no shards")
+    layout = Layout(settings.app_id)
+    mirror = RedisMirror(
+        settings.redis, settings.app_id, Retention(172_800, 3_024_000, 34_560_000), Counter()
+    )
+    owner = Owner()
+    client = connect(settings.redis)
+    assert isinstance(client, RedisCluster)
+
+    def shard_of(key: str | bytes) -> str:
+        node = client.get_node_from_key(key.decode() if isinstance(key, bytes) else key)
+        assert node is not None
+        return str(node.name)
+
+    try:
+        await mirror.flush(client, owner)
+        first, rows = await _state(client, layout)
+        assert first.complete and rows == 6
+        shard = next(node for node in client.get_primaries() if node.name != shard_of(layout.marker))
+        row_keys = [key async for key in client.scan_iter(match=layout.customer_rows_pattern)]
+        lost = [key for key in row_keys if shard_of(key) == shard.name]
+        await client.flushall(target_nodes=shard)  # as a restart without persistence
+        emptied, rows = await _state(client, layout)
+        assert not emptied.complete and emptied.epoch is None and rows == 6 - len(lost)
+        await mirror.flush(client, owner)
+        again, rows = await _state(client, layout)
+        assert again.complete and rows == 6 and again.epoch != first.epoch
+        assert first.epoch is not None and again.epoch is not None
+        assert again.epoch.split(",")[0] == first.epoch.split(",")[0]  # the marker's shard kept it
+    finally:
         await client.aclose()
 
 
@@ -146,7 +191,7 @@ NAMES = [
 async def test_fields_are_spelled_as_redis_cjson_spells_them(settings: Settings) -> None:
     """The mirror once let the script's ``cjson.encode`` write row fields; it writes them
     itself now, and a field spelled otherwise would be a second copy of the same row."""
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     try:
         for name in NAMES:
             spelled = await client.eval(
@@ -166,13 +211,13 @@ async def test_an_older_value_is_refused_and_none_of_its_rows_written(settings: 
     layout = Layout(app)
     newer, other = (BucketKey(0, Granularity.HOUR, START, c) for c in ("cust-newer", "cust-other"))
     uk, fr = row_id("UK", "p1", "EUR"), row_id("FR", "p1", "EUR")
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     try:
         held = layout.customer_rows(Granularity.HOUR, START, newer.customer)
         await client.hset(held, mapping={"@applied": 9, uk: "[9,9,9]"})
         mirror.stage(newer, CustomerBucket(5, {uk: [1, 1, 1], fr: [2, 2, 2]}), None)
         mirror.stage(other, CustomerBucket(5, {uk: [3, 3, 3]}), None)
-        await mirror.flush(client, client.register_script(WRITE_BUCKET), Unowned(START * 1000))
+        await mirror.flush(client, Unowned(START * 1000))
         kept = await client.hgetall(held)
         by_uk = await client.hgetall(layout.destination_rows(Granularity.HOUR, START, "UK"))
         fr_exists = await client.exists(layout.destination_rows(Granularity.HOUR, START, "FR"))

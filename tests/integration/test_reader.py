@@ -15,20 +15,20 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
 
 from api.app import create_app
 from api.reader import IncompleteMirror, MirrorReader
 from breakout.aggregate import widened
 from breakout.auth import ADMIN, key_entry, new_key
 from breakout.buckets import Granularity
+from breakout.redis_client import Client
 from breakout.redis_layout import Layout
 from breakout.settings import Settings, load_settings
 from breakout.snapshot import Filters, currency_totals
 from breakout.timerange import Bucket
-from tests.integration.handmade import empty, mark_whole, write_rows
+from tests.integration.handmade import empty, mark_whole, set_epoch, write_rows
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.each_redis]
 
 DAY = 86400
 BUCKETS: list[Bucket] = [(Granularity.DAY, 1_790_000_000 // DAY * DAY + n * DAY) for n in range(3)]
@@ -36,18 +36,18 @@ PARTITIONS = 4
 
 
 async def write(
-    redis: aioredis.Redis, layout: Layout, bucket: Bucket, customer: str, rows: dict[str, int], applied: int
+    redis: Client, layout: Layout, bucket: Bucket, customer: str, rows: dict[str, int], applied: int
 ) -> None:
     """One customer-bucket: ``n`` connected calls to each destination, through one provider."""
     counters = {(dest, "prov", "USD"): [n, n, 0, 0, 0, 0, 0] for dest, n in rows.items()}
     await write_rows(redis, layout, bucket, customer, counters, applied)
 
 
-def reader_of(redis: aioredis.Redis, layout: Layout, cache_rows: int) -> MirrorReader:
+def reader_of(redis: Client, layout: Layout, cache_rows: int) -> MirrorReader:
     return MirrorReader(redis, layout, PARTITIONS, cache_rows)
 
 
-async def answers(redis: aioredis.Redis, reader: MirrorReader) -> dict[tuple[str, ...], list[int]]:
+async def answers(redis: Client, reader: MirrorReader) -> dict[tuple[str, ...], list[int]]:
     """Every group, and the same answer again as the API builds it: page, row count, totals."""
     tokens = await reader.versions(BUCKETS, await reader.freshness())
     summary = await reader.summary(BUCKETS, tokens, Filters(), ("customer", "destination"))
@@ -58,7 +58,7 @@ async def answers(redis: aioredis.Redis, reader: MirrorReader) -> dict[tuple[str
     return groups
 
 
-async def test_cached_answers_equal_cold_ones_after_every_change(redis: aioredis.Redis) -> None:
+async def test_cached_answers_equal_cold_ones_after_every_change(redis: Client) -> None:
     layout = Layout(f"reader-{uuid.uuid4().hex[:8]}")
     await mark_whole(redis, layout, PARTITIONS, event_ms=BUCKETS[2][1] * 1000, epoch="first")
     cached = reader_of(redis, layout, cache_rows=100_000)
@@ -86,7 +86,7 @@ async def test_cached_answers_equal_cold_ones_after_every_change(redis: aioredis
     # Redis emptied and being refilled by the worker: versions start again, the marker is new,
     # and until every partition is mirrored whole in the new epoch nothing is read.
     await empty(redis, layout)
-    await redis.set(layout.marker, "second")
+    await set_epoch(redis, layout, "second")
     await write(redis, layout, BUCKETS[2], "beta", {"France": 5, "Chad": 1}, applied=11)
     for reader in (cached, reader_of(redis, layout, cache_rows=0)):
         with pytest.raises(IncompleteMirror, match="partitions 0, 1, 2, 3"):
@@ -100,7 +100,7 @@ async def test_cached_answers_equal_cold_ones_after_every_change(redis: aioredis
 
 @pytest.mark.parametrize("cache_rows", [0, 100_000])
 async def test_a_mirror_emptied_after_the_versions_are_read_is_not_read_as_a_short_one(
-    redis: aioredis.Redis, cache_rows: int
+    redis: Client, cache_rows: int
 ) -> None:
     """Redis emptied (and the refill begun) between the versions' MGET and the rows' reads:
     the marker read again at the end of the rows' pipeline tells, so no partial sum is made."""
@@ -112,7 +112,7 @@ async def test_a_mirror_emptied_after_the_versions_are_read_is_not_read_as_a_sho
     for filters in (Filters(), Filters(customers=frozenset({"acme"}))):
         tokens = await reader.versions(BUCKETS, await reader.freshness())
         await empty(redis, layout)
-        await redis.set(layout.marker, "refilling")
+        await set_epoch(redis, layout, "refilling")
         await write(redis, layout, BUCKETS[2], "acme", {"France": 3}, applied=2)
         with pytest.raises(IncompleteMirror, match="being refilled"):
             await reader.summary(BUCKETS, tokens, filters, ("customer", "destination"))
@@ -137,7 +137,7 @@ async def serving(settings: Settings, key: str) -> AsyncIterator[httpx.AsyncClie
 
 
 async def test_a_kept_series_answers_like_a_cold_one_after_every_change(
-    redis: aioredis.Redis, redis_url: str
+    redis: Client, settings: Settings
 ) -> None:
     """``/v1/series`` keeps its last points while their buckets' versions hold: a write to one
     bucket must change that step's point, and only by what was written."""
@@ -145,7 +145,7 @@ async def test_a_kept_series_answers_like_a_cold_one_after_every_change(
     await mark_whole(redis, layout, PARTITIONS, event_ms=BUCKETS[2][1] * 1000, epoch="first")
     key = new_key()
     settings = load_settings().model_copy(
-        update={"redis": redis_url, "app_id": layout.app_id, "partitions": PARTITIONS}
+        update={"redis": settings.redis, "app_id": layout.app_id, "partitions": PARTITIONS}
         | {"api_keys": key_entry(key, ADMIN)}
     )
     days = [datetime.fromtimestamp(start, UTC).date().isoformat() for _, start in BUCKETS]

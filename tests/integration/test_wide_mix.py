@@ -85,7 +85,9 @@ async def test_a_wide_mix_is_mirrored_exactly_with_default_settings(
         await eventually_true(exact, wait=240)
 
         # Redis loses every key of this app at once: the worker writes them all again, in chunks.
-        keys = [key async for key in redis.scan_iter(match=f"{settings.app_id}:*", count=10_000)]
+        keys = [
+            key async for key in redis.scan_iter(match=Layout(settings.app_id).keys_pattern, count=10_000)
+        ]
         lose = redis.pipeline(transaction=True)
         lose.delete(*keys)
         await lose.execute()

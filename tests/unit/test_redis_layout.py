@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import pytest
+from redis.crc import key_slot
 
 from breakout.buckets import Granularity
-from breakout.redis_layout import REPORT_STALE_MS, STALL_MS, Lag, Layout, Watermark, completeness
+from breakout.noc import keys
+from breakout.redis_layout import (
+    REPORT_STALE_MS,
+    STALL_MS,
+    Lag,
+    Layout,
+    Watermark,
+    completeness,
+    joined_epoch,
+    shard_markers,
+)
 from breakout.settings import load_settings
 from streams.lag import LagReporter
 
@@ -18,9 +29,51 @@ def mark(epoch: str = EPOCH) -> Watermark:
 
 def test_customer_key_names_round_trip_any_customer() -> None:
     layout = Layout("app")
-    key = layout.customer_rows(Granularity.HOUR, 3600, "cust:with:colons")
-    assert key == "app:rows:h:3600:c:cust:with:colons"
-    assert layout.parse_customer_rows(key) == (Granularity.HOUR, 3600, "cust:with:colons")
+    for customer in ("cust:with:colons", "{braces}:c:x", "}"):
+        key = layout.customer_rows(Granularity.HOUR, 3600, customer)
+        assert key == "{app:h:3600}:c:" + customer
+        assert layout.parse_customer_rows(key) == (Granularity.HOUR, 3600, customer)
+
+
+def test_a_buckets_keys_share_one_slot_and_the_apps_keys_another() -> None:
+    """What lets a bucket's write be one script on one cluster shard: every key it names
+    hashes to the slot of the bucket's tag, whatever the customer or destination."""
+    layout = Layout("app")
+    g, start = Granularity.MINUTE, 120
+    bucket_keys = [
+        layout.customer_rows(g, start, "{other}"),
+        layout.destination_rows(g, start, "UK - Mobile"),
+        layout.customers(g, start),
+        layout.destinations(g, start),
+        layout.version(g, start),
+        layout.customer_rows_prefix(g, start) + "x",
+    ]
+    assert {key_slot(key.encode()) for key in bucket_keys} == {key_slot(b"app:m:120")}
+    app_keys = [layout.marker, layout.watermarks, layout.lag, layout.counters("w"), layout.buckets(g)]
+    app_keys += [keys.active_key("app"), keys.history_key("app"), keys.cursor_key("app")]
+    app_keys += [keys.state_key("app"), keys.snapshot_key("app", 60)]
+    assert {key_slot(key.encode()) for key in app_keys} == {key_slot(b"app")}
+    assert key_slot(layout.version(g, start + 60).encode()) != key_slot(layout.version(g, start).encode())
+
+
+def test_one_epoch_key_per_shard_whatever_the_shards_are_called() -> None:
+    layout = Layout("app")
+    assert shard_markers(layout, []) == [layout.marker]
+    assert shard_markers(layout, ["a"] * 16384) == [layout.marker]
+    owners = ["a"] * 5461 + ["b"] * 5461 + ["c"] * 5462
+    found = shard_markers(layout, owners)
+    assert found[0] == layout.marker and len(found) == 3
+    assert {owners[key_slot(key.encode())] for key in found} == {"a", "b", "c"}
+    renamed = [{"a": "x", "b": "y", "c": "z"}[owner] for owner in owners]  # a failover
+    assert shard_markers(layout, renamed) == found
+    with_gap: list[str | None] = [*owners[:100], *([None] * 100), *owners[200:]]
+    assert len(shard_markers(layout, with_gap)) == 3
+
+
+def test_the_epoch_is_every_shards_value_and_none_when_one_is_missing() -> None:
+    assert joined_epoch([b"e1"]) == "e1"
+    assert joined_epoch([b"e1", "e2"]) == "e1,e2"
+    assert joined_epoch([b"e1", None]) is None
 
 
 def test_watermark_round_trips_and_reads_the_older_format() -> None:
