@@ -1,11 +1,14 @@
 """Ingest throughput of one worker process, against a real Apache Kafka broker and Redis.
 
     .venv/bin/python bench/ingest.py [--runs 3] [--single 100000] [--batched 500000] [--wide]
+        [--cluster]
 
 Starts Kafka and Redis through scripts/kafka.sh and scripts/redis.sh (or uses
-BREAKOUT_KAFKA / BREAKOUT_REDIS), pre-publishes synthetic CDRs, then times one
-``breakout worker`` from its first committed ingest offset until the Redis mirror's
-watermarks cover everything: validated, aggregated, stored in the tables and mirrored.
+BREAKOUT_KAFKA / BREAKOUT_REDIS); with ``--cluster`` Redis is a 3-primary Redis Cluster,
+its CPU and commands summed over the primaries and the busiest one shown. It
+pre-publishes synthetic CDRs, then times one ``breakout worker`` from its first
+committed ingest offset until the Redis mirror's watermarks cover everything: validated,
+aggregated, stored in the tables and mirrored.
 In the same run it times the baseline, bench/naive_worker.py (a Faust agent doing one
 table increment per event), and prints medians and the ratios against the baseline, with
 the worker's peak RSS and the Redis CPU per CDR (``INFO cpu`` before and after).
@@ -31,17 +34,20 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis.asyncio.cluster import RedisCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from breakout.redis_client import Client, connect, is_cluster  # noqa: E402
 from breakout.redis_layout import Layout, decode_watermarks  # noqa: E402
 from breakout.synthetic import Profile, cdr_stream  # noqa: E402
 
@@ -166,21 +172,42 @@ class PipelineRun:
     peak_rss_mb: float  # the worker's, by then
     worker_us: float  # CPU per CDR over the span: the worker process
     broker_us: float | None  # the Kafka broker (None: not started by this bench)
-    redis_us: float  # Redis (``INFO cpu``; the bench's own polls included)
+    redis_us: float  # Redis (``INFO cpu``; the bench's own polls included), all shards
+    redis_busiest_us: float  # the busiest shard's (= redis_us on a single Redis)
     redis_commands: str  # where Redis spent it, per command
 
 
-async def redis_cpu_seconds(client: aioredis.Redis) -> float:
-    """CPU seconds the Redis server has used (``INFO cpu``: user + system, all threads)."""
-    info = await client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+async def redis_infos(client: Client, section: str) -> list[dict[str, Any]]:
+    """``INFO section`` of the Redis server, or of every primary of a cluster."""
+    if isinstance(client, RedisCluster):
+        return list((await client.info(section, target_nodes=RedisCluster.PRIMARIES)).values())
+    return [await client.info(section)]
 
 
-async def redis_command_us(client: aioredis.Redis) -> dict[str, float]:
-    """µs Redis spent per command since the last ``CONFIG RESETSTAT`` (``INFO commandstats``;
-    commands a script calls are counted both on their own and in the script's figure)."""
-    stats = await client.info("commandstats")
-    return {name.removeprefix("cmdstat_"): float(value["usec"]) for name, value in stats.items()}
+async def redis_cpu_seconds(client: Client) -> list[float]:
+    """CPU seconds each Redis server (each primary of a cluster) has used (``INFO cpu``:
+    user + system, all threads)."""
+    return [
+        float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        for info in await redis_infos(client, "cpu")
+    ]
+
+
+async def redis_command_us(client: Client) -> dict[str, float]:
+    """µs Redis spent per command since the last ``CONFIG RESETSTAT`` (``INFO commandstats``,
+    summed over a cluster's primaries; commands a script calls are counted both on their
+    own and in the script's figure)."""
+    spent: Counter[str] = Counter()
+    for stats in await redis_infos(client, "commandstats"):
+        spent.update({name.removeprefix("cmdstat_"): float(value["usec"]) for name, value in stats.items()})
+    return dict(spent)
+
+
+async def reset_redis_stats(client: Client) -> None:
+    if isinstance(client, RedisCluster):
+        await client.config_resetstat(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.config_resetstat()
 
 
 async def time_pipeline(
@@ -192,14 +219,14 @@ async def time_pipeline(
     worker = start_worker(kafka, redis_url, topic, app_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
-    client = aioredis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         started = None
         while True:  # ingest: first commit starts the clock, all offsets committed ends it
             consumed = await committed_total(admin, f"{app_id}-ingest")
             if consumed and started is None:
                 started = time.perf_counter()
-                await client.config_resetstat()
+                await reset_redis_stats(client)
                 redis_cpu = await redis_cpu_seconds(client)
                 worker_cpu = cpu_seconds(worker.pid)
                 broker_cpu = cpu_seconds(broker_pid) if broker_pid else 0.0
@@ -215,13 +242,22 @@ async def time_pipeline(
             marks = {p: mark.offset for p, mark in watermarks.items()}
             if all(end == 0 or marks.get(p, -1) >= end - 1 for p, end in ends.items()):
                 elapsed = time.perf_counter() - started
-                redis_us = (await redis_cpu_seconds(client) - redis_cpu) * 1e6 / total
+                shards = [
+                    (after - before) * 1e6 / total
+                    for before, after in zip(redis_cpu, await redis_cpu_seconds(client), strict=True)
+                ]
                 worker_us = (cpu_seconds(worker.pid) - worker_cpu) * 1e6 / total
                 broker_us = (cpu_seconds(broker_pid) - broker_cpu) * 1e6 / total if broker_pid else None
                 commands = sorted((await redis_command_us(client)).items(), key=lambda c: -c[1])
                 spent = ", ".join(f"{name} {us / total:.1f}" for name, us in commands[:5])
                 return PipelineRun(
-                    total / elapsed, peak_rss_mb(worker.pid), worker_us, broker_us, redis_us, spent
+                    total / elapsed,
+                    peak_rss_mb(worker.pid),
+                    worker_us,
+                    broker_us,
+                    sum(shards),
+                    max(shards),
+                    spent,
                 )
             await asyncio.sleep(0.02)
     finally:
@@ -265,21 +301,41 @@ def time_naive(kafka: str, topic: str, total: int) -> float:
         scratch.cleanup()
 
 
-def start_services(workdir: Path) -> tuple[str, str, list[list[str]]]:
+def start_services(workdir: Path, cluster: bool = False) -> tuple[str, str, list[list[str]]]:
+    """Kafka and Redis (a 3-primary cluster if ``cluster``): their addresses and how to stop them."""
     if os.environ.get("BREAKOUT_KAFKA") and os.environ.get("BREAKOUT_REDIS"):
         return os.environ["BREAKOUT_KAFKA"], os.environ["BREAKOUT_REDIS"], []
-    kafka_port, redis_port = free_port(), free_port()
+    kafka_port, redis_port = free_port(), cluster_port() if cluster else free_port()
     subprocess.run(
         [str(ROOT / "scripts/kafka.sh"), "start", str(kafka_port), str(workdir / "kafka")], check=True
     )
+    redis = ["cluster-start", "cluster-stop"] if cluster else ["start", "stop"]
     subprocess.run(
-        [str(ROOT / "scripts/redis.sh"), "start", str(redis_port), str(workdir / "redis")], check=True
+        [str(ROOT / "scripts/redis.sh"), redis[0], str(redis_port), str(workdir / "redis")], check=True
     )
     stops = [
         [str(ROOT / "scripts/kafka.sh"), "stop", str(workdir / "kafka")],
-        [str(ROOT / "scripts/redis.sh"), "stop", str(workdir / "redis")],
+        [str(ROOT / "scripts/redis.sh"), redis[1], str(workdir / "redis")],
     ]
-    return f"127.0.0.1:{kafka_port}", f"redis://127.0.0.1:{redis_port}/0", stops
+    url = f"redis+cluster://127.0.0.1:{redis_port}" if cluster else f"redis://127.0.0.1:{redis_port}/0"
+    return f"127.0.0.1:{kafka_port}", url, stops
+
+
+def cluster_port() -> int:
+    """A port p for 3 cluster nodes: p .. p+2 and their bus ports (p+10000 …, so p ≤ 55533) free."""
+    while True:
+        port = free_port()
+        if port <= 55533 and all(_free(p) and _free(p + 10000) for p in range(port, port + 3)):
+            return port
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def started_broker(workdir: Path) -> int | None:
@@ -324,13 +380,16 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, broker_pid
             f"  {label:<52} {median:>10,.0f} CDR/s  ({median / baseline:.1f}x baseline), "
             f"worker peak RSS {statistics.median(r.peak_rss_mb for r in runs[kind]):,.0f} MB"
         )
-    print("  CPU per CDR (µs), medians: worker / Kafka broker / Redis")
+    shards = "Redis, all shards (busiest shard)" if is_cluster(redis_url) else "Redis"
+    print(f"  CPU per CDR (µs), medians: worker / Kafka broker / {shards}")
     for kind, kind_runs in runs.items():
         brokers = [r.broker_us for r in kind_runs if r.broker_us is not None]
         broker = f"{statistics.median(brokers):.1f}" if brokers else "n/a"
+        busiest = statistics.median(r.redis_busiest_us for r in kind_runs)
+        shown = f" ({busiest:.1f})" if is_cluster(redis_url) else ""
         print(
             f"    {kind}: {statistics.median(r.worker_us for r in kind_runs):.1f} / {broker} / "
-            f"{statistics.median(r.redis_us for r in kind_runs):.1f}"
+            f"{statistics.median(r.redis_us for r in kind_runs):.1f}{shown}"
         )
     print("  Redis µs per CDR by command, last run (a script's own calls counted in it too):")
     for kind, kind_runs in runs.items():
@@ -348,9 +407,10 @@ def main() -> None:
     parser.add_argument(
         "--wide", action="store_true", help="every customer calls every destination via every provider"
     )
+    parser.add_argument("--cluster", action="store_true", help="Redis as a 3-primary Redis Cluster")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="breakout-bench-") as workdir:
-        kafka, redis_url, stops = start_services(Path(workdir))
+        kafka, redis_url, stops = start_services(Path(workdir), cluster=args.cluster)
         try:
             asyncio.run(bench(args, kafka, redis_url, started_broker(Path(workdir))))
         finally:
