@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from breakout.auth import ADMIN, Role, key_entry, new_key
+from breakout.redis_client import Client, connect
 from breakout.redis_layout import Completeness, Lag, Layout, completeness, decode_rows, decode_watermarks
 from breakout.settings import Settings, load_settings
 from tests import dataset
@@ -93,14 +93,14 @@ async def publish(settings: Settings, messages: list[tuple[bytes | None, bytes]]
 
 async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
     """Every row the mirror holds, from the per-customer hashes."""
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     try:
         return await _rows(client, Layout(settings.app_id))
     finally:
         await client.aclose()
 
 
-async def _rows(client: aioredis.Redis, layout: Layout) -> dict[RowKey, list[int]]:
+async def _rows(client: Client, layout: Layout) -> dict[RowKey, list[int]]:
     rows: dict[RowKey, list[int]] = {}
     async for raw_key in client.scan_iter(match=layout.customer_rows_pattern, count=1000):
         granularity, start, customer = layout.parse_customer_rows(raw_key.decode())
@@ -115,7 +115,7 @@ async def read_whole_mirror(settings: Settings) -> tuple[Completeness, dict[RowK
     The API answers only from a complete mirror; rows read between two complete checks of
     the same epoch are what it could have served.
     """
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     layout = Layout(settings.app_id)
 
     async def check() -> Completeness:
@@ -135,7 +135,7 @@ async def read_whole_mirror(settings: Settings) -> tuple[Completeness, dict[RowK
 async def read_counters(settings: Settings, pid: int | None = None) -> Counter[str]:
     """The workers' counters (accepted, rejected by reason, duplicates), summed over workers,
     or those of the worker process ``pid`` alone."""
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     total: Counter[str] = Counter()
     layout = Layout(settings.app_id)
     pattern = layout.counters_pattern if pid is None else layout.counters(f"{socket.gethostname()}-{pid}")
@@ -150,7 +150,7 @@ async def read_counters(settings: Settings, pid: int | None = None) -> Counter[s
 async def caught_up(settings: Settings, since_ms: int) -> bool:
     """Whether the workers' lag reports written after ``since_ms`` cover every partition of both
     topics with no lag: the ingest step has committed, and the agent applied, all there is."""
-    client = aioredis.from_url(settings.redis)
+    client = connect(settings.redis)
     try:
         lags = [Lag.decode(raw) for raw in (await client.hgetall(Layout(settings.app_id).lag)).values()]
     finally:
