@@ -26,7 +26,7 @@ from breakout.destinations import load_dial_codes
 from breakout.ledger import REVISION_UNKNOWN, TOO_LATE
 from breakout.normalize import Record, Reject
 from breakout.settings import Settings
-from streams.aggregator import Aggregator
+from streams.aggregator import Aggregator, OutOfOrder
 from streams.deadletter import dead_letter
 from streams.heap import TRIM_SECONDS, heap_trimmer
 from streams.idstore import MemoryIdIndex, RocksIdIndex
@@ -170,7 +170,11 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             async for event in stream.noack().events():  # type: ignore[attr-defined]
                 message = event.message
                 partition = message.partition
-                refused = aggregator.apply(partition, message.offset, event.value, event)
+                try:
+                    refused = aggregator.apply(partition, message.offset, event.value, event)
+                except OutOfOrder as gap:
+                    await skip_deleted(app, aggregator, counters, message.tp, gap)
+                    refused = aggregator.apply(partition, message.offset, event.value, event)
                 for index, (reason, record) in enumerate(refused):
                     value = refused_letter(reason, record, message.topic, partition, message.offset, index)
                     key = f"{reason}|{partition}|{message.offset}|{index}".encode()
@@ -216,5 +220,50 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
                 aggregator.forget(tp.partition)
 
     app.on_partitions_revoked.connect(forget_revoked)  # type: ignore[arg-type]
+    read_from_the_tables(app, aggregator, source_name)
 
     return aggregator
+
+
+def read_from_the_tables(app: faust.App, aggregator: Aggregator, topic: str) -> None:
+    """Make every assignment read each internal-topic partition from the offset its tables
+    end at (``Aggregator.resume_offset``), not from the committed offset.
+
+    Faust seeks the assigned partitions to their committed offsets once the tables are
+    recovered and before any message flows (``perform_seek``); that is the one point where
+    the tables are readable and nothing has been fetched yet, so the seek is extended
+    there. Why the committed offset is not enough: ``streams.aggregator``.
+    """
+    consumer = app.consumer
+    seek_to_committed = consumer.perform_seek
+
+    async def perform_seek() -> None:
+        await seek_to_committed()
+        offsets = {
+            tp: aggregator.resume_offset(tp.partition) for tp in consumer.assignment() if tp.topic == topic
+        }
+        if offsets:
+            await consumer.seek_wait(offsets)
+
+    consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+
+
+async def skip_deleted(
+    app: faust.App, aggregator: Aggregator, counters: Counter[str], tp: Any, gap: OutOfOrder
+) -> None:
+    """Go on past a gap the broker made (the messages were deleted by retention before they
+    were applied), counting and logging what is lost; any other gap is re-raised, so the
+    worker stops and its restart reads the partition again from its tables."""
+    earliest = (await app.consumer.earliest_offsets(tp))[tp]
+    if earliest <= gap.expected:
+        raise gap
+    lost = earliest - gap.expected
+    log.error(
+        "partition %d: messages %d to %d of the internal topic were deleted before they were "
+        "applied; their CDRs are not counted (keep the topic's retention longer than any outage)",
+        gap.partition,
+        gap.expected,
+        earliest - 1,
+    )
+    counters["internal_messages_deleted"] += lost
+    aggregator.skip_to(gap.partition, earliest)

@@ -22,10 +22,19 @@ For each message of a partition, in order:
 6. **Index** the versions of the flush in the id store, now that the table holds them
    for good: the index never knows a version a crash could take from the table.
 7. **Acknowledge** the held messages the flush covers; Faust commits their offsets.
-A crash anywhere before step 7 replays the messages since the last commit; each bucket's
-``applied`` offset and the versions (which name the offset that counted them) make the
-replay count nothing twice, and the ledger's offset keeps refused CDRs from being
-dead-lettered twice.
+
+Where a partition is read from after a crash or a rebalance is the tables' to say, not
+the committed offset's: the ``progress`` entry names the newest offset whose flush was
+delivered (written with the next flush), and the worker seeks each partition it is
+assigned to the message after it (``resume_offset``). Faust's committed offset cannot be
+trusted for that: it acknowledges the messages it skips during a rebalance, and commits
+the first run of acknowledged offsets even past held ones, and a partition with no
+committed offset yet is not moved at all. Messages are applied strictly in offset order
+from there: one below is skipped (its state is in the tables or applied already), one
+past the next expected raises ``OutOfOrder`` rather than count later messages without the
+ones between. The replay after a crash or a rebalance counts nothing twice: each bucket's
+``applied`` offset and the versions (which name the offset that counted them) make sure
+of it, and the ledger's offset keeps refused CDRs from being dead-lettered twice.
 
 The tables (``streams.tables.Tables``) and the mirror are reached through small
 interfaces, so this sequence is unit-tested with dictionaries and a recording mirror.
@@ -90,6 +99,16 @@ class Acknowledgeable(Protocol):
     def ack(self) -> bool: ...
 
 
+class OutOfOrder(Exception):
+    """A message past the next one expected: applying it would lose the ones between."""
+
+    def __init__(self, partition: int, expected: int, offset: int) -> None:
+        super().__init__(f"partition {partition}: message {offset} arrived, {expected} expected next")
+        self.partition = partition
+        self.expected = expected
+        self.offset = offset
+
+
 @dataclass(frozen=True)
 class IndexWork:
     """What one flush gives the id store once it is delivered (step 6)."""
@@ -105,6 +124,9 @@ class PartitionState:
     """One assigned partition's working set: what is applied but not yet in the tables."""
 
     ledger: PartitionLedger
+    resumed_at: int = 0  # the first offset read after the restore: those below are in the tables
+    next_offset: int = 0  # the next message to apply
+    delivered: int = -1  # the newest offset whose flush the broker has
     first_entry: int = 0  # the oldest ``versions`` entry kept
     next_entry: int = 0
     last_entry: tuple[int, int] = (-1, 0)  # (offset, stream time) the newest entry covers
@@ -152,8 +174,19 @@ class Aggregator:
     def apply(
         self, partition: int, offset: int, value: bytes, message: Acknowledgeable
     ) -> list[tuple[str, Record]]:
-        """Apply, stage and hold one message; return the records refused, with the reason."""
+        """Apply, stage and hold one message; return the records refused, with the reason.
+
+        A message below the next one expected is skipped, and acknowledged if the tables
+        hold it; one past it raises ``OutOfOrder``.
+        """
         state = self.state(partition)
+        if offset != state.next_offset:
+            if offset > state.next_offset:
+                raise OutOfOrder(partition, state.next_offset, offset)
+            if offset < state.resumed_at:
+                message.ack()
+            return []
+        state.next_offset = offset + 1
         cache = state.cache
 
         def read(key: BucketKey) -> CustomerBucket | None:
@@ -225,7 +258,13 @@ class Aggregator:
         self._append_versions(partition, state, list(versions.values()))
         expired = self._expire_versions(partition, state)
         self.tables.progress[str(partition).encode()] = orjson.dumps(
-            {"t": ledger.stream_ms, "o": ledger.offset, "f": state.first_entry, "n": state.next_entry}
+            {
+                "t": ledger.stream_ms,
+                "o": ledger.offset,
+                "d": state.delivered,
+                "f": state.first_entry,
+                "n": state.next_entry,
+            }
         )
         if len(state.cache) > CACHE_LIMIT:
             state.cache.clear()  # everything in it is in the table now; hot buckets come back
@@ -237,7 +276,7 @@ class Aggregator:
             IndexWork(state.flushes, versions, expired, Mark(state.next_entry, *state.last_entry))
         )
         held, state.held, state.held_bytes = state.held, [], 0
-        return self._acknowledge(partition, state, state.flushes, held)
+        return self._acknowledge(partition, state, state.flushes, ledger.offset, held)
 
     def _append_versions(self, partition: int, state: PartitionState, versions: list[bytes]) -> None:
         """Write ``versions`` to the table as new entries, in order, none much over
@@ -276,10 +315,11 @@ class Aggregator:
         return expired
 
     async def _acknowledge(
-        self, partition: int, state: PartitionState, flush: int, held: list[Acknowledgeable]
+        self, partition: int, state: PartitionState, flush: int, offset: int, held: list[Acknowledgeable]
     ) -> None:
         # Step 5.
         await self.deliver()
+        state.delivered = max(state.delivered, offset)
         # Step 6. Flushes are indexed in order: a later delivery covers the earlier flushes
         # too, so whichever delivery finishes first indexes every flush up to its own.
         while state.indexing and state.indexing[0].flush <= flush:
@@ -299,6 +339,17 @@ class Aggregator:
         if state is None:
             state = self.partitions[partition] = self._restore(partition)
         return state
+
+    def resume_offset(self, partition: int) -> int:
+        """The offset to read ``partition`` from once assigned: the one after the newest
+        offset whose state the tables hold for good (``progress`` written before that was
+        recorded: its applied offset, as the committed offset was then)."""
+        progress = self._progress(partition)
+        return int(progress.get("d", progress.get("o", -1))) + 1
+
+    def skip_to(self, partition: int, offset: int) -> None:
+        """Expect ``offset`` next: the messages before it are gone from the topic."""
+        self.state(partition).next_offset = offset
 
     def forget(self, partition: int) -> None:
         """On revocation: drop unflushed work (it was not acknowledged, the next owner replays it)."""
@@ -341,20 +392,33 @@ class Aggregator:
     def _restore(self, partition: int) -> PartitionState:
         prefix = f"{partition}|".encode()
         ledger = PartitionLedger(partition, self.retention, self.dedup_window_ms, self.short_call_ms)
-        raw_progress = self.tables.progress.get(str(partition).encode())
-        progress = orjson.loads(raw_progress) if raw_progress else {}
+        progress = self._progress(partition)
         keys = [BucketKey.decode(raw) for raw in self.tables.rows if raw.startswith(prefix)]
         ledger.restore(progress.get("t", 0), progress.get("o", -1), keys)
-        state = PartitionState(ledger, first_entry=progress.get("f", 0), next_entry=progress.get("n", 0))
+        resume = self.resume_offset(partition)
+        state = PartitionState(
+            ledger,
+            resumed_at=resume,
+            next_offset=resume,
+            delivered=resume - 1,
+            first_entry=progress.get("f", 0),
+            next_entry=progress.get("n", 0),
+        )
         indexed = self._catch_up_index(partition, state)
         log.info(
-            "partition %d restored: %d customer-buckets, %d version entries, %d indexed now",
+            "partition %d restored: %d customer-buckets, %d version entries, %d indexed now, "
+            "reading from offset %d",
             partition,
             len(keys),
             state.next_entry - state.first_entry,
             indexed,
+            resume,
         )
         return state
+
+    def _progress(self, partition: int) -> dict[str, Any]:
+        raw = self.tables.progress.get(str(partition).encode())
+        return orjson.loads(raw) if raw else {}
 
     def _entry(self, partition: int, entry: int) -> dict[str, Any] | None:
         raw = self.tables.versions.get(_entry_key(partition, entry))

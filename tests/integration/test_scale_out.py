@@ -45,14 +45,7 @@ from streams.topics import ensure_topics
 from tests import dataset
 from tests.integration.pipeline import RowKey, Worker, diff, eventually_true, publish, with_dial_codes
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skip(
-        reason="known bug, fails about half its runs: a worker that loses or keeps partitions in a "
-        "rebalance before their first table flush (no committed offset yet) drops their unflushed "
-        "counts and does not read those messages again; see the session note of 2026-11-27"
-    ),
-]
+pytestmark = pytest.mark.integration
 
 PARTITIONS = 8
 CUSTOMERS = 48  # every internal partition gets several (partition = CRC-32 of the customer id)

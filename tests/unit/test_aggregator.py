@@ -87,7 +87,8 @@ async def test_apply_stages_for_redis_at_once_and_holds_the_message_until_the_ta
     await agg.flush(PARTITION)
     assert message.acked
     assert attempts(tables) == {("m", "A"): 2, ("h", "A"): 2, ("d", "A"): 2}
-    assert orjson.loads(tables.progress[b"2"]) == {"t": T0, "o": 0, "f": 0, "n": 1}
+    # Nothing was delivered before this flush: a restart reads from offset 0.
+    assert orjson.loads(tables.progress[b"2"]) == {"t": T0, "o": 0, "d": -1, "f": 0, "n": 1}
     entry = orjson.loads(tables.versions[b"2|0"])
     assert (entry["t"], entry["o"], [v[:3] for v in entry["v"]]) == (T0, 0, [["A", "a", 0], ["A", "b", 0]])
 
@@ -132,7 +133,9 @@ async def test_a_crash_before_the_flush_replays_and_counts_once() -> None:
     first.apply(PARTITION, 0, encode(record("a")), Message())
     await first.flush(PARTITION)
     first.apply(PARTITION, 1, encode(record("b")), Message())  # applied, never flushed: the crash
-    second = aggregator(tables)  # the restarted worker replays offset 1, and a duplicate of "a"
+    second = aggregator(tables)  # the restarted worker replays from 0, then a duplicate of "a"
+    assert second.resume_offset(PARTITION) == 0
+    second.apply(PARTITION, 0, encode(record("a")), Message())
     second.apply(PARTITION, 1, encode(record("b")), Message())
     second.apply(PARTITION, 2, encode(record("a")), Message())
     await second.flush(PARTITION)
@@ -232,6 +235,9 @@ async def test_a_lost_id_store_is_rebuilt_from_the_versions_table() -> None:
     first.apply(PARTITION, 1, encode(record("a", charge=20, revision=1)), Message())
     await first.flush(PARTITION)
     restarted = aggregator(tables, ids=MemoryIdIndex())  # the local store is gone
+    # The replay from the tables' offset: nothing was recorded as delivered yet.
+    restarted.apply(PARTITION, 0, encode(record("a", charge=15)), Message())
+    restarted.apply(PARTITION, 1, encode(record("a", charge=20, revision=1)), Message())
     assert restarted.apply(PARTITION, 2, encode(record("a", charge=99, revision=1)), Message()) == []
     assert restarted.counters["duplicates"] == 1
     restarted.apply(PARTITION, 3, encode(record("a", charge=30, revision=2)), Message())
@@ -269,3 +275,45 @@ async def test_versions_are_written_in_bounded_entries_and_dropped_after_the_win
     assert orjson.loads(tables.progress[b"2"])["f"] == 2
     assert ids.get_many(PARTITION, [("A", "c0"), ("B", "c0")])[0] is None
     assert ids.get_many(PARTITION, [("A", "c0"), ("B", "c0")])[1] is not None
+
+
+async def test_a_restart_reads_from_the_newest_delivered_flush_and_skips_what_the_tables_hold() -> None:
+    tables = Tables()
+    first = aggregator(tables)
+    first.apply(PARTITION, 0, encode(record("a")), Message())
+    await first.flush(PARTITION)
+    first.apply(PARTITION, 1, encode(record("b")), Message())
+    await first.flush(PARTITION)  # records that offset 0 is delivered
+    first.apply(PARTITION, 2, encode(record("c")), Message())  # never flushed: the crash
+    second = aggregator(tables)
+    assert second.resume_offset(PARTITION) == 1
+    old = Message()
+    assert second.apply(PARTITION, 0, encode(record("z")), old) == [] and old.acked  # in the tables
+    for offset, cdr_id in enumerate("bc", 1):
+        second.apply(PARTITION, offset, encode(record(cdr_id)), Message())
+    await second.flush(PARTITION)
+    assert attempts(tables) == {("m", "A"): 3, ("h", "A"): 3, ("d", "A"): 3}
+
+
+async def test_a_message_past_the_next_one_is_refused_and_a_repeat_is_skipped() -> None:
+    """Applying a later message first would make every bucket it touches skip the ones before
+    it as replays (their offsets are lower): the consumer must read them first."""
+    tables = Tables()
+    agg = aggregator(tables)
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    with pytest.raises(aggregator_module.OutOfOrder) as gap:
+        agg.apply(PARTITION, 2, encode(record("c")), Message())
+    assert (gap.value.expected, gap.value.offset) == (1, 2)
+    repeat = Message()
+    assert agg.apply(PARTITION, 0, encode(record("a")), repeat) == [] and not repeat.acked  # held, unflushed
+    agg.apply(PARTITION, 1, encode(record("b")), Message())
+    agg.skip_to(PARTITION, 5)  # 2-4 deleted from the topic before they were read
+    agg.apply(PARTITION, 5, encode(record("f")), Message())
+    await agg.flush(PARTITION)
+    assert attempts(tables) == {("m", "A"): 3, ("h", "A"): 3, ("d", "A"): 3}
+
+
+def test_progress_written_before_delivered_offsets_were_recorded_resumes_after_its_applied_offset() -> None:
+    tables = Tables(progress={b"2": orjson.dumps({"t": T0, "o": 7, "f": 0, "n": 0})})
+    assert aggregator(tables).resume_offset(PARTITION) == 8
+    assert aggregator(Tables()).resume_offset(PARTITION) == 0
