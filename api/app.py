@@ -139,6 +139,7 @@ def run_api(settings: Settings, workers: int = 1) -> None:
         "port": settings.api_port,
         "log_level": settings.log_level,
         "loop": "uvloop",
+        "http": "httptools",
     }
     if workers == 1:
         uvicorn.run(create_app(settings), **options)

@@ -244,6 +244,11 @@ def read_from_the_tables(app: faust.App, aggregator: Aggregator, topic: str) -> 
         }
         if offsets:
             await consumer.seek_wait(offsets)
+            log.info(
+                "reading %s from the offsets the tables end at: %s",
+                topic,
+                {tp.partition: offset for tp, offset in sorted(offsets.items())},
+            )
 
     consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 

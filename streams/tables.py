@@ -39,6 +39,14 @@ SMALL_STORE = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "bloc
 ROWS_STORE = {"write_buffer_size": 8 << 20, "max_write_buffer_number": 2, "block_cache_size": 16 << 20}
 
 
+TABLE_NAMES = ("rows", "versions", "progress")
+
+
+def changelog_topics(app_id: str) -> tuple[str, ...]:
+    """The tables' changelog topics, as Faust names them."""
+    return tuple(f"{app_id}-{name}-changelog" for name in TABLE_NAMES)
+
+
 def create_tables(app: faust.App, partitions: int) -> Tables:
     def table(name: str, help: str, store: dict[str, int]) -> BytesTable:
         return app.Table(

@@ -17,11 +17,15 @@ KAFKA_DEFAULT = 1_048_588  # Apache Kafka's default max.message.bytes
 log = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings, names: list[str]) -> None:
-    """Create each missing topic with the configured partitions and replication.
+async def ensure_topics(settings: Settings, names: list[str], compacted: tuple[str, ...] = ()) -> None:
+    """Create each missing topic with the configured partitions and replication; those
+    named in ``compacted`` with ``cleanup.policy=compact``.
 
     A source topic that does not exist yet would leave the consumer subscribed to
-    nothing until its next metadata refresh, so the worker creates it up front.
+    nothing until its next metadata refresh, so the worker creates it up front. So it
+    does the tables' changelogs, which Faust would otherwise create as it starts: two
+    workers starting at once then raced, one seeing the other's new changelog with no
+    partitions yet in its metadata and stopping on Faust's ``PartitionsMismatch``.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
     await admin.start()
@@ -32,7 +36,15 @@ async def ensure_topics(settings: Settings, names: list[str]) -> None:
             # Another worker may create one between our list and our create: that is fine.
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
-                    [NewTopic(name, settings.partitions, settings.replication) for name in missing]
+                    [
+                        NewTopic(
+                            name,
+                            settings.partitions,
+                            settings.replication,
+                            topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
+                        )
+                        for name in missing
+                    ]
                 )
     finally:
         await admin.close()

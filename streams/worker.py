@@ -14,6 +14,7 @@ from streams.agents import register_pipeline
 from streams.alerts import alerts_topic, register_detector
 from streams.app import create_app
 from streams.ingest import normalized_topic
+from streams.tables import changelog_topics
 from streams.topics import ensure_topics
 
 GC_YOUNG_THRESHOLD = 50_000
@@ -25,7 +26,8 @@ def run_worker(settings: Settings) -> None:
     check_retention(rules, settings.minute_retention)
     mode.loop.use("uvloop")
     topics = [settings.topic, settings.dlq_topic, normalized_topic(settings), alerts_topic(settings)]
-    asyncio.run(ensure_topics(settings, topics))
+    changelogs = changelog_topics(settings.app_id)
+    asyncio.run(ensure_topics(settings, [*topics, *changelogs], compacted=changelogs))
     app = create_app(settings)
     register_pipeline(app, settings)
     register_detector(app, settings, rules)

@@ -233,7 +233,8 @@ def expected_rows(
 def _pct(numerator: Decimal, denominator: Decimal) -> str | None:
     if denominator == 0:
         return None
-    return str((Decimal(100) * numerator / denominator).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN))
+    value = (Decimal(100) * numerator / denominator).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+    return str(value.copy_abs() if value == 0 else value)  # a tiny loss shows as 0.00, as the API writes it
 
 
 def _columns(cdrs: list[dict[str, Any]], currency: str | None) -> dict[str, Any]:

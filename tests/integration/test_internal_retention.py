@@ -24,9 +24,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from breakout.redis_client import Client
+from breakout.redis_layout import Layout
 from breakout.settings import Settings
 from streams.ingest import normalized_topic
 from tests import dataset
+from tests.integration.handmade import empty
 from tests.integration.pipeline import (
     CUSTOMERS,
     Worker,
@@ -99,7 +101,7 @@ async def test_internal_messages_deleted_before_they_were_applied_are_counted_an
     deleted = {p: len(ids) // 2 for p, ids in messages.items() if len(ids) >= 2}
     assert sum(deleted.values()) >= settings.partitions  # every partition loses some
     await delete_before(settings, deleted)
-    await redis.flushall()  # a new epoch: the restarted worker writes what its tables count
+    await empty(redis, Layout(settings.app_id))  # a new epoch: the worker writes what its tables count
     kept = {i for p, ids in messages.items() for message in ids[deleted.get(p, 0) :] for i in message}
     expected = dataset.expected_rows([cdr for cdr_id, cdr in data.valid.items() if cdr_id in kept], table)
     assert expected != everything
