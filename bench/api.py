@@ -45,7 +45,7 @@ from breakout.buckets import Granularity, Retention  # noqa: E402
 from breakout.ledger import BucketKey, CustomerBucket, row_id  # noqa: E402
 from breakout.redis_layout import Layout, decode_rows, encode_counters, encode_row_field  # noqa: E402
 from breakout.settings import load_settings  # noqa: E402
-from streams.mirror import WRITE_BUCKET, RedisMirror  # noqa: E402
+from streams.mirror import RedisMirror  # noqa: E402
 
 DAY = 86400
 D = Granularity.DAY
@@ -125,7 +125,6 @@ async def fill(
     mirror = RedisMirror(redis_url, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
     month = Month(partitions, (today + DAY) * 1000 - 1)
     client = aioredis.from_url(redis_url)
-    script = client.register_script(WRITE_BUCKET)
     written = 0
     try:
         for day in range(days):
@@ -135,7 +134,7 @@ async def fill(
                 written += len(rows)
                 bucket = CustomerBucket(1, {row_id(*row): counters for row, counters in rows.items()})
                 mirror.stage(BucketKey(c % partitions, D, start, customer_name(c)), bucket, None)
-            await mirror.flush(client, script, month)
+            await mirror.flush(client, month)
     finally:
         await client.aclose()
     return first, first + (days - 1) * DAY, written

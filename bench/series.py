@@ -64,7 +64,7 @@ from breakout.buckets import Granularity, Retention  # noqa: E402
 from breakout.ledger import BucketKey, CustomerBucket, row_id  # noqa: E402
 from breakout.redis_layout import Layout, decode_rows, encode_counters, encode_row_field  # noqa: E402
 from breakout.settings import load_settings  # noqa: E402
-from streams.mirror import WRITE_BUCKET, RedisMirror  # noqa: E402
+from streams.mirror import RedisMirror  # noqa: E402
 
 DAY = 86400
 HOUR = 3600
@@ -130,7 +130,6 @@ async def fill(redis_url: str, app: str, args: argparse.Namespace) -> Filled:
     mirror = RedisMirror(redis_url, app, retention, Counter())
     month = Month(partitions, (today + DAY) * 1000 - 1)
     client = aioredis.from_url(redis_url)
-    script = client.register_script(WRITE_BUCKET)
     filled = Filled(first, 0, 0, first)
     began = time.perf_counter()
     try:
@@ -149,7 +148,7 @@ async def fill(redis_url: str, app: str, args: argparse.Namespace) -> Filled:
                 mirror.stage(
                     BucketKey(c % partitions, H, start, f"cust-{c:04d}"), CustomerBucket(1, rows), None
                 )
-            await mirror.flush(client, script, month)
+            await mirror.flush(client, month)
             if hour % 24 == 23:
                 print(
                     f"  day {hour // 24 + 1}/{args.days}: {filled.written:,} rows, "
