@@ -7,8 +7,9 @@ traffic is per bucket and per flush, never per CDR.
 * ``versions`` ``<partition>|<entry>`` → ``{"t": stream time, "o": offset, "v": [counted, …]}``:
   the versions counted (``breakout.ledger.encode_counted``), entries numbered in the order
   written, the oldest dropped after the dedup window; ``streams.idstore`` indexes them
-* ``progress`` ``<partition>`` → stream time and offset applied (the watermark), and the
-  first and next ``versions`` entry numbers
+* ``progress`` ``<partition>`` → stream time and offset applied (the watermark), the newest
+  offset whose flush the changelog had (where the partition is read from once assigned:
+  ``streams.aggregator``), and the first and next ``versions`` entry numbers
 
 Every key starts with the partition so a restored worker can find one partition's
 state in any store, and so the memory store (one dict for all partitions) never mixes them.
