@@ -344,8 +344,7 @@ class Aggregator:
         """The offset to read ``partition`` from once assigned: the one after the newest
         offset whose state the tables hold for good (``progress`` written before that was
         recorded: its applied offset, as the committed offset was then)."""
-        progress = self._progress(partition)
-        return int(progress.get("d", progress.get("o", -1))) + 1
+        return _resume_of(self._progress(partition))
 
     def skip_to(self, partition: int, offset: int) -> None:
         """Expect ``offset`` next: the messages before it are gone from the topic."""
@@ -395,7 +394,7 @@ class Aggregator:
         progress = self._progress(partition)
         keys = [BucketKey.decode(raw) for raw in self.tables.rows if raw.startswith(prefix)]
         ledger.restore(progress.get("t", 0), progress.get("o", -1), keys)
-        resume = self.resume_offset(partition)
+        resume = _resume_of(progress)
         state = PartitionState(
             ledger,
             resumed_at=resume,
@@ -453,6 +452,11 @@ class Aggregator:
             versions = {(v[0], v[1]): orjson.dumps(v) for v in entry["v"]}
             self.ids.write(partition, versions, {}, Mark(number + 1, entry["o"], entry["t"]))
         return end - start
+
+
+def _resume_of(progress: dict[str, Any]) -> int:
+    """The offset after the newest one ``progress`` records as delivered (``resume_offset``)."""
+    return int(progress.get("d", progress.get("o", -1))) + 1
 
 
 def _entry_key(partition: int, entry: int) -> bytes:
