@@ -12,7 +12,10 @@ For each message of a partition, in order:
    it absorbed), the versions counted (appended to the ``versions`` table in entries of at
    most ``VERSIONS_ENTRY_BYTES``; the oldest entries dropped once past the dedup window)
    and progress (stream time, offset, the live entries), so a busy bucket is
-   written once per flush. The cadence is by time, not by message count, because a
+   written once per flush. Partitions take turns: a flush waits until
+   ``FLUSH_SPACING_SECONDS`` after the last one of any partition began (unless its held
+   messages reach twice the byte bound), so partitions filling at one pace do not all
+   flush, deliver and index on the same stretch of the loop. The cadence is by time, not by message count, because a
    bucket write costs the same for one CDR as for thousands: counting messages would make
    a live trickle of small messages write every bucket several times a second.
 5. **Deliver**: wait until the broker has every changelog message of those writes. Faust
@@ -20,7 +23,8 @@ For each message of a partition, in order:
    not move for 0.1 s, so without this an offset could be committed whose state was never
    in the changelog, and a crash would lose counted CDRs.
 6. **Index** the versions of the flush in the id store, now that the table holds them
-   for good: the index never knows a version a crash could take from the table.
+   for good: the index never knows a version a crash could take from the table. It is
+   written in parts, the loop running between them, the mark moving with the last.
 7. **Acknowledge** the held messages the flush covers; Faust commits their offsets.
 
 Where a partition is read from after a crash or a rebalance is the tables' to say, not
@@ -42,6 +46,7 @@ interfaces, so this sequence is unit-tested with dictionaries and a recording mi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -63,6 +68,12 @@ TABLE_FLUSH_SECONDS = 30.0
 # bounds them (a backlog's internal messages are up to a few MB each, and each CDR's
 # version costs about as much memory as its record's share of the message).
 TABLE_FLUSH_BYTES = 8 << 20
+# Partitions fill at the same pace, so they would all reach the bound (or the age) together
+# and flush, deliver and index on one stretch of the loop: a flush waits this long after the
+# last one began unless its messages reach twice the bound. Partitions then take turns.
+FLUSH_SPACING_SECONDS = 0.5
+# Versions written to the id store in one go (about 10 ms); the loop runs between parts.
+INDEX_PART = 5_000
 CACHE_LIMIT = 200_000
 # A ``versions`` entry is at most this plus one version (~11 kB at worst): well inside the
 # changelog's 1 MB message limit.
@@ -137,6 +148,7 @@ class PartitionState:
     versions: dict[VersionKey, bytes] = field(default_factory=dict)
     flushes: int = 0
     indexing: list[IndexWork] = field(default_factory=list)
+    indexing_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     held: list[Acknowledgeable] = field(default_factory=list)
     held_bytes: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
@@ -168,6 +180,7 @@ class Aggregator:
         self.assigned = assigned
         self.deliver = deliver
         self.partitions: dict[int, PartitionState] = {}
+        self.flush_began = float("-inf")  # when the last flush of any partition began
 
     # Steps 1-3 -----------------------------------------------------------------------------
 
@@ -231,11 +244,12 @@ class Aggregator:
     # Steps 4-6 -----------------------------------------------------------------------------
 
     def due(self, partition: int) -> bool:
-        state = self.partitions[partition]
+        state, now = self.partitions[partition], time.monotonic()
+        if state.held_bytes >= 2 * TABLE_FLUSH_BYTES:
+            return True
         return (
-            state.held_bytes >= TABLE_FLUSH_BYTES
-            or time.monotonic() - state.flushed_at >= TABLE_FLUSH_SECONDS
-        )
+            state.held_bytes >= TABLE_FLUSH_BYTES or now - state.flushed_at >= TABLE_FLUSH_SECONDS
+        ) and now - self.flush_began >= FLUSH_SPACING_SECONDS
 
     def flush(self, partition: int) -> Coroutine[Any, Any, None]:
         """Write the partition's pending state to its tables (step 4); return steps 5 and 6.
@@ -247,6 +261,7 @@ class Aggregator:
         order in which such coroutines finish does not matter.
         """
         state = self.partitions[partition]
+        self.flush_began = time.monotonic()
         rows = self.tables.rows
         ledger = state.ledger
         # Step 4.
@@ -321,15 +336,37 @@ class Aggregator:
         await self.deliver()
         state.delivered = max(state.delivered, offset)
         # Step 6. Flushes are indexed in order: a later delivery covers the earlier flushes
-        # too, so whichever delivery finishes first indexes every flush up to its own.
-        while state.indexing and state.indexing[0].flush <= flush:
-            work = state.indexing.pop(0)
-            if self.partitions.get(partition) is state:  # else revoked: the next owner indexes
-                self.ids.write(partition, work.versions, work.expired, work.mark)
-                state.ledger.stored(work.versions)
+        # too, so whichever delivery finishes first indexes every flush up to its own; the
+        # lock keeps another delivery from indexing a later flush between the parts of one.
+        async with state.indexing_lock:
+            while state.indexing and state.indexing[0].flush <= flush:
+                await self._index(partition, state, state.indexing[0])
+                state.indexing.pop(0)
         # Step 7.
         for message in held:
             message.ack()
+
+    async def _index(self, partition: int, state: PartitionState, work: IndexWork) -> None:
+        """Write one flush's versions to the id store in parts of ``INDEX_PART`` ids, letting
+        the loop run between them: a busy partition's flush holds tens of thousands, whose
+        writes in one go would hold every message (and the mirror) up for a tenth of a
+        second or more. The mark moves with the last part, so a crash part-way re-indexes
+        the flush from the table; lookups meanwhile find the versions not yet written in
+        the ledger. A partition revoked (or restored anew) part-way stops here: its next
+        owner indexes from the table.
+        """
+        none: dict[VersionKey, bytes] = {}
+        parts = [(none, part) for part in _parts(work.expired)] + [
+            (part, none) for part in _parts(work.versions)
+        ]
+        for number, (versions, expired) in enumerate(parts or [(none, none)], 1):
+            if self.partitions.get(partition) is not state:
+                return
+            last = number >= len(parts)
+            self.ids.write(partition, versions, expired, work.mark if last else None)
+            state.ledger.stored(versions)
+            if not last:
+                await asyncio.sleep(0)
 
     # Assignment and the mirror's reads -------------------------------------------------------
 
@@ -457,6 +494,12 @@ class Aggregator:
 def _resume_of(progress: dict[str, Any]) -> int:
     """The offset after the newest one ``progress`` records as delivered (``resume_offset``)."""
     return int(progress.get("d", progress.get("o", -1))) + 1
+
+
+def _parts(versions: dict[VersionKey, bytes]) -> list[dict[VersionKey, bytes]]:
+    """``versions`` in dictionaries of at most ``INDEX_PART``, in order."""
+    items = list(versions.items())
+    return [dict(items[start : start + INDEX_PART]) for start in range(0, len(items), INDEX_PART)]
 
 
 def _entry_key(partition: int, entry: int) -> bytes:

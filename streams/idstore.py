@@ -55,10 +55,11 @@ class IdIndex(Protocol):
         partition: int,
         versions: Mapping[VersionKey, bytes],
         expired: Mapping[VersionKey, bytes],
-        mark: Mark,
+        mark: Mark | None,
     ) -> None:
         """Store ``versions`` (``encode_counted`` bytes), drop each of ``expired`` still stored
-        as it is (a later version of the id stays), and move the mark, atomically."""
+        as it is (a later version of the id stays), and move the mark (None: leave it),
+        atomically."""
         ...
 
     def mark(self, partition: int) -> Mark | None: ...
@@ -82,7 +83,7 @@ class MemoryIdIndex:
         partition: int,
         versions: Mapping[VersionKey, bytes],
         expired: Mapping[VersionKey, bytes],
-        mark: Mark,
+        mark: Mark | None,
     ) -> None:
         stored = self._partitions.setdefault(partition, {})
         for version_key, value in versions.items():
@@ -91,7 +92,8 @@ class MemoryIdIndex:
             key = index_key(version_key)
             if stored.get(key) == value:
                 del stored[key]
-        self._marks[partition] = mark
+        if mark is not None:
+            self._marks[partition] = mark
 
     def mark(self, partition: int) -> Mark | None:
         return self._marks.get(partition)
@@ -141,7 +143,7 @@ class RocksIdIndex:
         partition: int,
         versions: Mapping[VersionKey, bytes],
         expired: Mapping[VersionKey, bytes],
-        mark: Mark,
+        mark: Mark | None,
     ) -> None:
         db = self._db(partition)
         batch = WriteBatch(raw_mode=True)
@@ -153,7 +155,8 @@ class RocksIdIndex:
                     batch.delete(key)
         for version_key, value in versions.items():
             batch.put(index_key(version_key), value)
-        batch.put(MARK_KEY, orjson.dumps(list(mark)))
+        if mark is not None:
+            batch.put(MARK_KEY, orjson.dumps(list(mark)))
         db.write(batch)
 
     def mark(self, partition: int) -> Mark | None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
 
 from breakout.buckets import Granularity, Retention
-from breakout.ledger import BucketKey, CustomerBucket, RowId
+from breakout.ledger import BucketKey, CustomerBucket, RowId, VersionKey
 from breakout.normalize import Record
 from streams import aggregator as aggregator_module
 from streams.aggregator import TABLE_FLUSH_SECONDS, Aggregator
@@ -125,6 +126,76 @@ def test_due_once_the_held_messages_reach_the_byte_bound(monkeypatch: pytest.Mon
     assert not agg.due(PARTITION)
     agg.apply(PARTITION, 1, second, Message())
     assert agg.due(PARTITION)
+
+
+async def test_partitions_due_together_take_turns_unless_their_messages_pile_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Partitions filling at one pace would flush, deliver and index on one stretch of the
+    loop; a flush waits its turn, but never past twice the byte bound."""
+    agg = aggregator(Tables())
+    for partition in (0, 1):
+        agg.apply(partition, 0, encode(record(f"c{partition}")), Message())
+        agg.partitions[partition].flushed_at -= TABLE_FLUSH_SECONDS
+    assert agg.due(0) and agg.due(1)
+    await agg.flush(0)
+    assert not agg.due(1)
+    agg.flush_began -= aggregator_module.FLUSH_SPACING_SECONDS
+    assert agg.due(1)
+    await agg.flush(1)
+    message = encode(record("c2", customer="B"))
+    monkeypatch.setattr(aggregator_module, "TABLE_FLUSH_BYTES", len(message))
+    agg.apply(0, 1, message, Message())
+    assert not agg.due(0)  # at the bound: waits for its turn
+    agg.apply(0, 2, encode(record("c3", customer="B")), Message())
+    assert agg.due(0)  # twice the bound: flushes now
+
+
+@dataclass
+class RecordingIndex(MemoryIdIndex):
+    """An id store that records each write: how many versions, and the mark it moved to."""
+
+    writes: list[tuple[int, Mark | None]] = field(default_factory=list)
+    on_write: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def write(
+        self,
+        partition: int,
+        versions: Mapping[VersionKey, bytes],
+        expired: Mapping[VersionKey, bytes],
+        mark: Mark | None,
+    ) -> None:
+        super().write(partition, versions, expired, mark)
+        self.writes.append((len(versions), mark))
+        self.on_write()
+
+
+async def test_a_large_flush_is_indexed_in_parts_and_moves_the_mark_with_the_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregator_module, "INDEX_PART", 2)
+    ids = RecordingIndex()
+    agg = aggregator(Tables(), ids=ids)
+    agg.apply(PARTITION, 0, encode(*(record(f"c{n}") for n in range(5))), Message())
+    await agg.flush(PARTITION)
+    assert ids.writes == [(2, None), (2, None), (1, Mark(1, 0, T0))]
+    keys = [("A", f"c{n}") for n in range(5)]
+    assert None not in ids.get_many(PARTITION, keys)
+    assert agg.partitions[PARTITION].ledger.unstored == {}
+
+
+async def test_indexing_stops_when_the_partition_is_revoked_part_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next owner indexes from the table: the old one must not write after it."""
+    monkeypatch.setattr(aggregator_module, "INDEX_PART", 2)
+    ids = RecordingIndex()
+    agg = aggregator(Tables(), ids=ids)
+    ids.on_write = lambda: agg.forget(PARTITION)
+    agg.apply(PARTITION, 0, encode(*(record(f"c{n}") for n in range(5))), Message())
+    await agg.flush(PARTITION)
+    assert ids.writes == [(2, None)] and ids.mark(PARTITION) is None
 
 
 async def test_a_crash_before_the_flush_replays_and_counts_once() -> None:
