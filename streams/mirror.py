@@ -172,41 +172,43 @@ def _each_encoded(counters: list[Counters]) -> list[bytes]:
 
 
 class _BucketWrite:
-    """One bucket's changed customers as ``WRITE_BUCKET``'s arguments."""
+    """One bucket's changed customers, gathered for ``WRITE_BUCKET``'s arguments.
+
+    ``add`` only notes each customer's rows: under live traffic a flush writes thousands
+    of customer-buckets of a row or two each, so the work is done once per bucket in
+    ``arguments`` (one encode of every counter, cached field names), not per customer.
+    """
 
     def __init__(self) -> None:
-        self.count = 0
-        self.customers: list[EncodableT] = []
-        self.destinations: dict[str, list[EncodableT]] = {}  # destination → field/value pairs
+        self.customers: list[tuple[str, int, list[RowId]]] = []  # (customer, applied, rows)
+        self.counters: list[Counters] = []  # of every row noted, in order
 
-    def add(self, customer: str, bucket: CustomerBucket, rows: Iterable[RowId], fields: RowFields) -> None:
-        # Per changed row of every flush: cached field names, one encode for all counters.
-        prefix = fields.customer(customer)
+    def add(self, customer: str, bucket: CustomerBucket, rows: Iterable[RowId]) -> None:
         values = bucket.rows
         rows = list(rows)
-        pairs: list[EncodableT] = [APPLIED_FIELD, bucket.applied]
-        destinations = self.destinations
-        of = fields.of
-        for row, counters in zip(rows, _each_encoded([values[row] for row in rows]), strict=True):
-            field, destination, tail = of(row)
-            pairs.append(field)
-            pairs.append(counters)
-            by_destination = destinations.get(destination)
-            if by_destination is None:
-                destinations[destination] = [prefix + tail, counters]
-            else:
-                by_destination.append(prefix + tail)
-                by_destination.append(counters)
-        self.count += 1
-        self.customers.append(customer)
-        self.customers.append(len(pairs) >> 1)
-        self.customers += pairs
+        self.customers.append((customer, bucket.applied, rows))
+        self.counters += [values[row] for row in rows]
 
-    def arguments(self) -> list[EncodableT]:
-        arguments: list[EncodableT] = [self.count, *self.customers, len(self.destinations)]
-        for destination, pairs in self.destinations.items():
-            arguments.append(destination)
-            arguments.append(len(pairs) >> 1)
+    def arguments(self, fields: RowFields) -> list[EncodableT]:
+        encoded = iter(_each_encoded(self.counters))
+        of = fields.of
+        arguments: list[EncodableT] = [len(self.customers)]
+        destinations: dict[str, list[EncodableT]] = {}  # destination → field/value pairs
+        for customer, applied, rows in self.customers:
+            prefix = fields.customer(customer)
+            arguments += (customer, len(rows) + 1, APPLIED_FIELD, applied)
+            for row in rows:
+                field, destination, tail = of(row)
+                counters = next(encoded)
+                arguments += (field, counters)
+                by_destination = destinations.get(destination)
+                if by_destination is None:
+                    destinations[destination] = [prefix + tail, counters]
+                else:
+                    by_destination += (prefix + tail, counters)
+        arguments.append(len(destinations))
+        for destination, pairs in destinations.items():
+            arguments += (destination, len(pairs) >> 1)
             arguments += pairs
         return arguments
 
@@ -358,7 +360,7 @@ class RedisMirror:
                 pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
                 pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
-            write.add(key.customer, bucket, bucket.rows if changed is None else changed, self._rows)
+            write.add(key.customer, bucket, bucket.rows if changed is None else changed)
         scripted: list[tuple[int, Granularity, int]] = []
         for (granularity, start), write in by_bucket.items():
             ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
@@ -374,7 +376,7 @@ class RedisMirror:
                     ttl,
                     layout.customer_rows_prefix(granularity, start),
                     layout.destination_rows(granularity, start, ""),
-                    *write.arguments(),
+                    *write.arguments(self._rows),
                 )
                 pipe.zadd(layout.buckets(granularity), {str(start): start})
             # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).

@@ -33,9 +33,9 @@ def test_arguments_list_each_customer_then_each_destination() -> None:
     uk, fr = row_id("UK", "p1", "EUR"), row_id("FR", "p1", "EUR")
     write = _BucketWrite()
     fields = RowFields()
-    write.add("c1", CustomerBucket(5, {uk: [1, 1], fr: [2, 2]}), [uk, fr], fields)
-    write.add("c2", CustomerBucket(7, {uk: [3, 3]}), [uk], fields)
-    assert write.arguments() == [
+    write.add("c1", CustomerBucket(5, {uk: [1, 1], fr: [2, 2]}), [uk, fr])
+    write.add("c2", CustomerBucket(7, {uk: [3, 3]}), [uk])
+    assert write.arguments(fields) == [
         2,
         *("c1", 3, APPLIED_FIELD, 5, uk, b"[1,1]", fr, b"[2,2]"),
         *("c2", 2, APPLIED_FIELD, 7, uk, b"[3,3]"),
