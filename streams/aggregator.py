@@ -12,12 +12,13 @@ For each message of a partition, in order:
    it absorbed), the versions counted (appended to the ``versions`` table in entries of at
    most ``VERSIONS_ENTRY_BYTES``; the oldest entries dropped once past the dedup window)
    and progress (stream time, offset, the live entries), so a busy bucket is
-   written once per flush. Partitions take turns: a flush waits until
-   ``FLUSH_SPACING_SECONDS`` after the last one of any partition began (unless its held
-   messages reach twice the byte bound), so partitions filling at one pace do not all
-   flush, deliver and index on the same stretch of the loop. The cadence is by time, not by message count, because a
+   written once per flush. The cadence is by time, not by message count, because a
    bucket write costs the same for one CDR as for thousands: counting messages would make
    a live trickle of small messages write every bucket several times a second.
+   Partitions take turns: a flush waits until ``FLUSH_SPACING_SECONDS`` after the last
+   one of any partition began (unless its held messages reach twice the byte bound), so
+   partitions filling at one pace do not all flush, deliver and index on the same
+   stretch of the loop.
 5. **Deliver**: wait until the broker has every changelog message of those writes. Faust
    flushes its producer before it commits, but that flush gives up when its buffer does
    not move for 0.1 s, so without this an offset could be committed whose state was never
