@@ -120,13 +120,15 @@ def run_publish(settings: Settings, source: IO[bytes], topic: str, check: bool =
 
 
 async def _demo_messages(rate: float, batch: int) -> AsyncIterator[bytes]:
-    """Synthetic CDRs at ``rate`` per second of wall-clock time, event time = now."""
+    """Synthetic CDRs at ``rate`` per second, each message sent once the wall clock reaches
+    its newest CDR's start time, so event time stays now however long sends and sleeps
+    take. (Sleeping ``batch / rate`` minus what the batch took fell behind by every
+    sleep's overshoot: about 9 % at 200 CDR/s, the ``as_of`` age growing 2.5 s a minute.)"""
     cdrs = cdr_stream(seed=int(time.time()), start_time=time.time(), rate=rate)
     while True:
-        started = time.monotonic()
         chunk = [next(cdrs) for _ in range(batch)]
+        await asyncio.sleep(max(0.0, chunk[-1]["start_time"] - time.time()))
         yield orjson.dumps(chunk if batch > 1 else chunk[0])
-        await asyncio.sleep(max(0.0, batch / rate - (time.monotonic() - started)))
 
 
 async def demo(settings: Settings, rate: float, batch: int) -> None:
