@@ -362,10 +362,12 @@ class Aggregator:
         parts = [(none, part) for part in _parts(work.expired)] + [
             (part, none) for part in _parts(work.versions)
         ]
-        for number, (versions, expired) in enumerate(parts or [(none, none)], 1):
+        if not parts:
+            parts = [(none, none)]  # nothing to store: the mark still moves
+        for number, (versions, expired) in enumerate(parts, 1):
             if self.partitions.get(partition) is not state:
                 return
-            last = number >= len(parts)
+            last = number == len(parts)
             self.ids.write(partition, versions, expired, work.mark if last else None)
             state.ledger.stored(versions)
             if not last:
