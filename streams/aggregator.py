@@ -423,8 +423,10 @@ class Aggregator:
         return CustomerBucket.decode(raw) if raw is not None else None
 
     def applied_offsets(self) -> dict[int, int]:
-        """Per owned partition, the next offset to apply: how far the agent has got."""
-        return {partition: self.state(partition).ledger.offset + 1 for partition in self.owned()}
+        """Per owned partition, the next offset to apply: how far the agent has got. Not the
+        ledger's offset: restored from the tables, that is the newest one the last flush
+        applied, which the replay after a crash or a rebalance has yet to reach."""
+        return {partition: self.state(partition).next_offset for partition in self.owned()}
 
     def watermark(self, partition: int) -> tuple[int, int]:
         ledger = self.state(partition).ledger

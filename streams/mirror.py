@@ -385,8 +385,24 @@ class RedisMirror:
             pipe.expire(version, ttl)
         results = await pipe.execute()
         refused = {(g, start, _text(c)) for index, g, start in scripted for c in results[index]}
-        if refused:
-            self._needs_full.update(k for k in changes if (k.granularity, k.start, k.customer) in refused)
+        for key in changes:
+            if (key.granularity, key.start, key.customer) in refused:
+                self._after_refusal(key)
+
+    def _after_refusal(self, key: BucketKey) -> None:
+        """Make the next write of ``key`` carry every row, whether staged already or not.
+
+        Redis holds a newer value than the refused one, whose changed rows may be newer
+        than Redis's: a later write of the changed rows alone would leave those stale
+        under a newer ``@applied``. That includes a change the agent staged while the
+        refused write was on its way, so it is widened here too. Readers rely on it: two
+        writes of a customer-bucket with the same ``@applied`` hold the same rows.
+        """
+        staged = self._staged.get(key)
+        if staged is None:
+            self._needs_full.add(key)
+        else:
+            self._staged[key] = (staged[0], None)
 
     async def _write_progress(
         self, client: Client, epoch: str, marks: dict[int, tuple[int, int]], ingested_ms: int | None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import orjson
@@ -231,3 +232,35 @@ async def test_an_older_value_is_refused_and_none_of_its_rows_written(settings: 
     # Its next write carries every row: rows changed meanwhile cannot be left out.
     mirror.stage(newer, CustomerBucket(11, {uk: [4, 4, 4], fr: [2, 2, 2]}), {uk})
     assert mirror._staged[newer] == (CustomerBucket(11, {uk: [4, 4, 4], fr: [2, 2, 2]}), None)
+
+
+async def test_a_change_staged_while_its_older_value_was_refused_is_written_whole(
+    settings: Settings,
+) -> None:
+    """A change the agent stages while the write of the key's older value is on its way
+    carries only its own rows; once that write is refused, it must carry every row, or the
+    rows changed before it would stay at Redis's older value under its newer ``@applied``."""
+    app = settings.app_id
+    reached = asyncio.Event()  # the flush reads how far ingest got right before it takes the staged
+    mirror = RedisMirror(
+        settings.redis, app, Retention(172_800, 3_024_000, 34_560_000), Counter(), ingested=reached.set
+    )
+    layout = Layout(app)
+    key = BucketKey(0, Granularity.HOUR, START, "cust-raced")
+    uk, fr = row_id("UK", "p1", "EUR"), row_id("FR", "p1", "EUR")
+    client = connect(settings.redis)
+    try:
+        held = layout.customer_rows(Granularity.HOUR, START, key.customer)
+        await client.hset(held, mapping={"@applied": 9, uk: "[9,9,9]"})  # another worker's, newer
+        mirror.stage(key, CustomerBucket(5, {uk: [5, 5, 5], fr: [2, 2, 2]}), {uk, fr})
+        flushing = asyncio.ensure_future(mirror.flush(client, Unowned(START * 1000)))
+        await reached.wait()  # resumed once the flush waits for Redis, after taking the staged
+        assert not mirror._staged
+        mirror.stage(key, CustomerBucket(11, {uk: [6, 6, 6], fr: [2, 2, 2]}), {uk})
+        await flushing
+        assert await client.hgetall(held) == {b"@applied": b"9", uk.encode(): b"[9,9,9]"}  # refused
+        await mirror.flush(client, Unowned(START * 1000))
+        written = await client.hgetall(held)
+    finally:
+        await client.aclose()
+    assert written == {b"@applied": b"11", uk.encode(): b"[6,6,6]", fr.encode(): b"[2,2,2]"}

@@ -177,6 +177,24 @@ def check_report(
     assert body["currency_totals"] == [no_negative_zero(row) for row in per_currency], what
 
 
+def served_apart(body: dict[str, Any], rows: dict[tuple[str, ...], dict[str, Any]]) -> str:
+    """For a failure message: the customers whose attempts the API served otherwise than
+    expected (served/expected), with their internal partition; the mirror may be right
+    while the API's caches are not."""
+    served: Counter[str] = Counter()
+    wanted: Counter[str] = Counter()
+    for row in body.get("rows", []):
+        served[row["customer"]] += row["attempts"]
+    for key, row in rows.items():
+        wanted[key[0]] += row["attempts"]
+    apart = [
+        f"{name} (partition {zlib.crc32(name.encode()) % PARTITIONS}) {served[name]}/{wanted[name]}"
+        for name in sorted(served.keys() | wanted.keys())
+        if served[name] != wanted[name]
+    ]
+    return "customers the API serves otherwise: " + (", ".join(apart) or "none")
+
+
 @dataclass
 class Deployment:
     """The test's settings, dial codes and the read API (in-process) with an admin key."""
@@ -218,7 +236,7 @@ class Deployment:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{what}: after {wait} s the API answers {status} with {served} of {attempts}"
-                    f" attempts\n{await self.explain(cdrs)}"
+                    f" attempts\n{served_apart(body, expected[0])}\n{await self.explain(cdrs)}"
                 )
             await asyncio.sleep(0.5)
         if served != attempts:  # more than published: something counted twice

@@ -13,6 +13,7 @@ import pytest
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, RowId, VersionKey
 from breakout.normalize import Record
+from streams import agents
 from streams import aggregator as aggregator_module
 from streams.aggregator import TABLE_FLUSH_SECONDS, Aggregator
 from streams.idstore import Mark, MemoryIdIndex
@@ -382,6 +383,73 @@ async def test_a_message_past_the_next_one_is_refused_and_a_repeat_is_skipped() 
     agg.apply(PARTITION, 5, encode(record("f")), Message())
     await agg.flush(PARTITION)
     assert attempts(tables) == {("m", "A"): 3, ("h", "A"): 3, ("d", "A"): 3}
+
+
+class Consumer:
+    """What ``streams.agents.close_gap`` asks of Faust's consumer."""
+
+    def __init__(self, earliest: int) -> None:
+        self.earliest = earliest
+        self.sought: list[dict[str, int]] = []
+
+    def assignment(self) -> set[str]:
+        return {"tp"}
+
+    async def earliest_offsets(self, *tps: str) -> dict[str, int]:
+        return {tp: self.earliest for tp in tps}
+
+    async def seek_wait(self, partitions: dict[str, int]) -> None:
+        self.sought.append(dict(partitions))
+
+
+@dataclass
+class App:
+    consumer: Consumer
+
+
+async def test_a_skipped_message_makes_the_agent_read_the_partition_again_not_stop() -> None:
+    """A gap the broker did not make (Faust dropped a message around a rebalance): the
+    partition is sought back to the message expected, and what arrives past it meanwhile
+    is dropped unacknowledged; once read again in order, every CDR counts once."""
+    tables, app = Tables(), App(Consumer(earliest=0))
+    agg, rewinds = aggregator(tables), {}
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    for offset in (2, 3):  # 1 never handed over; 2 and 3 fetched before the seek
+        early = Message()
+        with pytest.raises(aggregator_module.OutOfOrder) as gap:
+            agg.apply(PARTITION, offset, encode(record("bc"[offset - 2])), early)
+        assert not await agents.close_gap(app, agg, agg.counters, "tp", gap.value, rewinds)  # type: ignore[arg-type]
+        assert not early.acked
+    assert app.consumer.sought == [{"tp": 1}, {"tp": 1}]
+    for offset, cdr_id in enumerate("xbc", 1):
+        agg.apply(PARTITION, offset, encode(record(cdr_id)), Message())
+    await agg.flush(PARTITION)
+    assert attempts(tables) == {("m", "A"): 4, ("h", "A"): 4, ("d", "A"): 4}
+    assert agg.counters["internal_messages_deleted"] == 0
+
+
+async def test_messages_deleted_before_they_were_applied_are_counted_and_skipped() -> None:
+    tables, app = Tables(), App(Consumer(earliest=5))
+    agg = aggregator(tables)
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    with pytest.raises(aggregator_module.OutOfOrder) as gap:
+        agg.apply(PARTITION, 5, encode(record("f")), Message())
+    assert await agents.close_gap(app, agg, agg.counters, "tp", gap.value, {})  # type: ignore[arg-type]
+    agg.apply(PARTITION, 5, encode(record("f")), Message())
+    await agg.flush(PARTITION)
+    assert app.consumer.sought == []
+    assert agg.counters["internal_messages_deleted"] == 4  # offsets 1-4
+    assert attempts(tables) == {("m", "A"): 2, ("h", "A"): 2, ("d", "A"): 2}
+
+
+def test_a_restored_partition_reports_as_applied_only_what_its_replay_has_reached() -> None:
+    """The lag report's measure: a worker replaying after a crash is not caught up yet."""
+    progress = {"t": T0, "o": 7, "d": 3, "f": 0, "n": 0}  # flushed at 7, delivered up to 3
+    agg = aggregator(Tables(progress={b"2": orjson.dumps(progress)}), assigned={PARTITION})
+    assert agg.applied_offsets() == {PARTITION: 4}
+    for offset in range(4, 9):
+        agg.apply(PARTITION, offset, encode(record(f"r{offset}")), Message())
+        assert agg.applied_offsets() == {PARTITION: offset + 1}
 
 
 def test_progress_written_before_delivered_offsets_were_recorded_resumes_after_its_applied_offset() -> None:
