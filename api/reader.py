@@ -54,6 +54,19 @@ Source = tuple[str, str]  # ("all", ""), ("c", customer) or ("d", destination)
 CustomerRows = dict[str, tuple[bytes | None, list[SourceRow]]]  # customer → (@applied, rows)
 Token = tuple[bytes, bytes] | None  # (mirror marker, bucket version); None: the bucket is empty
 
+# A bucket's customers with each one's hash's @applied, as one flat reply [name, applied, …]
+# (applied nil for a hash gone meanwhile). KEYS: the customers index; ARGV: the customer-hash
+# key prefix, which carries the bucket's hash tag like KEYS, so every key read is in one
+# slot (one shard of a cluster), as in the mirror's script.
+CUSTOMERS_APPLIED = """
+local prefix, reply = ARGV[1], {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  reply[#reply + 1] = name
+  reply[#reply + 1] = redis.call('HGET', prefix .. name, '@applied') or false
+end
+return reply
+"""
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -400,39 +413,38 @@ class MirrorReader:
         self, wanted: list[tuple[Bucket, Token]], marker: bytes
     ) -> dict[Bucket, CustomerRows]:
         layout = self.layout
-        buckets = [bucket for bucket, _ in wanted]
+        plan: list[tuple[str, CustomerRows | None]] = []
         pipe = self.client.pipeline(transaction=False)
-        for g, start in buckets:
-            pipe.smembers(layout.customers(g, start))
-        members = await self._execute(pipe, marker)
-        plan: list[tuple[str, list[str], CustomerRows | None]] = []
-        pipe = self.client.pipeline(transaction=False)
-        for (g, start), names in zip(buckets, members, strict=True):
+        for (g, start), _ in wanted:
             prefix = layout.customer_rows_prefix(g, start)
-            customers = sorted(name.decode() for name in names)
             cached = self._customers.get(((g, start), marker))
             known = cached[1] if cached is not None else None
-            plan.append((prefix, customers, known))
-            if known is not None:
-                for customer in customers:
-                    pipe.hget(prefix + customer, "@applied")
-        applied = iter(await self._execute(pipe, marker))
+            plan.append((prefix, known))
+            if known is None:
+                pipe.smembers(layout.customers(g, start))
+            else:  # one reply for a thousand customers, not a thousand replies
+                pipe.eval(CUSTOMERS_APPLIED, 1, layout.customers(g, start), prefix)
+        listed = await self._execute(pipe, marker)
         pipe = self.client.pipeline(transaction=False)
-        stale: list[list[str]] = []
-        for prefix, customers, known in plan:
-            moved = customers if known is None else []
-            if known is not None:
+        named: list[tuple[list[str], list[str]]] = []  # per bucket: its customers, those that moved
+        for (prefix, known), reply in zip(plan, listed, strict=True):
+            if known is None:
+                customers = sorted(name.decode() for name in reply)
+                moved = customers
+            else:
+                applied = dict(zip(reply[::2], reply[1::2], strict=True))
+                customers = sorted(name.decode() for name in applied)
+                moved = []
                 for customer in customers:
-                    now = next(applied)
-                    before = known.get(customer)
+                    now, before = applied[customer.encode()], known.get(customer)
                     if now is None or before is None or before[0] != now:
                         moved.append(customer)
             for customer in moved:
                 pipe.hgetall(prefix + customer)
-            stale.append(moved)
+            named.append((customers, moved))
         fresh = iter(await self._execute(pipe, marker))
         found: dict[Bucket, CustomerRows] = {}
-        for (bucket, token), (_, customers, known), moved in zip(wanted, plan, stale, strict=True):
+        for (bucket, token), (_, known), (customers, moved) in zip(wanted, plan, named, strict=True):
             by_customer = dict(known or {})
             for customer in moved:
                 fields = next(fresh)

@@ -64,6 +64,53 @@ def test_updates_equal_grouping_every_row_again(group_by: tuple[str, ...], filte
         check(groups, customers, group_by, filters)
 
 
+def touched(rng: random.Random, rows: list[SourceRow], customer: str) -> list[SourceRow]:
+    """``rows`` as the reader hands a moved customer over: the unchanged rows the same
+    objects, a few rows with new values, gone or new."""
+    rows = list(rows)
+    for _ in range(rng.randint(1, 3)):
+        action = rng.random()
+        if rows and action < 0.5:
+            at = rng.randrange(len(rows))
+            _, destination, provider, currency, counters = rows[at]
+            more = [value + rng.choice([0, 1, 3]) for value in counters]
+            rows[at] = (customer, destination, provider, currency, more)  # a new object
+        elif rows and action < 0.7:
+            del rows[rng.randrange(len(rows))]
+        else:
+            rows.extend(customer_rows(rng, customer)[:1])
+    return rows
+
+
+@pytest.mark.parametrize("group_by", GROUPINGS)
+@pytest.mark.parametrize("filters", [Filters(), Filters(destinations=frozenset({"UK", "Peru"}))])
+def test_row_updates_equal_grouping_every_row_again(group_by: tuple[str, ...], filters: Filters) -> None:
+    """Live traffic: each moved customer's hash has a few changed rows among many the same."""
+    rng = random.Random(11)
+    customers: Customers = {}
+    for n in range(8):
+        rows = [row for _ in range(6) for row in customer_rows(rng, f"c{n}")]
+        customers[f"c{n}"] = (b"1", rows)
+    groups = regroup(None, customers, group_by, filters)
+    for step in range(80):
+        customers = dict(customers)
+        for name in rng.sample(sorted(customers), rng.randint(1, 3)):
+            customers[name] = (str(step + 2).encode(), touched(rng, customers[name][1], name))
+        groups = regroup(groups, customers, group_by, filters)
+        check(groups, customers, group_by, filters)
+
+
+def test_a_few_changed_rows_leave_the_rest_of_a_customers_groups_as_they_were() -> None:
+    rows = [("a", f"D{n}", "p1", "USD", widened([n + 1, 1, 10, 1, 2, 0, 0])) for n in range(10)]
+    first = regroup(None, {"a": (b"1", rows)}, ("destination",), Filters())
+    moved = [*rows[:9], ("a", "D9", "p1", "USD", widened([50, 1, 10, 1, 2, 0, 0]))]
+    second = regroup(first, {"a": (b"2", moved)}, ("destination",), Filters())
+    before, after = first.parts["a"].groups, second.parts["a"].groups
+    assert all(after[key] is before[key] for key in before if key != ("D9", "USD"))  # not re-summed
+    assert after[("D9", "USD")][0] == 50 and second.groups[("D9", "USD")][0] == 50
+    assert second.totals["USD"][0] == sum(range(1, 10)) + 50
+
+
 def test_an_older_result_is_never_changed_by_a_newer_one() -> None:
     uk = [("a", "UK", "p1", "USD", widened([3, 1, 10, 1, 2, 0, 0]))]
     first = regroup(None, {"a": (b"1", uk), "b": (b"1", list(uk))}, ("destination",), Filters())
