@@ -18,7 +18,7 @@ the previous version) keeps seeing its own numbers while a newer one is built be
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from operator import add, itemgetter, sub
 from typing import TypeVar
@@ -147,24 +147,55 @@ class _Grouping:
         came: list[SourceRow],
         gone: list[SourceRow],
     ) -> tuple[Part, tuple[Sums | None, Sums | None]]:
-        # Copies of the old part's dicts whose lists are the old part's: never added to in place.
-        groups, totals = dict(old.groups), dict(old.totals)
-        in_group, in_currency = dict(old.rows_in_group), dict(old.rows_in_currency)
-        keys: set[Key] = set()
-        currencies: set[str] = set()
-        for rows_moved, step in ((gone, _row_out), (came, _row_in)):
-            for row in rows_moved:
-                if self.admitted(row):
-                    key, currency = self.key_of(row), row[3]
-                    keys.add(key)
-                    currencies.add(currency)
-                    step(groups, in_group, key, row[4])
-                    step(totals, in_currency, currency, row[4])
+        # What moved, per group: the rows that came less the rows that went, summed first
+        # (in lists made here), so each group and currency is then changed once.
+        delta: dict[Key, Counters] = {}
+        rows_moved: dict[Key, int] = {}
+        for row in came:
+            if self.admitted(row):
+                _row_into_new(delta, rows_moved, self.key_of(row), row[4])
+        for row in gone:
+            if self.admitted(row):
+                key = self.key_of(row)
+                moved = delta.get(key)
+                if moved is None:
+                    delta[key], rows_moved[key] = [-value for value in row[4]], -1
+                else:
+                    moved[:] = map(sub, moved, row[4])
+                    rows_moved[key] -= 1
+        currency_delta: dict[str, Counters] = {}
+        currency_rows_moved: dict[str, int] = {}
+        for key, moved in delta.items():
+            total = currency_delta.get(key[-1])
+            if total is None:
+                currency_delta[key[-1]] = list(moved)
+            else:
+                add_counters(total, moved)
+            currency_rows_moved[key[-1]] = currency_rows_moved.get(key[-1], 0) + rows_moved[key]
+        # The old part's dicts copied; their lists are the old part's, so changed ones are new.
+        groups, in_group = _moved_by(old.groups, old.rows_in_group, delta, rows_moved)
+        totals, in_currency = _moved_by(old.totals, old.rows_in_currency, currency_delta, currency_rows_moved)
         part = Part(applied, rows, groups, totals, in_group, in_currency)
-        return part, (_only(old, keys, currencies), _only(part, keys, currencies))
+        return part, (_only(old, delta, currency_delta), _only(part, delta, currency_delta))
 
 
-def _only(part: Part, keys: set[Key], currencies: set[str]) -> Sums:
+def _moved_by(
+    sums: dict[H, Counters], rows_in: dict[H, int], delta: dict[H, Counters], rows_moved: dict[H, int]
+) -> tuple[dict[H, Counters], dict[H, int]]:
+    """New ``sums`` and ``rows_in`` with ``delta`` added: a key goes when no row is left in it."""
+    sums, rows_in = dict(sums), dict(rows_in)
+    for key, moved in delta.items():
+        left = rows_in.get(key, 0) + rows_moved[key]
+        if left:
+            total = sums.get(key)
+            sums[key] = list(moved) if total is None else list(map(add, total, moved))
+            rows_in[key] = left
+        elif key in rows_in:
+            del sums[key], rows_in[key]
+    return sums, rows_in
+
+
+def _only(part: Part, keys: Iterable[Key], currencies: Iterable[str]) -> Sums:
     """The part's sums of ``keys`` and ``currencies`` (those it holds)."""
     groups, totals = part.groups, part.totals
     return (
@@ -181,24 +212,6 @@ def _row_into_new(sums: dict[H, Counters], rows_in: dict[H, int], key: H, counte
     else:
         add_counters(total, counters)
         rows_in[key] += 1
-
-
-def _row_in(sums: dict[H, Counters], rows_in: dict[H, int], key: H, counters: Counters) -> None:
-    """Add one row's counters under ``key``, in a new list."""
-    total = sums.get(key)
-    sums[key] = list(counters) if total is None else list(map(add, total, counters))
-    rows_in[key] = rows_in.get(key, 0) + 1
-
-
-def _row_out(sums: dict[H, Counters], rows_in: dict[H, int], key: H, counters: Counters) -> None:
-    """Take one row's counters (added before) from ``key``, in a new list; the key goes
-    with its last row."""
-    left = rows_in[key] - 1
-    if left:
-        rows_in[key] = left
-        sums[key] = list(map(sub, sums[key], counters))
-    else:
-        del rows_in[key], sums[key]
 
 
 def _summed(parts: dict[str, Part]) -> BucketGroups:
