@@ -25,7 +25,7 @@ from typing import TypeVar
 
 from breakout.aggregate import Counters
 from breakout.aggregate import add as add_counters
-from breakout.snapshot import DIMENSIONS, Filters, SourceRow
+from breakout.snapshot import DIMENSIONS, Filters, ReadCounters, SourceRow
 
 Key = tuple[str, ...]
 H = TypeVar("H", bound=Hashable)
@@ -204,7 +204,7 @@ def _only(part: Part, keys: Iterable[Key], currencies: Iterable[str]) -> Sums:
     )
 
 
-def _row_into_new(sums: dict[H, Counters], rows_in: dict[H, int], key: H, counters: Counters) -> None:
+def _row_into_new(sums: dict[H, Counters], rows_in: dict[H, int], key: H, counters: ReadCounters) -> None:
     """Add one row's counters under ``key``, in place: only for sums this part made."""
     total = sums.get(key)
     if total is None:

@@ -472,7 +472,7 @@ class MirrorReader:
             known = before.get(field)
             if known is None or known[0] != value:
                 ((first, provider, currency, counters),) = decode_rows({field: value})
-                known = (value, (customer, first, provider, currency, counters))
+                known = (value, (customer, first, provider, currency, tuple(counters)))
             now[field] = known
         self._raw.put(key, now, len(now) + 1)
         return [row for _, row in now.values()]
@@ -524,10 +524,10 @@ def _parse(kind: str, name: str, fields: dict[bytes, bytes]) -> list[SourceRow]:
     customer) as source rows."""
     if kind == "c":
         return [
-            (name, first, provider, currency, counters)
+            (name, first, provider, currency, tuple(counters))
             for first, provider, currency, counters in decode_rows(fields)
         ]
     return [
-        (first, name, provider, currency, counters)
+        (first, name, provider, currency, tuple(counters))
         for first, provider, currency, counters in decode_rows(fields)
     ]

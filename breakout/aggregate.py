@@ -16,6 +16,7 @@ attempts minus the catalogue's sum.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from operator import add as _plus
 
 # Positions in a row's counter list.
@@ -134,7 +135,7 @@ def widened(counters: Counters) -> Counters:
     return counters
 
 
-def add(row: Counters, other: Counters) -> None:
+def add(row: Counters, other: Sequence[int]) -> None:
     """Add ``other`` to ``row`` in place (element-wise, in C)."""
     row[:] = map(_plus, row, other)
 
