@@ -432,11 +432,11 @@ class MirrorReader:
                 customers = sorted(name.decode() for name in reply)
                 moved = customers
             else:
-                applied = dict(zip(reply[::2], reply[1::2], strict=True))
-                customers = sorted(name.decode() for name in applied)
+                applied = {name.decode(): now for name, now in zip(reply[::2], reply[1::2], strict=True)}
+                customers = sorted(applied)
                 moved = []
                 for customer in customers:
-                    now, before = applied[customer.encode()], known.get(customer)
+                    now, before = applied[customer], known.get(customer)
                     if now is None or before is None or before[0] != now:
                         moved.append(customer)
             for customer in moved:
