@@ -99,6 +99,8 @@ class Stager(Protocol):
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None: ...
 
+    def forget(self, partition: int) -> None: ...
+
 
 Deliver = Callable[[], Awaitable[None]]
 
@@ -393,8 +395,10 @@ class Aggregator:
         self.state(partition).next_offset = offset
 
     def forget(self, partition: int) -> None:
-        """On revocation: drop unflushed work (it was not acknowledged, the next owner replays it)."""
+        """On revocation: drop unflushed work (it was not acknowledged, the next owner replays it),
+        and the mirror's changes staged from it."""
         self.partitions.pop(partition, None)
+        self.mirror.forget(partition)
 
     def owned(self) -> set[int]:
         """Assigned partitions whose tables are recovered (none while a rebalance is under way)."""

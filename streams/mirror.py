@@ -236,6 +236,9 @@ class RedisMirror:
         # Buckets whose last write Redis refused as older than what it holds: the next write
         # of each must carry all its rows, or rows changed meanwhile could be left out.
         self._needs_full: set[BucketKey] = set()
+        # Partitions revoked since the running flush took its changes: what it wrote for
+        # them neither makes them whole nor comes back to be written again (``forget``).
+        self._revoked: set[int] = set()
         self._rows = RowFields()
         self._epoch_keys: EpochKeys | None = None
 
@@ -245,6 +248,20 @@ class RedisMirror:
             self._needs_full.discard(key)
             rows = None
         self._staged[key] = _merge(self._staged.get(key), (bucket, rows))
+
+    def forget(self, partition: int) -> None:
+        """On revocation: drop what was staged for ``partition``, and its being whole.
+
+        The agent forgets its own state of the partition too, so should it come back here
+        it is restored from the tables and replayed: a change staged before is of another
+        run of the same messages, whose rows a new change must not be merged with. And
+        whatever the previous owner applied but did not mirror is only written if the
+        partition is written whole again on its return.
+        """
+        self.whole.discard(partition)
+        self._revoked.add(partition)
+        self._staged = {k: v for k, v in self._staged.items() if k.partition != partition}
+        self._needs_full = {k for k in self._needs_full if k.partition != partition}
 
     async def run(self, source: MirrorSource) -> None:
         client = connect(
@@ -291,6 +308,7 @@ class RedisMirror:
         marks = {p: source.watermark(p) for p in owned}
         ingested_ms = self.ingested()
         staged, self._staged = self._staged, {}
+        self._revoked = set()
         stream_s = max((ms for ms, _ in marks.values()), default=int(time.time() * 1000)) // 1000
         try:
             # Step 3. Partitions not whole in this epoch: every row, read as it is now.
@@ -314,13 +332,17 @@ class RedisMirror:
                 for key in chunk:
                     del staged[key]
         except BaseException:
+            revoked = self._revoked
+            kept = {k: v for k, v in staged.items() if k.partition not in revoked}
             for key, change in self._staged.items():  # keep what failed, merged with what came since
-                staged[key] = _merge(staged.get(key), change)
-            self._staged = staged
+                kept[key] = _merge(kept.get(key), change)
+            self._staged = kept
             raise
         # Step 5. Every write succeeded: the watermarks may say so.
-        await self._write_progress(client, epoch, marks, ingested_ms)
-        self.whole |= pending
+        await self._write_progress(
+            client, epoch, {p: marks[p] for p in marks if p not in self._revoked}, ingested_ms
+        )
+        self.whole |= pending - self._revoked
 
     async def _epoch(self, client: Client, keys: list[str]) -> str:
         """The mirror's epoch, each of its keys created here if missing (Redis, or one of its
@@ -398,6 +420,8 @@ class RedisMirror:
         refused write was on its way, so it is widened here too. Readers rely on it: two
         writes of a customer-bucket with the same ``@applied`` hold the same rows.
         """
+        if key.partition in self._revoked:
+            return  # written again whole if it comes back
         staged = self._staged.get(key)
         if staged is None:
             self._needs_full.add(key)

@@ -264,3 +264,39 @@ async def test_a_change_staged_while_its_older_value_was_refused_is_written_whol
     finally:
         await client.aclose()
     assert written == {b"@applied": b"11", uk.encode(): b"[6,6,6]", fr.encode(): b"[2,2,2]"}
+
+
+async def test_a_partition_revoked_and_assigned_again_is_written_whole_without_its_old_changes(
+    settings: Settings,
+) -> None:
+    """A partition that leaves and comes back between two flushes is replayed from its
+    tables: what was staged before it left is of another run of the same messages and is
+    dropped, not merged with the new run's changes, and the partition is written whole, as
+    on any assignment (the previous owner may have applied more than it mirrored)."""
+    layout = Layout(settings.app_id)
+    mirror = RedisMirror(
+        settings.redis, settings.app_id, Retention(172_800, 3_024_000, 34_560_000), Counter()
+    )
+    owner = Owner()
+    key = next(k for k in owner.buckets if k.partition == 0 and k.granularity == Granularity.DAY)
+    uk, fr = row_id("UK", "p1", "EUR"), row_id("FR", "p1", "EUR")
+    client = connect(settings.redis)
+    try:
+        await mirror.flush(client, owner)  # both partitions assigned: written whole
+        # Before the revocation: a change with a row the replay has not reached yet.
+        mirror.stage(
+            key, CustomerBucket(9, {uk: [3, 2, 60_000, 10, 15, 0, 0], fr: [1, 1, 1, 1, 1, 0, 0]}), {fr}
+        )
+        mirror.forget(0)
+        # Assigned again, restored from the tables (applied 7) and replayed: no FR row yet.
+        hour = next(k for k in owner.buckets if k.partition == 0 and k.granularity == Granularity.HOUR)
+        unchanged = layout.customer_rows(hour.granularity, hour.start, "cust-0")
+        await client.delete(unchanged)  # what only a whole write puts back
+        mirror.stage(key, CustomerBucket(8, {uk: [4, 3, 60_000, 11, 16, 0, 0]}), {uk})
+        await mirror.flush(client, owner)
+        written = await client.hgetall(layout.customer_rows(key.granularity, key.start, "cust-0"))
+        hour_rows = await client.hgetall(unchanged)
+    finally:
+        await client.aclose()
+    assert written == {b"@applied": b"8", uk.encode(): b"[4,3,60000,11,16,0,0]"}
+    assert hour_rows == {b"@applied": b"7", uk.encode(): b"[3,2,60000,10,15,0,0]"}

@@ -37,6 +37,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 
 from api.app import create_app
 from breakout.auth import ADMIN, key_entry, new_key
+from breakout.buckets import Granularity
 from breakout.redis_client import connect
 from breakout.redis_layout import Lag, Layout, decode_rows, decode_watermarks
 from breakout.settings import Settings
@@ -109,6 +110,18 @@ async def shared_by_two(settings: Settings) -> bool:
     return True
 
 
+async def groups(settings: Settings) -> str:
+    """For a failure message: who owns what in both consumer groups (None: not stable)."""
+    owned = [
+        f"{group}: {await assignments(settings, group, topic)}"
+        for group, topic in (
+            (f"{settings.app_id}-ingest", settings.topic),
+            (settings.app_id, normalized_topic(settings)),
+        )
+    ]
+    return "; ".join(owned)
+
+
 async def caught_up(settings: Settings, since_ms: int) -> bool:
     """``pipeline.caught_up`` on any Redis: lag reports written after ``since_ms`` cover every
     partition of both topics, each with no lag. After a worker died, only the living write
@@ -137,6 +150,25 @@ async def read_mirror(settings: Settings) -> dict[RowKey, list[int]]:
     finally:
         await client.aclose()
     return rows
+
+
+async def index_apart(client: Any, layout: Layout) -> list[str]:
+    """For a failure message: the customer hashes missing from their bucket's customers
+    index, and the index entries with no hash. Readers find a bucket's customers through
+    the index, so a hash outside it is right in Redis and missing from every report."""
+    hashes: dict[tuple[Granularity, int], set[str]] = {}
+    async for raw_key in client.scan_iter(match=layout.customer_rows_pattern, count=1000):
+        granularity, start, customer = layout.parse_customer_rows(raw_key.decode())
+        hashes.setdefault((granularity, start), set()).add(customer)
+    apart = []
+    for (granularity, start), customers in sorted(hashes.items()):
+        members = cast("set[bytes]", await client.smembers(layout.customers(granularity, start)))
+        indexed = {m.decode() for m in members}
+        for customer in sorted(customers - indexed):
+            apart.append(f"{granularity.value}{start} {customer}: hash, not indexed")
+        for customer in sorted(indexed - customers):
+            apart.append(f"{granularity.value}{start} {customer}: indexed, no hash")
+    return apart
 
 
 def first_published(chunks: list[list[tuple[bytes | None, bytes]]], valid: set[str]) -> list[list[str]]:
@@ -204,6 +236,7 @@ class Deployment:
     http: httpx.AsyncClient
     headers: dict[str, str]
     days: dict[str, str]  # whole UTC days holding every CDR
+    api_settings: Settings  # the API's, with the admin key: a fresh API for a failure message
 
     async def report(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """``GET /v1/breakout``: the status and, for a 200, the body with every page's rows."""
@@ -236,12 +269,26 @@ class Deployment:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"{what}: after {wait} s the API answers {status} with {served} of {attempts}"
-                    f" attempts\n{served_apart(body, expected[0])}\n{await self.explain(cdrs)}"
+                    f" attempts\n{served_apart(body, expected[0])}\n{await self.fresh_answer()}"
+                    f"\n{await self.explain(cdrs)}"
                 )
             await asyncio.sleep(0.5)
         if served != attempts:  # more than published: something counted twice
             raise AssertionError(f"{what}: {served} of {attempts} attempts\n{await self.explain(cdrs)}")
         check_report(body, expected, group_by, what)
+
+    async def fresh_answer(self) -> str:
+        """For a failure message: what an API started now, with empty caches, serves. Exact
+        there but not in the running API means the running one's caches are stale."""
+        app = create_app(self.api_settings)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+        ):
+            fresh = Deployment(self.settings, self.table, http, self.headers, self.days, self.api_settings)
+            status, body = await fresh.report(self.days | {"group_by": "customer"})
+        served = body["totals"]["attempts"] if status == 200 else None
+        return f"an API started now answers {status} with {served} attempts"
 
     async def explain(self, cdrs: list[dict[str, Any]]) -> str:
         """Where the mirror stands against ``cdrs``, for a failure message: per internal
@@ -256,6 +303,7 @@ class Deployment:
             client = connect(self.settings.redis)
             try:
                 marks = decode_watermarks(await client.hgetall(layout.watermarks))
+                unindexed = await index_apart(client, layout)
                 workers: dict[str, dict[str, int]] = {}
                 async for key in client.scan_iter(match=layout.counters_pattern):
                     fields = cast("dict[bytes, bytes]", await client.hgetall(key))
@@ -293,6 +341,7 @@ class Deployment:
                 )
         wrong = Counter(k[0] for k in expected.keys() | mirrored.keys() if expected.get(k) != mirrored.get(k))
         lines.append(f"rows wrong by bucket size: {dict(wrong)}")
+        lines.append(f"customer hashes and customers indexes apart: {unindexed or 'none'}")
         for name, counted in sorted(workers.items()):
             shown = ("accepted", "duplicates", "replayed", "revised")
             lines.append(f"{name}: " + ", ".join(f"{k} {counted.get(k, 0)}" for k in shown))
@@ -354,7 +403,8 @@ async def test_two_workers_on_8_partitions_and_a_redis_cluster_survive_a_sigkill
         return [data.valid[i] for ids in firsts[:count] for i in ids]
 
     key = new_key()
-    app = create_app(settings.model_copy(update={"api_keys": key_entry(key, ADMIN)}))
+    api_settings = settings.model_copy(update={"api_keys": key_entry(key, ADMIN)})
+    app = create_app(api_settings)
     first = min(dataset.start_seconds(c) for c in cdrs)
     last = max(dataset.start_seconds(c) for c in cdrs)
     days = {
@@ -384,7 +434,9 @@ async def test_two_workers_on_8_partitions_and_a_redis_cluster_survive_a_sigkill
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
         ):
-            deployment = Deployment(settings, table, http, {"Authorization": f"Bearer {key}"}, days)
+            deployment = Deployment(
+                settings, table, http, {"Authorization": f"Bearer {key}"}, days, api_settings
+            )
             poller = Poller(deployment)
             polling = asyncio.create_task(poller.run())
             try:
@@ -418,7 +470,14 @@ async def test_two_workers_on_8_partitions_and_a_redis_cluster_survive_a_sigkill
                             poller.worker_dead = False
                             restarted_at = time.monotonic()
                         elif n + 1 == REJOINED_AFTER:
-                            await eventually_true(lambda: shared_by_two(settings), wait=120)
+                            try:
+                                await eventually_true(lambda: shared_by_two(settings), wait=120)
+                            except AssertionError as error:
+                                raise AssertionError(
+                                    f"the restarted worker never joined: {error}\n"
+                                    f"{await groups(settings)}\n"
+                                    + "\n".join(f"--- {w.log.name}:\n{w.tail()}" for w in workers)
+                                ) from None
                             took("restarted worker joined", restarted_at)
 
                     await deployment.exact_within(cdrs, 60, "after the restart")

@@ -38,6 +38,9 @@ class Mirror:
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         self.staged[key] = None if bucket is None else CustomerBucket.decode(bucket.encode())
 
+    def forget(self, partition: int) -> None:
+        self.staged = {key: bucket for key, bucket in self.staged.items() if key.partition != partition}
+
 
 @dataclass
 class Message:
