@@ -374,6 +374,7 @@ class RedisMirror:
         layout = self.layout
         pipe = client.pipeline(transaction=False)
         by_bucket: dict[tuple[Granularity, int], _BucketWrite] = {}
+        staged_since = self._staged
         for key, (bucket, changed) in changes.items():
             write = by_bucket.get((key.granularity, key.start))
             if write is None:
@@ -382,6 +383,12 @@ class RedisMirror:
                 pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
                 pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
+            if changed is not None and (since := staged_since.get(key)) is not None and since[0] is bucket:
+                # The agent changes a bucket in place, so what is written is its value now,
+                # with the @applied of now: the rows it changed since this change was taken
+                # (staged again meanwhile) go too, or Redis would hold them older under that
+                # @applied, which readers take to mean the same rows (docs/redis-layout.md).
+                changed = None if since[1] is None else changed | since[1]
             write.add(key.customer, bucket, bucket.rows if changed is None else changed)
         scripted: list[tuple[int, Granularity, int]] = []
         for (granularity, start), write in by_bucket.items():

@@ -300,3 +300,42 @@ async def test_a_partition_revoked_and_assigned_again_is_written_whole_without_i
         await client.aclose()
     assert written == {b"@applied": b"8", uk.encode(): b"[4,3,60000,11,16,0,0]"}
     assert hour_rows == {b"@applied": b"7", uk.encode(): b"[3,2,60000,10,15,0,0]"}
+
+
+async def test_a_bucket_changed_after_its_change_was_taken_is_written_with_every_row_changed_since(
+    settings: Settings,
+) -> None:
+    """The agent changes a customer-bucket in place, and the mirror writes the bucket as it
+    is when the write is built, @applied included: a flush that takes a change and awaits
+    Redis before writing it (other writes first) writes a newer @applied than that change.
+    The rows changed since must go with it, or Redis would hold them older under that
+    @applied, and a reader that cached them would never read them again."""
+    reached = asyncio.Event()  # the flush reads how far ingest got right before it takes the staged
+    mirror = RedisMirror(
+        settings.redis,
+        settings.app_id,
+        Retention(172_800, 3_024_000, 34_560_000),
+        Counter(),
+        ingested=reached.set,
+    )
+    layout = Layout(settings.app_id)
+    key = BucketKey(5, Granularity.HOUR, START, "cust-live")
+    uk, fr = row_id("UK", "p1", "EUR"), row_id("FR", "p1", "EUR")
+    bucket = CustomerBucket(4, {uk: [4, 4, 4], fr: [2, 2, 2]})
+    client = connect(settings.redis)
+    try:
+        mirror.stage(key, bucket, None)
+        await mirror.flush(client, Unowned(START * 1000))
+        bucket.rows[uk], bucket.applied = [5, 5, 5], 5
+        mirror.stage(key, bucket, {uk})
+        reached.clear()
+        # Partitions 0 and 1 are written whole first: the agent runs while that awaits Redis.
+        flushing = asyncio.ensure_future(mirror.flush(client, Owner()))
+        await reached.wait()
+        bucket.rows[fr], bucket.applied = [6, 6, 6], 6
+        mirror.stage(key, bucket, {fr})
+        await flushing
+        written = await client.hgetall(layout.customer_rows(key.granularity, key.start, key.customer))
+    finally:
+        await client.aclose()
+    assert written == {b"@applied": b"6", uk.encode(): b"[5,5,5]", fr.encode(): b"[6,6,6]"}
