@@ -383,12 +383,13 @@ class RedisMirror:
                 pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
                 pipe.srem(layout.customers(key.granularity, key.start), key.customer)
                 continue
-            if changed is not None and (since := staged_since.get(key)) is not None and since[0] is bucket:
+            if changed is not None and (since := staged_since.get(key)) is not None:
                 # The agent changes a bucket in place, so what is written is its value now,
                 # with the @applied of now: the rows it changed since this change was taken
                 # (staged again meanwhile) go too, or Redis would hold them older under that
                 # @applied, which readers take to mean the same rows (docs/redis-layout.md).
-                changed = None if since[1] is None else changed | since[1]
+                # Staged as another object (the agent's cache was cleared), it is all rows.
+                changed = None if since[1] is None or since[0] is not bucket else changed | since[1]
             write.add(key.customer, bucket, bucket.rows if changed is None else changed)
         scripted: list[tuple[int, Granularity, int]] = []
         for (granularity, start), write in by_bucket.items():
