@@ -260,6 +260,17 @@ async def test_reading_a_revoked_partition_creates_no_state() -> None:
     assert agg.partitions == {}
 
 
+async def test_a_revoked_partition_s_staged_changes_leave_the_mirror_with_it() -> None:
+    """Should it come back, it is replayed: the mirror must not merge the replay's changes
+    with those of the run before (``streams.mirror.RedisMirror.forget``)."""
+    mirror = Mirror()
+    agg = aggregator(Tables(), mirror)
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    agg.apply(PARTITION + 1, 0, encode(record("b", customer="B")), Message())
+    agg.forget(PARTITION)
+    assert {key.partition for key in mirror.staged} == {PARTITION + 1}
+
+
 async def test_messages_are_acknowledged_only_after_the_changelog_is_delivered() -> None:
     tables, message = Tables(), Message()
     seen: list[tuple[int, bool]] = []
