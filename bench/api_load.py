@@ -63,6 +63,7 @@ from breakout.redis_layout import Layout  # noqa: E402
 
 DEMO_CUSTOMERS = 25  # `breakout demo` sends cust-000 … cust-024
 HTTP_TIMEOUT = 60.0
+SLOW_MS = 500  # a request this slow is listed with when it was sent
 WARM_SECONDS = 0.5  # a round of an admin report answered within this: every process has it cached
 
 
@@ -129,13 +130,30 @@ class Outcome:
     seconds: float = 0.0
     accepted_per_s: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)  # cores used over the phase, by process
+    began: float = field(default_factory=time.perf_counter)
+    slow: list[tuple[float, float]] = field(default_factory=list)  # (sent, s into the phase; ms)
 
-    def record(self, call: Call, ms: float, error: str | None) -> None:
+    def record(self, call: Call, sent: float, ms: float, error: str | None) -> None:
         if error is not None:
             self.errors[error] += 1
             return
         self.latencies.append(ms)
         self.by_kind.setdefault(call.kind, []).append(ms)
+        if ms >= SLOW_MS:
+            self.slow.append((sent - self.began, ms))
+
+    def stalls(self) -> list[tuple[float, float, int, float]]:
+        """The slow requests in runs sent less than a second apart: (first sent, last sent,
+        how many, the slowest ms). One long run is one stall of the API (or of the machine);
+        many short ones spread over the phase are slow requests."""
+        runs: list[tuple[float, float, int, float]] = []
+        for sent, ms in sorted(self.slow):
+            if runs and sent - runs[-1][1] < 1.0:
+                first, _, count, worst = runs[-1]
+                runs[-1] = (first, sent, count + 1, max(worst, ms))
+            else:
+                runs.append((sent, sent, 1, ms))
+        return runs
 
     @property
     def requests(self) -> int:
@@ -180,7 +198,7 @@ def session(url: str, connections: int, fresh: bool = False) -> aiohttp.ClientSe
 
 async def timed(http: aiohttp.ClientSession, call: Call, began: float, outcome: Outcome) -> None:
     error = await send(http, call)
-    outcome.record(call, (time.perf_counter() - began) * 1000, error)
+    outcome.record(call, began, (time.perf_counter() - began) * 1000, error)
 
 
 async def closed_loop(
@@ -302,8 +320,9 @@ async def phase(
     redis: aioredis.Redis,
     layout: Layout,
 ) -> Outcome:
+    cdrs, cpu = await accepted(redis, layout), cpu_now(processes)
     outcome = Outcome()
-    cdrs, cpu, began = await accepted(redis, layout), cpu_now(processes), time.perf_counter()
+    began = outcome.began
     await run(outcome)
     outcome.seconds = time.perf_counter() - began
     outcome.cpu = {name: (used - cpu[name]) / outcome.seconds for name, used in cpu_now(processes).items()}
@@ -337,6 +356,14 @@ def report(results: dict[str, Outcome]) -> None:
     for name, outcome in results.items():
         if outcome.errors:
             print(f"errors in {name}: {dict(outcome.errors)}")
+    print(f"\nrequests of {SLOW_MS} ms or more, in runs sent less than 1 s apart (s into the phase):")
+    for name, outcome in results.items():
+        runs = outcome.stalls()
+        shown = ", ".join(
+            f"{first:.1f}-{last:.1f} s: {count} (max {worst:.0f} ms)"
+            for first, last, count, worst in runs[:8]
+        )
+        print(f"  {name:<22}{len(outcome.slow)} in {len(runs)} runs" + (f"; {shown}" if runs else ""))
     print("\np50 / p99 ms by kind:")
     kinds = sorted({kind for outcome in results.values() for kind in outcome.by_kind})
     print(f"{'kind':<26}" + "".join(f"{name:>24}" for name in results))
