@@ -7,7 +7,7 @@ and why), 503 while Redis does not answer or the mirror is being refilled.
 
 from __future__ import annotations
 
-import gc
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.alerts import router as alerts
+from api.collector import collect_regularly, tune_gc
 from api.errors import install_error_handlers
 from api.health import router as health
 from api.metrics import ApiMetrics
@@ -69,27 +70,6 @@ class Measured:
         self.metrics.observe(getattr(route, "path", "unmatched"), status, time.perf_counter() - started)
 
 
-# A young collection every this many allocations; the middle generation every 10 of those;
-# a full one only after 1,000 middle ones (or when ``api.reader`` freezes a large fill).
-GC_THRESHOLDS = (20_000, 10, 1_000)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector from scanning the caches over and over.
-
-    The API holds millions of decoded rows in its caches (small lists and tuples, none in a
-    cycle), and every Refresh during live traffic replaces some. With CPython's default
-    thresholds the collector ran full collections of them every few seconds: measured under
-    ``bench/api_load.py``, 22 s of 100 went to collecting, in pauses of up to a second, the
-    p99 of every request. Objects from start-up are frozen; the young generations are
-    collected in larger batches, each pause short, and full collections are rare. Cycles
-    are still collected: they rarely live long enough to reach the old generation. Called
-    once per API process as it starts, not per app (tests make many apps in one process).
-    """
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def create_app(settings: Settings) -> FastAPI:
     """The FastAPI app serving breakout snapshots for ``settings``."""
 
@@ -107,9 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
         )
         app.state.series_points = SeriesPoints(settings.api_cache_rows)
         app.state.pages = PresentedPages(PresentedRows(settings.api_cache_rows // ROWS_PER_PRESENTED))
+        collecting = asyncio.create_task(collect_regularly())
         try:
             yield
         finally:
+            collecting.cancel()
             await client.aclose()
 
     # /docs loads its scripts from this server (the assets ship in the fastapi-offline

@@ -18,7 +18,6 @@ again, which proves Redis (no shard of it) was not emptied mid-read. Otherwise
 
 from __future__ import annotations
 
-import gc
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline
 
+from api.collector import freeze_fill
 from api.newest import BucketGroups, regroup
 from api.singleflight import SingleFlight
 from breakout.aggregate import Counters, empty
@@ -287,7 +287,7 @@ class MirrorReader:
         settled = Settled(merge_groups([group_rows(rows[bucket], group_by, filters) for bucket, _ in older]))
         self._settled.put(key, (older, settled), len(settled.groups) + 1)
         if sum(len(part) for part in rows.values()) >= FREEZE_ROWS:
-            _out_of_the_collectors_way()
+            freeze_fill()
         return settled
 
     async def bucket_totals(
@@ -476,20 +476,6 @@ class MirrorReader:
             now[field] = known
         self._raw.put(key, now, len(now) + 1)
         return [row for _, row in now.values()]
-
-
-def _out_of_the_collectors_way() -> None:
-    """Move what the cache just filled out of the cyclic garbage collector's sight.
-
-    A month of a large deployment is millions of small lists and tuples, none in a cycle;
-    left in the collector's generations, every full collection would scan them all
-    (seconds, seen as p99 spikes). Collected first, so no garbage cycle gets frozen;
-    reference counting still frees the frozen rows when the cache lets go of them. Done
-    only after a large fill: the smaller allocations of live Refreshes are left to the
-    collector, which then scans only them.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def freshness_of(watermarks: dict[int, Watermark]) -> Freshness:

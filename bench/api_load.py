@@ -180,7 +180,7 @@ async def send(http: aiohttp.ClientSession, call: Call) -> str | None:
     except (aiohttp.ClientError, TimeoutError) as exc:
         return type(exc).__name__
     if response.status != 200:
-        return f"HTTP {response.status}"
+        return f"HTTP {response.status} {body[:160].decode(errors='replace')}"
     if foreign(call, response.headers.get("content-type", ""), body):
         return "another customer's rows"
     return None
@@ -356,12 +356,15 @@ def report(results: dict[str, Outcome]) -> None:
     for name, outcome in results.items():
         if outcome.errors:
             print(f"errors in {name}: {dict(outcome.errors)}")
-    print(f"\nrequests of {SLOW_MS} ms or more, in runs sent less than 1 s apart (s into the phase):")
+    print(
+        f"\nrequests of {SLOW_MS} ms or more, in runs sent less than 1 s apart"
+        " (s into the phase; the slowest 8):"
+    )
     for name, outcome in results.items():
         runs = outcome.stalls()
         shown = ", ".join(
             f"{first:.1f}-{last:.1f} s: {count} (max {worst:.0f} ms)"
-            for first, last, count, worst in runs[:8]
+            for first, last, count, worst in sorted(runs, key=lambda run: -run[3])[:8]
         )
         print(f"  {name:<22}{len(outcome.slow)} in {len(runs)} runs" + (f"; {shown}" if runs else ""))
     print("\np50 / p99 ms by kind:")
@@ -458,6 +461,14 @@ async def run(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Pat
                 f"open loop, {args.rate:g} requests/s", scheduled, processes, redis, layout
             )
         report(results)
+        if any(outcome.errors for outcome in results.values()):
+            for log in (workdir / "worker.log", workdir / "api.log"):
+                noted = [
+                    line
+                    for line in log.read_text(errors="replace").splitlines()
+                    if "WARNING" in line or "ERROR" in line
+                ]
+                print(f"\n{log.name}, its last warnings and errors:", *noted[-15:], sep="\n  ")
     finally:
         await redis.aclose()
         for process in (demo, api.process, worker):
