@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from breakout.settings import Settings
 from breakout.synthetic import Profile, cdr_stream
@@ -48,6 +49,27 @@ async def publish_stream(settings: Settings, cdrs: Iterator[dict[str, Any]], cou
         await producer.stop()
 
 
+async def committed_settles(settings: Settings, quiet: float, wait: float) -> None:
+    """Wait until the agents' committed offsets stay put for ``quiet`` seconds. The agent
+    acknowledges a flush's messages only once its ids are indexed, so a flush still being
+    delivered or indexed moves them when it ends: on a slow machine that can take more
+    than a few seconds after the agent caught up."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + wait
+        last, since = None, time.monotonic()
+        while time.monotonic() - since < quiet:
+            assert time.monotonic() < deadline, f"committed offsets still moving after {wait} s"
+            offsets = await admin.list_consumer_group_offsets(settings.app_id)
+            now = sorted((tp.topic, tp.partition, meta.offset) for tp, meta in offsets.items())
+            if now != last:
+                last, since = now, time.monotonic()
+            await asyncio.sleep(1)
+    finally:
+        await admin.close()
+
+
 async def accepted_and_settled(settings: Settings) -> dict[str, int]:
     counters = await read_counters(settings)
     return {k: counters[k] for k in ("accepted", "duplicates", "revised")}
@@ -68,12 +90,12 @@ async def test_restart_over_two_million_ids_reads_none_of_them(settings: Setting
         got = await eventually_equal(lambda: accepted_and_settled(settings), counted, wait=900, worker=worker)
         assert got == counted
         # Accepted counts the ingest step; the agent may still be behind it. Once it has
-        # applied everything, its last flush (if one is under way) is delivered and indexed
-        # within moments; the messages applied since stay unflushed until the restart replays
-        # them. Stopping mid-flush would leave entries to index, which is not what this tests.
+        # applied everything, a flush under way is delivered and indexed, and its messages
+        # acknowledged (the messages applied since stay unflushed until the restart replays
+        # them). Stopping mid-flush would leave entries to index, which is not what this tests.
         since_ms = time.time_ns() // 1_000_000
         await eventually_true(lambda: caught_up(settings, since_ms), wait=600)
-        await asyncio.sleep(5)
+        await committed_settles(settings, quiet=10, wait=300)
     finally:
         worker.stop()
 
