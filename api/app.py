@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.admission import Admission
 from api.alerts import router as alerts
 from api.collector import collect_regularly, tune_gc
 from api.errors import install_error_handlers
@@ -117,6 +118,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health)
     install_error_handlers(app)
 
+    # Measured outermost: a request's latency includes its wait for a turn.
+    app.add_middleware(
+        Admission, in_flight=settings.api_in_flight, waiting=settings.api_waiting, metrics=metrics
+    )
     app.add_middleware(Measured, metrics=metrics)
 
     mount_portal(app)

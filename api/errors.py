@@ -6,7 +6,8 @@ both produces it and declares it in the OpenAPI reference, so the two cannot dis
 errors are turned into the same kind of sentence). 503: Redis does not answer, or the mirror
 is incomplete (``IncompleteMirror``): after Redis lost its data the workers refill it within
 seconds, and until then a report would show short totals as whole ones, so it is refused
-with ``Retry-After`` rather than answered.
+with ``Retry-After`` rather than answered. A 503 with ``Retry-After`` also comes from
+``api.admission`` when the process is at capacity.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ _DESCRIPTIONS = {
     401: "No API key, or one this server does not know",
     403: "The key is valid but its role may not see what was asked",
     422: "A parameter is invalid: the detail names it and says why",
-    503: "Redis does not answer; try again shortly",
+    503: "Redis does not answer, or this API process is at capacity (`Retry-After`); try again shortly",
 }
 _REFILLING = (
-    "Redis does not answer, or the mirror is being refilled after Redis lost its data (a report "
-    "would show partial totals, so none is given): try again after `Retry-After` seconds"
+    "Redis does not answer, the mirror is being refilled after Redis lost its data (a report "
+    "would show partial totals, so none is given), or this API process is at capacity: try "
+    "again after `Retry-After` seconds"
 )
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
@@ -52,7 +54,8 @@ def error_responses(*statuses: int, refilling: bool = False) -> dict[int | str, 
             response["description"] = _REFILLING
             response["headers"] = {
                 "Retry-After": {
-                    "description": "Seconds to wait before asking again; sent while the mirror is refilled",
+                    "description": "Seconds to wait before asking again; sent while the mirror is "
+                    "refilled and while the API is at capacity",
                     "schema": {"type": "integer"},
                 }
             }

@@ -32,6 +32,16 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        self.waiting = Gauge(
+            "breakout_api_requests_waiting",
+            "Requests waiting for a turn (BREAKOUT_API_IN_FLIGHT are worked on at once)",
+            registry=self.registry,
+        )
+        self.refused = PromCounter(
+            "breakout_api_refused_at_capacity",
+            "Requests refused with 503 because BREAKOUT_API_WAITING were already waiting",
+            registry=self.registry,
+        )
         self.as_of_age = Gauge(
             "breakout_mirror_as_of_age_seconds",
             "Wall-clock seconds since the event time the mirror is complete up to",

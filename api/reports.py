@@ -68,7 +68,9 @@ async def _summary(
     return await reader.summary(buckets, tokens, query.filters, group_by), freshness
 
 
-@router.get("/me", response_model=Me, summary="The role of the caller's key", responses=error_responses(401))
+@router.get(
+    "/me", response_model=Me, summary="The role of the caller's key", responses=error_responses(401, 503)
+)
 async def me(role: Caller) -> dict[str, Any]:
     if role.customer is None:
         return {"role": "admin", "customer": None}

@@ -114,6 +114,19 @@ class Settings(BaseSettings):
         ge=0,
         description="Rows the read API keeps cached from unchanged buckets (0 = no cache).",
     )
+    api_in_flight: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description="Requests an API process works on at once; the others wait their turn, "
+        "holding no Redis connection.",
+    )
+    api_waiting: int = Field(
+        500,
+        ge=0,
+        description="Requests an API process lets wait for a turn; past that it answers 503 with "
+        "`Retry-After` at once, rather than after a long wait.",
+    )
     alert_rules: Path | None = Field(
         None,
         description="TOML file of the NOC alert rules: ASR and NER drops, PDD rises (docs/noc-alerts.md); "

@@ -143,6 +143,36 @@ async def test_concurrent_identical_requests_get_the_answer_of_the_versions_they
             before = after
 
 
+async def test_past_its_line_the_api_refuses_at_once_and_answers_the_others_exactly(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    layout = await mirror(redis)
+    settings = settings_of(redis_url, layout).model_copy(update={"api_in_flight": 2, "api_waiting": 3})
+    expected = await cold_answers(settings)
+    async with serving(settings) as http:
+        burst = [
+            http.get("/v1/breakout", params=params, headers={"Authorization": f"Bearer {key}"})
+            for _ in range(8)
+            for key, params in QUERIES
+        ]
+        answers = await asyncio.gather(*burst)
+        served = 0
+        for n, answer in enumerate(answers):
+            if answer.status_code == 200:
+                assert answer.content == expected[n % len(QUERIES)]
+                served += 1
+            else:
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["Retry-After"] == "1"
+                assert answer.json()["detail"].startswith("the API is at capacity (3 requests waiting)")
+        # Two at work and three in line are served, the rest of the burst refused at once.
+        assert 5 <= served < len(answers)
+        metrics = (await http.get("/metrics")).text
+        assert f"breakout_api_refused_at_capacity_total {float(len(answers) - served)}" in metrics
+        # The line drains: a request now is served.
+        assert [await ask(http, key, params) for key, params in QUERIES] == expected
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
