@@ -57,7 +57,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.api import DAY, fill  # noqa: E402
 from bench.freshness import percentile, spawn, stop  # noqa: E402
-from bench.ingest import cpu_seconds, create_topic, free_port, start_services  # noqa: E402
+from bench.ingest import (  # noqa: E402
+    cpu_seconds,
+    create_topic,
+    free_port,
+    machine_seconds,
+    start_services,
+    started_broker,
+)
 from breakout.auth import ADMIN, Role, key_entry, new_key  # noqa: E402
 from breakout.redis_layout import Layout  # noqa: E402
 
@@ -309,8 +316,12 @@ async def warm_up(url: str, distinct: list[Call], processes: int, outcome: Outco
 
 
 def cpu_now(processes: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each process (with its children: the API's workers); this one's own."""
-    return {name: cpu_seconds(pid) for name, pid in processes.items()} | {"bench": time.process_time()}
+    """CPU seconds so far of each process (with its children: the API's workers), this one's
+    own, the machine's busy seconds less all of those ("others": jobs sharing the machine)
+    and its stolen seconds (see ``bench.ingest.machine_seconds``)."""
+    ours = {name: cpu_seconds(pid) for name, pid in processes.items()} | {"bench": time.process_time()}
+    busy, stolen = machine_seconds()
+    return ours | {"others": busy - sum(ours.values()), "stolen": stolen}
 
 
 async def phase(
@@ -350,7 +361,10 @@ def report(results: dict[str, Outcome]) -> None:
             f"{sum(outcome.errors.values()):>8}{outcome.accepted_per_s:>14,.0f}{cpu_ms:>16.1f}"
             f"{rps / base_rps:>14.1f}x{p99 / base_p50:>16.1f}x"
         )
-    print("\ncores used (CPU seconds a second) by process:")
+    print(
+        "\ncores used (CPU seconds a second) by process; others: the rest of the machine's busy"
+        " time (jobs sharing it); stolen: by the hypervisor (a shared VM's cores running others):"
+    )
     for name, outcome in results.items():
         print(f"  {name:<22}" + "  ".join(f"{process} {used:.2f}" for process, used in outcome.cpu.items()))
     for name, outcome in results.items():
@@ -453,6 +467,9 @@ async def run(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Pat
             redis_pid = workdir / "redis" / "redis.pid"
             if redis_pid.exists():
                 processes["redis"] = int(redis_pid.read_text())
+            broker = started_broker(workdir)
+            if broker is not None:
+                processes["kafka"] = broker
             results["one at a time"] = await phase("one at a time", one_at_a_time, processes, redis, layout)
             results[f"closed, {args.clients} clients"] = await phase(
                 f"closed loop, {args.clients} clients", concurrent, processes, redis, layout

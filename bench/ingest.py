@@ -149,6 +149,19 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds, summed over the cores, the machine has been busy and had stolen since boot.
+
+    Steal is time a virtual machine's cores were runnable but the hypervisor ran other
+    guests: on a shared machine it is why the same run is sometimes several times slower,
+    so a figure is only read beside it.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields)
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks
+
+
 def cpu_seconds(pid: int) -> float:
     """utime+stime of ``pid``, of its reaped children and of its live descendants."""
     total, stack = 0, [pid]
