@@ -64,6 +64,7 @@ from bench.ingest import (  # noqa: E402
     cpu_seconds,
     create_topic,
     free_port,
+    machine_seconds,
     start_services,
 )
 from breakout.auth import ADMIN, key_entry, new_key  # noqa: E402
@@ -344,6 +345,7 @@ class Run:
     unseen: int
     latencies: list[float]
     cpu_us: float  # the worker's CPU per CDR sent in the window
+    stolen: float  # cores the hypervisor took from this machine over the window, on average
     lag_max: float  # ingest lag, in seconds of traffic
     lag_first: float
     lag_last: float
@@ -371,7 +373,8 @@ class Run:
             f"  probes seen {self.probes - self.unseen}/{self.probes} (unseen: {self.unseen}); "
             f"send -> visible p50/p90/p99/max: {self.spread('{:.2f}', ' / ')} s\n"
             f"  worker CPU {self.cpu_us:.0f} us/CDR live vs {backlog[1]:.0f} us/CDR draining a backlog "
-            f"({self.cpu_us / backlog[1]:.1f}x); backlog rate {backlog[0]:,.0f} CDR/s\n"
+            f"({self.cpu_us / backlog[1]:.1f}x); backlog rate {backlog[0]:,.0f} CDR/s; "
+            f"{self.stolen:.2f} cores stolen by the hypervisor\n"
             f"  ingest lag (s of traffic): max {self.lag_max:.1f}, mean first half {self.lag_first:.1f}, "
             f"mean last 10 s {self.lag_last:.1f}\n"
             f"  API: p50 {self.api_p50_ms:.1f} ms a poll, answers {self.status}; "
@@ -474,6 +477,7 @@ async def live(
             raise RuntimeError("the generator did not start")
         window_over, deadline = asyncio.Event(), float("inf")
         cpu_before, began = cpu_seconds(worker.pid), time.time()
+        stolen_before = machine_seconds()[1]
         generator.stdin.write(b"GO\n")
         await generator.stdin.drain()
 
@@ -499,6 +503,7 @@ async def live(
         )
         line = await generator.stdout.readline()
         cpu = cpu_seconds(worker.pid) - cpu_before
+        stolen = (machine_seconds()[1] - stolen_before) / (time.time() - began)
         sampling.cancel()
         if not line:
             raise RuntimeError("the generator exited without a result")
@@ -526,6 +531,7 @@ async def live(
         unseen=probes.unseen(),
         latencies=probes.latencies,
         cpu_us=cpu / (result["sent"] + len(probes.timed)) * 1e6,
+        stolen=stolen,
         lag_max=max((n for _, n in lag_s), default=0.0),
         lag_first=statistics.mean([n for t, n in lag_s if t < args.duration / 2] or [0]),
         lag_last=statistics.mean([n for t, n in lag_s if t >= args.duration - 10] or [0]),
@@ -554,7 +560,7 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
     print(f"\none worker process, {os.cpu_count()} cores, {args.duration:.0f} s per rate; latencies in s")
     print(
         f"{'shape':<8}{'asked':>8}{'sent/s':>8}{'kept':>5}{'probes':>9}{'p50':>7}{'p90':>7}{'p99':>7}"
-        f"{'max':>7}{'us/CDR':>8}{'backlog':>9}{'ratio':>7}{'lag max':>8}{'lag end':>8}"
+        f"{'max':>7}{'us/CDR':>8}{'backlog':>9}{'ratio':>7}{'lag max':>8}{'lag end':>8}{'stolen':>8}"
     )
     for run in runs:
         cpu = backlog[run.shape][1]
@@ -562,6 +568,7 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
             f"{run.shape:<8}{run.rate:>8,.0f}{run.achieved:>8,.0f}{'yes' if run.kept else 'NO':>5}"
             f"{run.probes - run.unseen:>5}/{run.probes:<3}{run.spread('{:>7.2f}', '')}"
             f"{run.cpu_us:>8.0f}{cpu:>9.0f}{run.cpu_us / cpu:>6.1f}x{run.lag_max:>7.1f}s{run.lag_last:>7.1f}s"
+            f"{run.stolen:>8.2f}"
         )
     for shape, (cdr_rate, cpu_us) in backlog.items():
         print(f"backlog baseline, {shape}: {cdr_rate:,.0f} CDR/s, {cpu_us:.0f} us CPU per CDR")
