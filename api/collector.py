@@ -14,6 +14,13 @@ pause requests for up to seconds (``bench/api_load.py``):
   also collected on a clock, often enough to stay small, and a large fill (a month read
   cold) is frozen at once, never scanned.
 
+The clock collects the young and middle generations together, so an object is scanned
+once before it joins the old generation. Timing every collection under the bench showed
+why: none of them found garbage, and the middle generation collected every 5 s held the
+survivors of ten young collections, each scanned a second time, in pauses of up to 506 ms;
+collecting both on the clock cut the collector's time by 15 % and its longest pause to
+148 ms. A full collection stays as rare (after 10,000 middle ones: about 80 minutes).
+
 Cycles are still collected: the short-lived ones (asyncio's, exceptions') in the young and
 middle generations, which the clock collects; only a cycle alive at a large fill's freeze
 and dropped later is never freed, a few objects per fill.
@@ -25,11 +32,10 @@ import asyncio
 import gc
 
 # A young collection every this many allocations; the middle generation every 10 of those;
-# a full one only after 1,000 middle ones.
-GC_THRESHOLDS = (20_000, 10, 1_000)
-# And a young collection this often whatever the counts say, the middle one every tenth.
+# a full one only after 10,000 middle ones.
+GC_THRESHOLDS = (20_000, 10, 10_000)
+# And the young and middle generations together this often, whatever the counts say.
 YOUNG_SECONDS = 0.5
-MIDDLE_EVERY = 10
 
 
 def tune_gc() -> None:
@@ -40,12 +46,11 @@ def tune_gc() -> None:
 
 
 async def collect_regularly() -> None:
-    """Collect the young generation every ``YOUNG_SECONDS`` (see the module's docstring)."""
-    collections = 0
+    """Collect the young and middle generations every ``YOUNG_SECONDS`` (see the module's
+    docstring)."""
     while True:
         await asyncio.sleep(YOUNG_SECONDS)
-        collections += 1
-        gc.collect(1 if collections % MIDDLE_EVERY == 0 else 0)
+        gc.collect(1)
 
 
 def freeze_fill() -> None:
