@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import httpx
 from starlette.types import Receive, Scope, Send
@@ -31,9 +33,9 @@ class HeldApp:
             self.inside -= 1
 
 
-async def until(condition: object, seconds: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     for _ in range(int(seconds / 0.01)):
-        if callable(condition) and condition():
+        if condition():
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition never held")
@@ -67,12 +69,21 @@ async def test_past_the_line_a_request_is_refused_at_once_and_the_line_is_served
     assert metrics.waiting._value.get() == 0
 
 
-async def test_health_and_the_alert_stream_are_never_held_back() -> None:
+@asynccontextmanager
+async def one_at_work(
+    waiting: int,
+) -> AsyncIterator[tuple[HeldApp, Admission, httpx.AsyncClient, asyncio.Task[httpx.Response]]]:
+    """One turn, taken by a request the app holds until ``release`` is set."""
     app = HeldApp()
-    admission = Admission(app, in_flight=1, waiting=0, metrics=ApiMetrics())
+    admission = Admission(app, in_flight=1, waiting=waiting, metrics=ApiMetrics())
     async with client_of(admission) as http:
         working = asyncio.create_task(http.get("/v1/breakout"))
         await until(lambda: app.inside == 1)
+        yield app, admission, http, working
+
+
+async def test_health_and_the_alert_stream_are_never_held_back() -> None:
+    async with one_at_work(waiting=0) as (app, _, http, working):
         health = await asyncio.wait_for(http.get("/healthz"), 2)
         assert health.status_code == 200
         stream = asyncio.create_task(http.get("/v1/alerts/stream"))
@@ -84,11 +95,7 @@ async def test_health_and_the_alert_stream_are_never_held_back() -> None:
 
 
 async def test_a_request_given_up_while_waiting_leaves_the_line() -> None:
-    app = HeldApp()
-    admission = Admission(app, in_flight=1, waiting=5, metrics=ApiMetrics())
-    async with client_of(admission) as http:
-        working = asyncio.create_task(http.get("/v1/breakout"))
-        await until(lambda: app.inside == 1)
+    async with one_at_work(waiting=5) as (app, admission, http, working):
         impatient = asyncio.create_task(http.get("/v1/breakout?impatient"))
         await until(lambda: admission.waiting == 1)
         impatient.cancel()
