@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, cast
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import StreamingResponse
 from redis.asyncio.cluster import RedisCluster
 
@@ -85,6 +85,16 @@ class AlertFeed:
         return None
 
 
+def feed_of(app: FastAPI) -> AlertFeed:
+    """A live feed on the app's client for alert streams (``app.state.stream_redis``).
+
+    Each open stream holds a connection for its subscription as long as its client listens,
+    and streams are not held back by ``api.admission``; on a client of their own, a crowd of
+    them can use up only their own connections, never those the reports need.
+    """
+    return AlertFeed(app.state.stream_redis, app.state.settings.app_id)
+
+
 def _admin_only(role: Role) -> None:
     if not role.is_admin:
         raise AccessDenied("alerts are about carriers and routes: they are for admin keys")
@@ -135,7 +145,7 @@ async def alerts(
 )
 async def alert_stream(request: Request, role: Caller) -> StreamingResponse:
     _admin_only(role)
-    feed = AlertFeed(request.app.state.redis, request.app.state.settings.app_id)
+    feed = feed_of(request.app)
 
     async def events() -> AsyncIterator[str]:
         async with feed:

@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
         client = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
         app.state.redis = client
+        app.state.stream_redis = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
         app.state.reader = MirrorReader(
             client, Layout(settings.app_id), settings.partitions, settings.api_cache_rows
         )
@@ -94,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             collecting.cancel()
             await client.aclose()
+            await app.state.stream_redis.aclose()
 
     # /docs loads its scripts from this server (the assets ship in the fastapi-offline
     # wheel): it works on a machine with no route to a CDN. No /redoc: its page loads a logo

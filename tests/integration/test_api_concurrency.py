@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
+from api.alerts import feed_of
 from api.app import create_app
 from breakout.auth import ADMIN, Role, key_entry, new_key
 from breakout.buckets import Granularity
@@ -170,6 +171,25 @@ async def test_past_its_line_the_api_refuses_at_once_and_answers_the_others_exac
         metrics = (await http.get("/metrics")).text
         assert f"breakout_api_refused_at_capacity_total {float(len(answers) - served)}" in metrics
         # The line drains: a request now is served.
+        assert [await ask(http, key, params) for key, params in QUERIES] == expected
+
+
+async def test_open_alert_streams_never_take_the_connections_reports_need(
+    redis: aioredis.Redis, redis_url: str
+) -> None:
+    """A hundred NOC screens each hold a subscription, as many as redis-py's pool has
+    connections: reports are still answered, from connections of their own."""
+    layout = await mirror(redis)
+    settings = settings_of(redis_url, layout)
+    expected = await cold_answers(settings)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http,
+        AsyncExitStack() as streams,
+    ):
+        for _ in range(100):
+            await streams.enter_async_context(feed_of(app))
         assert [await ask(http, key, params) for key, params in QUERIES] == expected
 
 
