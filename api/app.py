@@ -40,6 +40,8 @@ from breakout.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 # A formatted row weighs about as much as this many cached rows of counters.
 ROWS_PER_PRESENTED = 40
+# Both of the API's Redis clients: the reports' and the alert streams'.
+REDIS_OPTIONS: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 2}
 
 
 class Measured:
@@ -81,9 +83,9 @@ def create_app(settings: Settings) -> FastAPI:
                 "BREAKOUT_API_KEYS is empty: every /v1 request will be refused with 401; "
                 "create a key with `breakout api-key --role admin`"
             )
-        client = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
+        client = connect(settings.redis, **REDIS_OPTIONS)
         app.state.redis = client
-        app.state.stream_redis = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
+        app.state.stream_redis = connect(settings.redis, **REDIS_OPTIONS)  # api.alerts.feed_of
         app.state.reader = MirrorReader(
             client, Layout(settings.app_id), settings.partitions, settings.api_cache_rows
         )
