@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -141,12 +142,32 @@ def start_worker(kafka: str, redis_url: str, topic: str, app_id: str) -> subproc
     )
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants: the worker's ingest process, for one."""
+    tree, stack = [], [pid]
+    while stack:
+        member = stack.pop()
+        tree.append(member)
+        try:
+            for task in Path(f"/proc/{member}/task").iterdir():
+                stack.extend(int(child) for child in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return tree
+
+
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory so far (``VmHWM``), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
+    """The peak resident memory so far (``VmHWM``) of ``pid`` and of each live descendant,
+    summed, in MB: at least the peak of their sum."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+    if not total:
+        raise RuntimeError(f"no VmHWM for process {pid}")
+    return total / 1024
 
 
 def machine_seconds() -> tuple[float, float]:
@@ -164,16 +185,11 @@ def machine_seconds() -> tuple[float, float]:
 
 def cpu_seconds(pid: int) -> float:
     """utime+stime of ``pid``, of its reaped children and of its live descendants."""
-    total, stack = 0, [pid]
-    while stack:
-        proc = Path(f"/proc/{stack.pop()}")
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
             total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-            for task in (proc / "task").iterdir():
-                stack.extend(int(child) for child in (task / "children").read_text().split())
-        except (FileNotFoundError, ProcessLookupError):
-            continue
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -182,7 +198,7 @@ class PipelineRun:
     """One timed run of the worker over a pre-published topic."""
 
     rate: float  # CDR/s, first commit → fully mirrored
-    peak_rss_mb: float  # the worker's, by then
+    peak_rss_mb: float  # the worker's processes', by then
     worker_us: float  # CPU per CDR over the span: the worker process
     broker_us: float | None  # the Kafka broker (None: not started by this bench)
     redis_us: float  # Redis (``INFO cpu``; the bench's own polls included), all shards

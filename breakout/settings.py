@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from breakout.auth import Role, parse_key_entries
+from breakout.buckets import Retention
 from breakout.errors import ConfigError
 
 ENV_PREFIX = "BREAKOUT_"
@@ -63,6 +64,12 @@ class Settings(BaseSettings):
         le=1800,  # and its group.max.session.timeout.ms
         description="Seconds without a heartbeat before a worker's partitions go to the others "
         "(Kafka's session.timeout.ms); the embedded broker also makes a first join wait half of it.",
+    )
+    ingest_process: bool = Field(
+        True,
+        description="Run the worker's ingest step (reading and validating CDRs) in a process of its "
+        "own, so that it and the aggregating agent each have a core; `false` keeps it on the agent's "
+        "event loop (a one-core machine).",
     )
     ingest_linger_ms: int = Field(
         500,
@@ -164,6 +171,11 @@ class Settings(BaseSettings):
     def api_roles(self) -> dict[str, Role]:
         """Key digest → role, from ``api_keys``."""
         return parse_key_entries(self.api_keys)
+
+    @property
+    def retention(self) -> Retention:
+        """How long each bucket size is kept, in stream time."""
+        return Retention(self.minute_retention, self.hour_retention, self.day_retention)
 
     @property
     def dlq_topic(self) -> str:

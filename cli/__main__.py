@@ -4,4 +4,6 @@ import sys
 
 from cli.main import main
 
-sys.exit(main())
+# Guarded: a process the worker spawns (its ingest step) imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

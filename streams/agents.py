@@ -1,4 +1,7 @@
-"""The worker's pipeline: the ingest task, the aggregating agent, the Redis mirror and lag tasks.
+"""The worker's pipeline: the ingest step, the aggregating agent, the Redis mirror and lag tasks.
+
+The ingest step runs in a process of its own (``streams.ingest_process``) unless
+``BREAKOUT_INGEST_PROCESS`` is false.
 
 The agent consumes the internal topic one message at a time; each message carries
 thousands of validated CDRs of one partition, so Faust's per-event cost is paid per
@@ -21,7 +24,6 @@ from typing import Any
 import faust
 import orjson
 
-from breakout.buckets import Retention
 from breakout.destinations import load_dial_codes
 from breakout.ledger import REVISION_UNKNOWN, TOO_LATE
 from breakout.normalize import Record, Reject
@@ -31,6 +33,7 @@ from streams.deadletter import dead_letter
 from streams.heap import TRIM_SECONDS, heap_trimmer
 from streams.idstore import MemoryIdIndex, RocksIdIndex
 from streams.ingest import Ingest, normalized_topic
+from streams.ingest_process import IngestProcess
 from streams.lag import LagReporter
 from streams.metrics import serve_metrics
 from streams.mirror import RedisMirror
@@ -49,10 +52,6 @@ CRASH_EXIT_SECONDS = 15.0
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def retention_of(settings: Settings) -> Retention:
-    return Retention(settings.minute_retention, settings.hour_retention, settings.day_retention)
 
 
 REFUSED_DETAILS = {
@@ -107,10 +106,12 @@ async def stop_worker(app: faust.App, exc: BaseException) -> None:
 
 def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     """Attach the tables, the agent and the background tasks to ``app``."""
+    # Read here even when the ingest runs in its own process: a bad file stops the worker
+    # with its one-line error before anything starts.
     dial_codes = load_dial_codes(settings.dial_codes)
     tables = create_tables(app, settings.partitions)
     counters: Counter[str] = Counter()
-    retention = retention_of(settings)
+    retention = settings.retention
     source = app.topic(
         normalized_topic(settings),
         key_type=bytes,
@@ -128,7 +129,11 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
 
     if settings.worker_metrics_port:
         serve_metrics(settings.api_host, settings.worker_metrics_port, counters)
-    ingest = Ingest(settings, dial_codes, retention, counters)
+    ingest = (
+        IngestProcess(settings, counters)
+        if settings.ingest_process
+        else Ingest(settings, dial_codes, retention, counters)
+    )
     mirror = RedisMirror(
         settings.redis, settings.app_id, retention, counters, ingested=lambda: ingest.newest_event_ms
     )

@@ -37,6 +37,7 @@ import logging
 import time
 import zlib
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -107,12 +108,20 @@ class Ingest:
     """
 
     def __init__(
-        self, settings: Settings, dial_codes: DialCodes, retention: Retention, counters: Counter[str]
+        self,
+        settings: Settings,
+        dial_codes: DialCodes,
+        retention: Retention,
+        counters: Counter[str],
+        sent: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.dial_codes = dial_codes
         self.retention = retention
         self.counters = counters
+        # Called once the broker has every message of a poll, before its commit: what the
+        # poll counted is final, and the agent cannot have applied its records yet.
+        self.sent = sent
         self._partition_of: dict[str, int] = {}
         # Per CDR-topic partition assigned here: the offset committed so far (-1: none yet).
         # How far the ingest has got, for the lag report; it does not move while a step hangs.
@@ -178,6 +187,7 @@ class Ingest:
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=MAX_RECORDS)
                 if batches:
                     newest = await asyncio.wait_for(self._process(batches, producer), BROKER_WAIT_SECONDS)
+                    self.sent()
                     await asyncio.wait_for(consumer.commit(), BROKER_WAIT_SECONDS)
                     if newest is not None and (self.newest_event_ms or 0) < newest:
                         self.newest_event_ms = newest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 
 import faust
 import mode.loop
@@ -13,11 +12,10 @@ from breakout.settings import Settings
 from streams.agents import register_pipeline
 from streams.alerts import alerts_topic, register_detector
 from streams.app import create_app
+from streams.collector import tune_gc
 from streams.ingest import normalized_topic
 from streams.tables import changelog_topics
 from streams.topics import ensure_topics
-
-GC_YOUNG_THRESHOLD = 50_000
 
 
 def run_worker(settings: Settings) -> None:
@@ -38,16 +36,3 @@ def run_worker(settings: Settings) -> None:
     worker.spinner = None
     tune_gc()
     worker.execute_from_commandline()
-
-
-def tune_gc() -> None:
-    """Collect cycles less often: the worker allocates a few lists per CDR and keeps millions.
-
-    With CPython's default threshold (a young collection every 700 allocations) the
-    collector re-scans the young objects of every message, and each full collection the
-    whole bucket cache; measured on the aggregation loop that doubled its cost. Objects
-    created at start-up are frozen (never scanned again); cycles are still collected,
-    only in larger batches.
-    """
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)

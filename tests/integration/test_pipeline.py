@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from breakout.settings import Settings
@@ -26,8 +27,9 @@ from tests.integration.pipeline import (
 )
 
 
+@pytest.mark.parametrize("ingest_process", ["true", "false"], ids=["ingest-process", "ingest-task"])
 async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, ingest_process: str
 ) -> None:
     settings, table = with_dial_codes(settings, tmp_path)
     end_time = time.time() - 3600
@@ -37,7 +39,9 @@ async def test_dataset_totals_are_exact_and_rejects_are_dead_lettered(
     assert len({dataset.expected_destination(c["dst"], table) for c in valid}) >= 50
     assert data.duplicates >= 0.04 * len(valid) and len(data.invalid) >= 0.015 * len(valid)
 
-    worker = Worker(settings, tmp_path / "w1", tmp_path / "worker.log")
+    worker = Worker(
+        settings, tmp_path / "w1", tmp_path / "worker.log", BREAKOUT_INGEST_PROCESS=ingest_process
+    )
     try:
         await publish(settings, data.messages)
         expected = dataset.expected_rows(valid, table)
