@@ -66,8 +66,9 @@ class IngestProcess:
         self.newest_event_ms: int | None = None
 
     async def run(self) -> None:
-        """Start the child and take its reports until it ends, which is an error: it runs
-        until the worker stops it. Cancelling this (the worker stopping) stops the child."""
+        """Start the child and take its reports until it ends; then stop the worker, as
+        asked when the child was stopped, as a crash (raising) otherwise. Cancelling this
+        (the worker stopping) stops the child."""
         context = multiprocessing.get_context("spawn")
         reports, sender = context.Pipe(duplex=False)
         child = context.Process(
