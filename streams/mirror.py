@@ -10,10 +10,14 @@ Only then does its watermark carry the epoch, which is how readers tell a whole 
 from a partial one.
 
 Flushes follow each other as closely as the load allows: the next begins
-``FLUSH_SECONDS`` after the last began, or, when a flush takes longer than half that,
-twice its duration after. A quiet worker's changes reach Redis within a fraction of a
-second; a busy one spends at most half its time writing, and each flush then carries
-more changes per bucket, which costs Redis and the worker less per CDR.
+``FLUSH_SECONDS`` after the last began, or right away when the last took longer, unless
+the mirror's own work on the event loop (building the writes and reading Redis's answers,
+not waiting for them) took more than ``WRITING_SHARE`` of the time since the last began:
+then a pause brings it back to that share. What the agent queues behind is that work, not
+Redis's: under live traffic a flush spends most of its time waiting for Redis, and a pause
+as long as the whole flush left each change waiting up to three flush durations. A busy
+worker's flushes carry more changes per bucket, which costs Redis and the worker less per
+CDR; while one chunk is on its way to Redis the worker builds the next.
 
 One flush (``flush``), in order:
 1. Read the epoch (creating it in an empty Redis); a new one forgets which partitions
@@ -39,13 +43,15 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 import hiredis
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
@@ -58,7 +64,7 @@ from breakout.redis_layout import APPLIED_FIELD, Layout, Watermark, joined_epoch
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.5
-# A flush slower than FLUSH_SECONDS / WRITING_SHARE is followed by a pause as long as itself.
+# The most of the event loop's time the mirror's own work may take; more, and it pauses.
 WRITING_SHARE = 0.5
 # Rewritten at every flush: a worker that stops writing drops out of the sums within this.
 COUNTERS_TTL_SECONDS = 120
@@ -67,10 +73,14 @@ RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
 # far below the socket timeout however many rows a flush writes (a re-mirror writes all).
 CHUNK_ROWS = 20_000
 CHUNK_KEYS = 1_000
+# Chunks on their way to Redis at once: Redis runs one while the worker builds the next.
+CHUNKS_IN_FLIGHT = 2
 SOCKET_TIMEOUT_SECONDS = 30
 
 # A staged change: the bucket's live value (None: deleted) and the rows to write (None: all).
 Change = tuple[CustomerBucket | None, set[RowId] | None]
+# Where a pipeline holds a bucket's script call: (index of its answer, granularity, start).
+Scripted = tuple[int, Granularity, int]
 
 
 class MirrorSource(Protocol):
@@ -241,6 +251,7 @@ class RedisMirror:
         self._revoked: set[int] = set()
         self._rows = RowFields()
         self._epoch_keys: EpochKeys | None = None
+        self._busy = 0.0  # seconds of the running flush's own work on the event loop
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -274,6 +285,7 @@ class RedisMirror:
         try:
             while True:
                 began = time.monotonic()
+                self._busy = 0.0
                 try:
                     await self.flush(client, source)
                 except REDIS_ERRORS as exc:
@@ -288,7 +300,7 @@ class RedisMirror:
                     log.info("Redis mirror: caught up after %d failed flushes", failures)
                 failures = 0
                 took = time.monotonic() - began
-                await asyncio.sleep(max(FLUSH_SECONDS, took / WRITING_SHARE) - took)
+                await asyncio.sleep(max(FLUSH_SECONDS, self._busy / WRITING_SHARE, took) - took)
         finally:
             await client.aclose()
 
@@ -316,21 +328,24 @@ class RedisMirror:
             if pending:
                 began = time.monotonic()
                 keys = source.bucket_keys(pending)
-                for start in range(0, len(keys), CHUNK_KEYS):
-                    part = keys[start : start + CHUNK_KEYS]
-                    changes: dict[BucketKey, Change] = {k: (source.value(k), None) for k in part}
-                    await self._write_rows(client, changes, stream_s)
+                whole: Iterator[dict[BucketKey, Change]] = (
+                    {k: (source.value(k), None) for k in keys[start : start + CHUNK_KEYS]}
+                    for start in range(0, len(keys), CHUNK_KEYS)
+                )
+                await self._write_chunks(client, whole, stream_s, lambda chunk: None)
                 log.info(
                     "Redis mirror: partitions %s written whole (%d customer-buckets, %.1fs)",
                     sorted(pending),
                     len(keys),
                     time.monotonic() - began,
                 )
+
             # Step 4. What changed since the last flush; a chunk written is not written again.
-            for chunk in _chunks(dict(staged)):
-                await self._write_rows(client, chunk, stream_s)
+            def written(chunk: dict[BucketKey, Change]) -> None:
                 for key in chunk:
                     del staged[key]
+
+            await self._write_chunks(client, _chunks(dict(staged)), stream_s, written)
         except BaseException:
             revoked = self._revoked
             kept = {k: v for k, v in staged.items() if k.partition not in revoked}
@@ -357,12 +372,47 @@ class RedisMirror:
             raise RedisError("an epoch key vanished as it was created (Redis emptied again)")
         return epoch
 
-    async def _write_rows(
+    async def _write_chunks(
+        self,
+        client: Client,
+        chunks: Iterator[dict[BucketKey, Change]],
+        stream_s: int,
+        written: Callable[[dict[BucketKey, Change]], None],
+    ) -> None:
+        """Each chunk as one pipeline, ``CHUNKS_IN_FLIGHT`` on their way at once; ``written``
+        is called with each chunk Redis took whole. A failure stops the flush once the chunks
+        already sent are answered; a chunk cut off in flight is kept, and writing it again
+        is harmless."""
+        sending: deque[tuple[asyncio.Future[list[Any]], dict[BucketKey, Change], list[Scripted]]]
+        sending = deque()
+        try:
+            for chunk in chunks:
+                began = time.perf_counter()
+                pipe, scripted = self._pipeline(client, chunk, stream_s)
+                self._busy += time.perf_counter() - began
+                sending.append((asyncio.ensure_future(pipe.execute()), chunk, scripted))
+                if len(sending) < CHUNKS_IN_FLIGHT:
+                    await asyncio.sleep(0)  # let it go out before the next is built
+                    continue
+                future, chunk, scripted = sending.popleft()
+                self._after_write(await future, chunk, scripted)
+                written(chunk)
+            while sending:
+                future, chunk, scripted = sending.popleft()
+                self._after_write(await future, chunk, scripted)
+                written(chunk)
+        except BaseException:
+            for future, _, _ in sending:
+                future.cancel()
+            await asyncio.gather(*(future for future, _, _ in sending), return_exceptions=True)
+            raise
+
+    def _pipeline(
         self,
         client: Client,
         changes: dict[BucketKey, Change],
         stream_s: int,
-    ) -> None:
+    ) -> tuple[Pipeline | ClusterPipeline, list[Scripted]]:
         """One pipeline: one script call per bucket for its changed customers, then its version.
 
         A bucket's customers share one call (live traffic changes a few buckets, each for
@@ -391,7 +441,7 @@ class RedisMirror:
                 # Staged as another object (the agent's cache was cleared), it is all rows.
                 changed = None if since[1] is None or since[0] is not bucket else changed | since[1]
             write.add(key.customer, bucket, bucket.rows if changed is None else changed)
-        scripted: list[tuple[int, Granularity, int]] = []
+        scripted: list[Scripted] = []
         for (granularity, start), write in by_bucket.items():
             ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
             if write.customers:
@@ -413,11 +463,19 @@ class RedisMirror:
             version = layout.version(granularity, start)
             pipe.incr(version)
             pipe.expire(version, ttl)
-        results = await pipe.execute()
+        return pipe, scripted
+
+    def _after_write(
+        self, results: list[Any], changes: dict[BucketKey, Change], scripted: list[Scripted]
+    ) -> None:
+        """Note the customer-buckets whose write a script refused (``_after_refusal``)."""
+        began = time.perf_counter()
         refused = {(g, start, _text(c)) for index, g, start in scripted for c in results[index]}
-        for key in changes:
-            if (key.granularity, key.start, key.customer) in refused:
-                self._after_refusal(key)
+        if refused:
+            for key in changes:
+                if (key.granularity, key.start, key.customer) in refused:
+                    self._after_refusal(key)
+        self._busy += time.perf_counter() - began
 
     def _after_refusal(self, key: BucketKey) -> None:
         """Make the next write of ``key`` carry every row, whether staged already or not.

@@ -8,6 +8,7 @@ from collections import Counter
 import orjson
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, row_id
@@ -339,3 +340,42 @@ async def test_a_bucket_changed_after_its_change_was_taken_is_written_with_every
     finally:
         await client.aclose()
     assert written == {b"@applied": b"6", uk.encode(): b"[5,5,5]", fr.encode(): b"[6,6,6]"}
+
+
+async def test_a_chunk_redis_fails_is_kept_and_the_chunks_written_before_it_are_not(
+    settings: Settings,
+) -> None:
+    """A flush writes in chunks, two on their way at once. When Redis fails one (here a
+    customer hash that is not a hash), the chunks it answered before stay written and are
+    not staged again, the failed one and any cut off after it are kept, no watermark is
+    written, and the next flush writes what was kept: every row exact."""
+    app = settings.app_id
+    mirror = RedisMirror(settings.redis, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    layout = Layout(app)
+    keys = [BucketKey(0, Granularity.HOUR, START, f"cust-{n:04}") for n in range(2_500)]
+    rows = {key: {row_id("UK", "p1", "EUR"): [n, n, n]} for n, key in enumerate(keys)}
+    for key in keys:
+        mirror.stage(key, CustomerBucket(3, rows[key]), None)
+    broken = layout.customer_rows(Granularity.HOUR, START, keys[1_500].customer)  # the 2nd chunk
+    client = connect(settings.redis)
+    try:
+        await client.set(broken, "not a hash")
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await mirror.flush(client, Owner())
+        kept = set(mirror._staged)
+        assert not await client.exists(layout.watermarks)
+        await client.delete(broken)
+        await mirror.flush(client, Owner())
+        written = {
+            key: await client.hgetall(layout.customer_rows(key.granularity, key.start, key.customer))
+            for key in keys
+        }
+    finally:
+        await client.aclose()
+    assert set(keys[1_000:2_000]) <= kept
+    assert not kept & set(keys[:1_000])
+    for key in keys:
+        assert written[key] == {
+            b"@applied": b"3",
+            **{row.encode(): orjson.dumps(counters) for row, counters in rows[key].items()},
+        }, key
