@@ -9,15 +9,18 @@ CDRs. A partition assigned to this worker (start, rebalance) is written whole on
 Only then does its watermark carry the epoch, which is how readers tell a whole mirror
 from a partial one.
 
-Flushes follow each other as closely as the load allows: the next begins
-``FLUSH_SECONDS`` after the last began, or right away when the last took longer, unless
-the mirror's own work on the event loop (building the writes and reading Redis's answers,
-not waiting for them) took more than ``WRITING_SHARE`` of the time since the last began:
-then a pause brings it back to that share. What the agent queues behind is that work, not
-Redis's: under live traffic a flush spends most of its time waiting for Redis, and a pause
-as long as the whole flush left each change waiting up to three flush durations. A busy
-worker's flushes carry more changes per bucket, which costs Redis and the worker less per
-CDR; while one chunk is on its way to Redis the worker builds the next.
+How often it flushes is a choice between freshness and cost (``pause_after``). Keeping up
+with live traffic, flushes follow each other as closely as the load allows: the next
+begins ``FLUSH_SECONDS`` after the last began, or right away when the last took longer,
+unless the mirror's own work on the event loop (building the writes and reading Redis's
+answers, not waiting for them) took more than ``WRITING_SHARE`` of that time: then a pause
+brings it back to that share. What the agent queues behind is that work, not Redis's:
+under live traffic a flush spends most of its time waiting for Redis. Working through a
+backlog (stream time more than ``BACKLOG_SECONDS`` behind the clock: a catch-up after a
+restart or an outage, or a worker falling behind), CDRs are late by more than that
+already, so flushes begin at least twice their length apart: each then carries more
+changes per row, which costs Redis and the worker less per CDR. While one chunk is on
+its way to Redis the worker builds the next.
 
 One flush (``flush``), in order:
 1. Read the epoch (creating it in an empty Redis); a new one forgets which partitions
@@ -66,6 +69,12 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
 # The most of the event loop's time the mirror's own work may take; more, and it pauses.
 WRITING_SHARE = 0.5
+# How far the newest stream time of the worker's partitions may be behind the clock while
+# it keeps up with live traffic; further behind, it is working through a backlog. (A
+# softswitch whose clock is that far behind costs its CDRs one flush of freshness.)
+BACKLOG_SECONDS = 10
+# In a backlog, a flush is followed by a pause as long as itself.
+BACKLOG_SPACING = 2.0
 # Rewritten at every flush: a worker that stops writing drops out of the sums within this.
 COUNTERS_TTL_SECONDS = 120
 RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
@@ -97,6 +106,14 @@ class MirrorSource(Protocol):
 
     def watermark(self, partition: int) -> tuple[int, int]:
         """The partition's stream time (ms) and the last offset applied."""
+
+
+def pause_after(took: float, busy: float, backlog: bool) -> float:
+    """Seconds between the end of a flush that took ``took`` seconds, ``busy`` of them the
+    mirror's own work on the event loop, and the next (the module's docstring says why)."""
+    if backlog:
+        return max(FLUSH_SECONDS, took * BACKLOG_SPACING) - took
+    return max(FLUSH_SECONDS, busy / WRITING_SHARE, took) - took
 
 
 def _merge(older: Change | None, newer: Change) -> Change:
@@ -252,6 +269,7 @@ class RedisMirror:
         self._rows = RowFields()
         self._epoch_keys: EpochKeys | None = None
         self._busy = 0.0  # seconds of the running flush's own work on the event loop
+        self.stream_s = 0  # the newest stream time of the partitions owned at the last flush
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -300,7 +318,8 @@ class RedisMirror:
                     log.info("Redis mirror: caught up after %d failed flushes", failures)
                 failures = 0
                 took = time.monotonic() - began
-                await asyncio.sleep(max(FLUSH_SECONDS, self._busy / WRITING_SHARE, took) - took)
+                backlog = time.time() - self.stream_s > BACKLOG_SECONDS
+                await asyncio.sleep(pause_after(took, self._busy, backlog))
         finally:
             await client.aclose()
 
@@ -322,6 +341,7 @@ class RedisMirror:
         staged, self._staged = self._staged, {}
         self._revoked = set()
         stream_s = max((ms for ms, _ in marks.values()), default=int(time.time() * 1000)) // 1000
+        self.stream_s = stream_s
         try:
             # Step 3. Partitions not whole in this epoch: every row, read as it is now.
             pending = owned - self.whole
