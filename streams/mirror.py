@@ -400,11 +400,17 @@ class RedisMirror:
         written: Callable[[dict[BucketKey, Change]], None],
     ) -> None:
         """Each chunk as one pipeline, ``CHUNKS_IN_FLIGHT`` on their way at once; ``written``
-        is called with each chunk Redis took whole. A failure stops the flush once the chunks
-        already sent are answered; a chunk cut off in flight is kept, and writing it again
-        is harmless."""
+        is called with each chunk Redis took whole. A failure cancels the chunks still on
+        their way and is raised: those, like the failed one, are not ``written`` (kept for
+        the next flush), and writing one again that Redis did take is harmless."""
         sending: deque[tuple[asyncio.Future[list[Any]], dict[BucketKey, Change], list[Scripted]]]
         sending = deque()
+
+        async def settle_oldest() -> None:
+            future, chunk, scripted = sending.popleft()
+            self._after_write(await future, chunk, scripted)
+            written(chunk)
+
         try:
             for chunk in chunks:
                 began = time.perf_counter()
@@ -413,14 +419,10 @@ class RedisMirror:
                 sending.append((asyncio.ensure_future(pipe.execute()), chunk, scripted))
                 if len(sending) < CHUNKS_IN_FLIGHT:
                     await asyncio.sleep(0)  # let it go out before the next is built
-                    continue
-                future, chunk, scripted = sending.popleft()
-                self._after_write(await future, chunk, scripted)
-                written(chunk)
+                else:
+                    await settle_oldest()
             while sending:
-                future, chunk, scripted = sending.popleft()
-                self._after_write(await future, chunk, scripted)
-                written(chunk)
+                await settle_oldest()
         except BaseException:
             for future, _, _ in sending:
                 future.cancel()
