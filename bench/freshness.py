@@ -346,6 +346,7 @@ class Run:
     latencies: list[float]
     cpu_us: float  # the worker's CPU per CDR sent in the window
     stolen: float  # cores the hypervisor took from this machine over the window, on average
+    cores: dict[str, float]  # cores each part used over the window, on average (``Cores``)
     lag_max: float  # ingest lag, in seconds of traffic
     lag_first: float
     lag_last: float
@@ -375,12 +376,40 @@ class Run:
             f"  worker CPU {self.cpu_us:.0f} us/CDR live vs {backlog[1]:.0f} us/CDR draining a backlog "
             f"({self.cpu_us / backlog[1]:.1f}x); backlog rate {backlog[0]:,.0f} CDR/s; "
             f"{self.stolen:.2f} cores stolen by the hypervisor\n"
+            f"  cores used: {', '.join(f'{part} {used:.2f}' for part, used in self.cores.items())}\n"
             f"  ingest lag (s of traffic): max {self.lag_max:.1f}, mean first half {self.lag_first:.1f}, "
             f"mean last 10 s {self.lag_last:.1f}\n"
             f"  API: p50 {self.api_p50_ms:.1f} ms a poll, answers {self.status}; "
             f"as_of {self.as_of_age[0]:.1f} s old at the last answer, at most {self.as_of_age[1]:.1f} s"
             + (f"\n  worker log, last lines:\n{self.worker_log}" if self.unseen else "")
         )
+
+
+class Cores:
+    """Where the machine's cores go over a live window: the worker (with its ingest
+    process), the generator, the API, this process (probes and polls), and the rest
+    (Kafka, Redis, the system), against what the machine had. Live traffic shares the
+    cores with its generator, which a backlog drained with the generator stopped does not:
+    this is how much of the machine the worker had at each rate."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = pids
+        self.began = time.time()
+        self.before = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        parts = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        parts["this bench"] = sum(os.times()[:2])
+        parts["busy"], parts["stolen"] = machine_seconds()
+        return parts
+
+    def used(self) -> dict[str, float]:
+        after, elapsed = self._sample(), time.time() - self.began
+        used = {name: (after[name] - self.before[name]) / elapsed for name in after}
+        busy, stolen = used.pop("busy"), used.pop("stolen")
+        used["Kafka, Redis and the rest"] = max(0.0, busy - sum(used.values()))
+        used["idle"] = max(0.0, (os.cpu_count() or 1) - busy - stolen)
+        return used
 
 
 def utc_day(t: float) -> str:
@@ -478,6 +507,7 @@ async def live(
         window_over, deadline = asyncio.Event(), float("inf")
         cpu_before, began = cpu_seconds(worker.pid), time.time()
         stolen_before = machine_seconds()[1]
+        cores = Cores(worker=worker.pid, generator=generator.pid, api=api.pid)
         generator.stdin.write(b"GO\n")
         await generator.stdin.drain()
 
@@ -504,6 +534,7 @@ async def live(
         line = await generator.stdout.readline()
         cpu = cpu_seconds(worker.pid) - cpu_before
         stolen = (machine_seconds()[1] - stolen_before) / (time.time() - began)
+        used = cores.used()
         sampling.cancel()
         if not line:
             raise RuntimeError("the generator exited without a result")
@@ -532,6 +563,7 @@ async def live(
         latencies=probes.latencies,
         cpu_us=cpu / (result["sent"] + len(probes.timed)) * 1e6,
         stolen=stolen,
+        cores=used,
         lag_max=max((n for _, n in lag_s), default=0.0),
         lag_first=statistics.mean([n for t, n in lag_s if t < args.duration / 2] or [0]),
         lag_last=statistics.mean([n for t, n in lag_s if t >= args.duration - 10] or [0]),

@@ -76,9 +76,11 @@ FLUSH_SPACING_SECONDS = 0.5
 # Versions written to the id store in one go (about 10 ms); the loop runs between parts.
 INDEX_PART = 5_000
 CACHE_LIMIT = 200_000
-# A ``versions`` entry is at most this plus one version (~11 kB at worst): well inside the
-# changelog's 1 MB message limit.
-VERSIONS_ENTRY_BYTES = 512 << 10
+# A ``versions`` entry is at most this plus one version (~11 kB at worst): two fit in one of
+# the producer's batches (``streams.app.PRODUCER_BATCH_BYTES``), and the producer sends one
+# batch per partition in each round trip to the broker, so a flush's versions reach the
+# broker in half as many round trips as with entries of half a batch or more.
+VERSIONS_ENTRY_BYTES = 448 << 10
 
 Table = MutableMapping[bytes, bytes]
 

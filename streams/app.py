@@ -6,8 +6,17 @@ import faust
 
 from breakout.settings import Settings
 
+# The largest record batch the worker's producer builds (Faust's default is 16 kB). aiokafka
+# sends at most one batch per partition in each round trip to the broker, so a table flush's
+# changelog (several MB per partition: its customer-buckets and the versions it counted)
+# crossed in hundreds of round trips at 16 kB, and Faust's conductor holds every new message
+# while more than 100 changelog messages wait in its producer buffer: under live traffic the
+# agent stopped for seconds at each flush. The broker refuses a batch over the topic's
+# ``max.message.bytes``, so ``run_worker`` lowers this to fit the changelogs' limit.
+PRODUCER_BATCH_BYTES = 1_000_000
 
-def create_app(settings: Settings) -> faust.App:
+
+def create_app(settings: Settings, producer_batch_bytes: int = PRODUCER_BATCH_BYTES) -> faust.App:
     """A Faust app wired to the settings' broker, store and data directory.
 
     ``broker_rebalance_timeout`` and ``broker_session_timeout`` follow the settings because
@@ -28,6 +37,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout,
         consumer_auto_offset_reset="earliest",
         stream_wait_empty=False,
+        producer_max_batch_size=producer_batch_bytes,
         web_enabled=False,
         autodiscover=False,
     )

@@ -11,22 +11,27 @@ from breakout.noc.rules import check_retention, load_rules
 from breakout.settings import Settings
 from streams.agents import register_pipeline
 from streams.alerts import alerts_topic, register_detector
-from streams.app import create_app
+from streams.app import PRODUCER_BATCH_BYTES, create_app
 from streams.collector import tune_gc
 from streams.ingest import normalized_topic
 from streams.tables import changelog_topics
-from streams.topics import ensure_topics
+from streams.topics import ensure_topics, max_message_bytes
 
 
 def run_worker(settings: Settings) -> None:
-    """Check the alert rules, create the topics, then run the Faust worker until SIGINT/SIGTERM."""
+    """Check the alert rules, create the topics, then run the Faust worker until SIGINT/SIGTERM.
+
+    The producer's batches are sized to the changelogs' ``max.message.bytes``, read from the
+    broker: a larger batch would be refused.
+    """
     rules = load_rules(settings.alert_rules)
     check_retention(rules, settings.minute_retention)
     mode.loop.use("uvloop")
     topics = [settings.topic, settings.dlq_topic, normalized_topic(settings), alerts_topic(settings)]
     changelogs = changelog_topics(settings.app_id)
     asyncio.run(ensure_topics(settings, [*topics, *changelogs], compacted=changelogs))
-    app = create_app(settings)
+    limits = asyncio.run(max_message_bytes(settings, list(changelogs)))
+    app = create_app(settings, producer_batch_bytes=min(PRODUCER_BATCH_BYTES, *limits.values()))
     register_pipeline(app, settings)
     register_detector(app, settings, rules)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
