@@ -16,6 +16,7 @@ from breakout.normalize import Record
 from streams import agents
 from streams import aggregator as aggregator_module
 from streams.aggregator import TABLE_FLUSH_SECONDS, Aggregator
+from streams.app import PRODUCER_BATCH_BYTES
 from streams.idstore import Mark, MemoryIdIndex
 
 RETENTION = Retention(minute=172_800, hour=3_024_000, day=34_560_000)
@@ -342,6 +343,18 @@ async def test_an_id_store_ahead_of_its_table_is_rebuilt() -> None:
     emptied = aggregator(Tables(), ids=ids)
     assert emptied.apply(PARTITION, 0, encode(record("a")), Message()) == []
     assert emptied.counters["duplicates"] == 0  # counted anew, as the emptied tables are
+
+
+async def test_two_versions_entries_fit_one_of_the_producers_batches() -> None:
+    """The producer sends one batch per partition per round trip: entries of at most half a
+    batch go out two at a time."""
+    tables = Tables()
+    agg = aggregator(tables)
+    agg.apply(PARTITION, 0, encode(*(record(f"c{i}") for i in range(12_000))), Message())
+    await agg.flush(PARTITION)
+    sizes = [len(entry) for entry in tables.versions.values()]
+    assert len(sizes) >= 3
+    assert max(sizes) <= PRODUCER_BATCH_BYTES // 2
 
 
 async def test_versions_are_written_in_bounded_entries_and_dropped_after_the_window(
