@@ -77,7 +77,10 @@ BACKLOG_SECONDS = 10
 BACKLOG_SPACING = 2.0
 # Rewritten at every flush: a worker that stops writing drops out of the sums within this.
 COUNTERS_TTL_SECONDS = 120
-RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)
+# Waits between failed flushes. At most 2 s: once Redis is back the mirror must be whole
+# again within seconds, and a pooled connection to the old server can fail once more after
+# the return (with a 5 s step that took the repair past 10 s on a loaded machine).
+RETRY_SECONDS = (0.5, 1.0, 2.0)
 # One pipeline holds at most this many rows (and customer-buckets): each round trip stays
 # far below the socket timeout however many rows a flush writes (a re-mirror writes all).
 CHUNK_ROWS = 20_000
