@@ -1,6 +1,6 @@
 """Live freshness: how long after a CDR is sent it shows in ``GET /v1/breakout``, one worker.
 
-    .venv/bin/python bench/freshness.py [--duration 60] [--shapes single,batched] [--rates ...]
+    .venv/bin/python bench/freshness.py [--duration 60] [--shapes single,batched] [--rates 1000,25%,...]
         [--backlog 100000] [--worker-env KEY=VALUE ...]
 
 Starts Kafka and Redis as bench/ingest.py does (or uses BREAKOUT_KAFKA / BREAKOUT_REDIS).
@@ -9,7 +9,8 @@ Per message shape, ``single`` (one CDR per Kafka message) and ``batched`` (array
 1. the baseline, measured in the same run: a warm worker drains a backlog published while
    it was stopped (``drain``): CDR/s from its resume until everything is committed and
    mirrored, and its CPU (utime+stime from /proc) over that window per CDR;
-2. live traffic at 1,000 CDR/s and at 25, 50 and 80 % of that backlog rate (or ``--rates``):
+2. live traffic at 1,000 CDR/s and at 25, 50 and 80 % of that backlog rate (``--rates``, where
+   ``N%`` is a share of that rate):
    a fresh topic, worker and ``breakout api`` (the API reads one app id, so one per run),
    warmed up until a first probe per probe customer is visible, then ``--duration`` seconds
    of an open-loop stream from a separate generator process (so its CPU does not delay the
@@ -577,6 +578,20 @@ async def live(
     )
 
 
+DEFAULT_RATES = "1000,25%,50%,80%"
+
+
+def live_rates(spec: str, backlog_rate: float) -> list[float]:
+    """The CDR/s of each live run: ``N`` as given, ``N%`` of the backlog rate of this run."""
+    rates = {
+        backlog_rate * float(entry[:-1]) / 100 if entry.endswith("%") else float(entry)
+        for entry in (part.strip() for part in spec.split(","))
+    }
+    if not all(0 < rate < float("inf") for rate in rates):
+        raise ValueError(f"rates must be positive and finite: {spec!r}")
+    return sorted(rates)
+
+
 async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Path) -> None:
     backlog: dict[str, tuple[float, float]] = {}
     runs: list[Run] = []
@@ -585,8 +600,7 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
         print(
             f"{shape} backlog: {backlog[shape][0]:,.0f} CDR/s, {backlog[shape][1]:.0f} us CPU/CDR", flush=True
         )
-        rates = args.rates or sorted({1000.0, *(backlog[shape][0] * f for f in (0.25, 0.5, 0.8))})
-        for rate in rates:
+        for rate in live_rates(args.rates, backlog[shape][0]):
             runs.append(await live(args, kafka, redis_url, workdir, shape, rate))
             print(runs[-1].report(backlog[shape]), flush=True)
     print(f"\none worker process, {os.cpu_count()} cores, {args.duration:.0f} s per rate; latencies in s")
@@ -612,7 +626,11 @@ def main() -> None:
     )
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady traffic per rate")
     parser.add_argument("--shapes", default="single,batched", help="comma-separated: single, batched")
-    parser.add_argument("--rates", help="comma-separated CDR/s for every shape (default: see above)")
+    parser.add_argument(
+        "--rates",
+        default=DEFAULT_RATES,
+        help=f"comma-separated CDR/s for every shape, N%% of the backlog rate (default {DEFAULT_RATES})",
+    )
     parser.add_argument("--backlog", type=int, default=100_000, help="CDRs drained for the baseline")
     parser.add_argument(
         "--worker-env", action="append", default=[], metavar="KEY=VALUE", help="for the workers"
@@ -625,7 +643,10 @@ def main() -> None:
     args.shapes = [shape.strip() for shape in args.shapes.split(",")]
     if unknown := set(args.shapes) - PER_MESSAGE.keys():
         parser.error(f"--shapes: unknown {', '.join(sorted(unknown))}")
-    args.rates = [float(rate) for rate in args.rates.split(",")] if args.rates else None
+    try:
+        live_rates(args.rates, 1.0)
+    except ValueError as exc:
+        parser.error(f"--rates: {exc}")
     args.worker_env = dict(entry.split("=", 1) for entry in args.worker_env)
     with tempfile.TemporaryDirectory(prefix="breakout-freshness-") as workdir:
         kafka, redis_url, stops = start_services(Path(workdir))

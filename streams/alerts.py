@@ -161,14 +161,17 @@ class AlertRunner:
 
         A mirror being refilled after Redis lost its data would show minutes short of
         calls, which the detector would take for an ASR drop.
+
+        The marks are read before the log-end offsets: a partition whose mark reaches the
+        end then had nothing unmirrored when the other partitions' marks were taken. Read
+        the other way round, a partition could receive a minute's CDRs between the two
+        reads, look idle, and have that minute evaluated without them while the others'
+        marks moved past it (in a replay, minutes of event time pass in a moment).
         """
         if self._offsets is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, enable_auto_commit=False)
             await consumer.start()
             self._offsets = consumer
-        topic = normalized_topic(self.settings)
-        partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
-        ends = await self._offsets.end_offsets(partitions)
         assert self._epoch_keys is not None
         epoch_keys = await self._epoch_keys.keys()
         pipe = client.pipeline(transaction=False)
@@ -180,6 +183,9 @@ class AlertRunner:
         if not completeness(joined_epoch(epoch), watermarks, self.settings.partitions).complete:
             return None
         marks = {p: (mark.event_ms, mark.offset) for p, mark in watermarks.items()}
+        topic = normalized_topic(self.settings)
+        partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
+        ends = await self._offsets.end_offsets(partitions)
         return effective_watermark(marks, {tp.partition: end for tp, end in ends.items()})
 
     async def _load(self, client: Client, cursor: bytes | str | None, watermark: int) -> Detector | None:

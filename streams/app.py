@@ -14,6 +14,13 @@ from breakout.settings import Settings
 # agent stopped for seconds at each flush. The broker refuses a batch over the topic's
 # ``max.message.bytes``, so ``run_worker`` lowers this to fit the changelogs' limit.
 PRODUCER_BATCH_BYTES = 1_000_000
+# Changelog messages waiting in Faust's producer buffer before its conductor holds every new
+# message (Faust's default is 100). A table's writes cannot await, so Faust bounds them this
+# way; but one partition's table flush puts thousands of customer-buckets and ``versions``
+# entries into the buffer at once, and at 100 the agent stopped for the whole delivery of
+# each flush (the flushes are bounded by ``streams.aggregator.TABLE_FLUSH_BYTES`` already).
+# This still holds the agent when the broker falls behind by a few flushes.
+PRODUCER_BUFFER_MESSAGES = 20_000
 
 
 def create_app(settings: Settings, producer_batch_bytes: int = PRODUCER_BATCH_BYTES) -> faust.App:
@@ -26,7 +33,7 @@ def create_app(settings: Settings, producer_batch_bytes: int = PRODUCER_BATCH_BY
     writes are done: on a rebalance or a stop, Faust must not wait for those
     acknowledgements; the unacknowledged messages are replayed and counted once.
     """
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka.split(",")],
         store=settings.store,
@@ -41,3 +48,5 @@ def create_app(settings: Settings, producer_batch_bytes: int = PRODUCER_BATCH_BY
         web_enabled=False,
         autodiscover=False,
     )
+    app.producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+    return app

@@ -109,14 +109,14 @@ async def test_changelog_batches_fit_the_brokers_limit_and_restore_exactly(
     worker = Worker(settings, tmp_path / "w1", tmp_path / "worker1.log")
     try:
         await eventually_true(lambda: exact(worker, dataset.expected_rows(bulk, table)), wait=240)
-        # A partition's table flush is due by age once its oldest held message is
-        # TABLE_FLUSH_SECONDS old, checked as a message arrives, and partitions take turns
-        # 0.5 s apart: the tail, that much later and a message a second, makes every partition
-        # write its customer-buckets to the changelog, some MB each, which must reach the
-        # broker in batches the broker accepts.
+        # A partition's table flush is due by age once its last flush is TABLE_FLUSH_SECONDS
+        # old, checked as a message arrives, and partitions due by age take turns spread over
+        # that period: the tail, that much later and a message a second for longer than the
+        # period, makes every partition write its customer-buckets to the changelog, some MB
+        # each, which must reach the broker in batches the broker accepts.
         await asyncio.sleep(TABLE_FLUSH_SECONDS)
-        for start in range(0, len(tail), 100):
-            await publish(settings, [(None, orjson.dumps(tail[start : start + 100]))])
+        for start in range(0, len(tail), 25):
+            await publish(settings, [(None, orjson.dumps(tail[start : start + 25]))])
             await asyncio.sleep(1.0)
         expected = dataset.expected_rows(first, table)
         await eventually_true(lambda: exact(worker, expected), wait=120)

@@ -133,23 +133,48 @@ def test_due_once_the_held_messages_reach_the_byte_bound(monkeypatch: pytest.Mon
     assert agg.due(PARTITION)
 
 
-async def test_partitions_due_together_take_turns_unless_their_messages_pile_up(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Partitions filling at one pace would flush, deliver and index on one stretch of the
-    loop; a flush waits its turn, but never past twice the byte bound."""
+async def test_partitions_due_by_age_together_flush_spread_over_the_period() -> None:
+    """Four partitions assigned together come of age together; their flushes, changelog
+    deliveries and indexing would share one stretch of the loop, so each waits a quarter
+    of the period after the last, and a period after its own flush it is due again."""
     agg = aggregator(Tables())
-    for partition in (0, 1):
+    partitions = (0, 1, 2, 3)
+    for partition in partitions:
         agg.apply(partition, 0, encode(record(f"c{partition}")), Message())
         agg.partitions[partition].flushed_at -= TABLE_FLUSH_SECONDS
+    assert all(agg.due(partition) for partition in partitions)
+    share = TABLE_FLUSH_SECONDS / len(partitions)
+    for partition in partitions:
+        assert agg.due(partition)
+        await agg.flush(partition)
+        assert not any(agg.due(other) for other in partitions)
+        agg.flush_began -= share - 0.01
+        assert not any(agg.due(other) for other in partitions[partition + 1 :])
+        agg.flush_began -= 0.01
+    # Every partition flushed a share apart; each is due again a period after its own flush.
+    for partition in partitions:
+        agg.apply(partition, 1, encode(record(f"d{partition}")), Message())
+    assert not any(agg.due(partition) for partition in partitions)
+    agg.partitions[0].flushed_at -= TABLE_FLUSH_SECONDS
+    assert agg.due(0) and not agg.due(1)
+
+
+async def test_partitions_due_by_bytes_take_turns_unless_their_messages_pile_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flush due by bytes waits only ``FLUSH_SPACING_SECONDS`` for its turn, never past
+    twice the byte bound."""
+    agg = aggregator(Tables())
+    message = encode(record("c0", customer="B"))
+    monkeypatch.setattr(aggregator_module, "TABLE_FLUSH_BYTES", len(message))
+    for partition in (0, 1):
+        agg.apply(partition, 0, encode(record(f"c{partition}", customer="B")), Message())
     assert agg.due(0) and agg.due(1)
     await agg.flush(0)
     assert not agg.due(1)
     agg.flush_began -= aggregator_module.FLUSH_SPACING_SECONDS
     assert agg.due(1)
     await agg.flush(1)
-    message = encode(record("c2", customer="B"))
-    monkeypatch.setattr(aggregator_module, "TABLE_FLUSH_BYTES", len(message))
     agg.apply(0, 1, message, Message())
     assert not agg.due(0)  # at the bound: waits for its turn
     agg.apply(0, 2, encode(record("c3", customer="B")), Message())
