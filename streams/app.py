@@ -9,10 +9,9 @@ from breakout.settings import Settings
 # The largest record batch the worker's producer builds (Faust's default is 16 kB). aiokafka
 # sends at most one batch per partition in each round trip to the broker, so a table flush's
 # changelog (several MB per partition: its customer-buckets and the versions it counted)
-# crossed in hundreds of round trips at 16 kB, and Faust's conductor holds every new message
-# while more than 100 changelog messages wait in its producer buffer: under live traffic the
-# agent stopped for seconds at each flush. The broker refuses a batch over the topic's
-# ``max.message.bytes``, so ``run_worker`` lowers this to fit the changelogs' limit.
+# crossed in hundreds of round trips at 16 kB, seconds at each flush under live traffic (the
+# agent's wait behind them: ``PRODUCER_BUFFER_MESSAGES``). The broker refuses a batch over the
+# topic's ``max.message.bytes``, so ``run_worker`` lowers this to fit the changelogs' limit.
 PRODUCER_BATCH_BYTES = 1_000_000
 # Changelog messages waiting in Faust's producer buffer before its conductor holds every new
 # message (Faust's default is 100). A table's writes cannot await, so Faust bounds them this
