@@ -199,8 +199,6 @@ async def restart(
     while worker.restored() < PARTITIONS:
         if worker.process.poll() is not None:
             raise RuntimeError(f"worker exited: see {log}")
-        if worker.process.poll() is not None:
-            raise RuntimeError(f"worker exited: see {log}")
         await asyncio.sleep(0.1)
     restored = time.perf_counter() - worker.started
     await publish(kafka, topic, cdrs, PROBE)
