@@ -1,0 +1,219 @@
+"""Redis CPU per CDR of the mirror's bucket writes, and what the Lua script itself costs.
+
+    .venv/bin/python bench/mirror_writes.py [--runs 3] [--flushes 30] [--per-flush 6000]
+
+Starts Redis through scripts/redis.sh (or uses BREAKOUT_REDIS: it writes keys under an app
+id of its own there, and deletes them after each run). Each run writes ``--flushes``
+live-like flushes, each the changes of ``--per-flush`` CDRs (1,000 customers, each calling
+its own 30 of 64 destinations through 3 of 4 providers, as in bench/ingest.py; every CDR
+changes one row in the minute, hour and day buckets), three ways, and prints Redis's CPU
+per CDR (``INFO cpu`` before and after):
+
+* ``script``: the worker's own write (``streams.mirror``: ``_BucketWrite`` arguments to
+  ``WRITE_BUCKET``, one call per bucket, offset-guarded). The baseline.
+* ``arguments only``: the same arguments to a script that returns at once: what handing
+  them to Lua costs, before any write.
+* ``plain commands``: the same hash fields by pipelined ``HSET`` and ``EXPIRE``, with the
+  ``SADD`` of the bucket's customers and destinations, and no guard. Not a correct mirror
+  (a worker that lost a partition could overwrite newer values): the floor a design
+  without a script would approach.
+
+Why it exists: issue 15 asks for a mirror costing Redis a third of the CPU per CDR, and
+this separates the script's own cost from the writes' before choosing how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.typing import EncodableT
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from breakout.aggregate import WIDTH  # noqa: E402
+from breakout.buckets import Granularity  # noqa: E402
+from breakout.ledger import CustomerBucket, RowId, row_id  # noqa: E402
+from breakout.redis_layout import Layout  # noqa: E402
+from streams.mirror import WRITE_BUCKET, RowFields, _BucketWrite, _PackedConnection  # noqa: E402
+
+TTL = 86_400
+BUCKETS = (
+    (Granularity.MINUTE, 1_795_000_000),
+    (Granularity.HOUR, 1_794_999_600),
+    (Granularity.DAY, 1_794_960_000),
+)
+WAYS = ("script", "arguments only", "plain commands")
+
+# A flush's changes per bucket: customer → (its bucket value, the rows changed).
+Flush = dict[tuple[Granularity, int], dict[str, tuple[CustomerBucket, set[RowId]]]]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def flushes(count: int, per_flush: int, seed: int) -> list[Flush]:
+    rng = random.Random(seed)
+    destinations = [f"Destination {d:02d} - Mobile" for d in range(64)]
+    providers = [f"provider-{p}" for p in range(4)]
+    customers = {
+        f"customer-{c:04d}": (rng.sample(destinations, 30), rng.sample(providers, 3)) for c in range(1000)
+    }
+    names = list(customers)
+    result: list[Flush] = []
+    for offset in range(count):
+        flush: Flush = {}
+        for _ in range(per_flush):
+            customer = rng.choice(names)
+            own_destinations, own_providers = customers[customer]
+            row = row_id(rng.choice(own_destinations), rng.choice(own_providers), "EUR")
+            # Counters as a CDR leaves them: small counts, durations and money in minor units.
+            counters = [rng.randrange(3), rng.randrange(2), rng.randrange(600_000), rng.randrange(5_000)]
+            counters += [rng.randrange(2) for _ in range(WIDTH - len(counters))]
+            for bucket in BUCKETS:
+                changed = flush.setdefault(bucket, {})
+                value, rows = changed.setdefault(customer, (CustomerBucket(offset, {}), set()))
+                value.rows[row] = counters
+                rows.add(row)
+        result.append(flush)
+    return result
+
+
+def queue_script(pipe: Pipeline, layout: Layout, fields: RowFields, flush: Flush, script: str) -> None:
+    for (granularity, start), changed in flush.items():
+        write = _BucketWrite()
+        for customer, (value, rows) in changed.items():
+            write.add(customer, value, rows)
+        pipe.eval(
+            script,
+            2,
+            layout.customers(granularity, start),
+            layout.destinations(granularity, start),
+            TTL,
+            layout.customer_rows_prefix(granularity, start),
+            layout.destination_rows(granularity, start, ""),
+            *write.arguments(fields),
+        )
+
+
+def sections(arguments: list[EncodableT]) -> list[list[tuple[str, list[EncodableT]]]]:
+    """``WRITE_BUCKET``'s two argument sections (customers, destinations), each as a list of
+    (name, field/value pairs)."""
+    result, at = [], 0
+    for _ in range(2):
+        section, count, at = [], int(arguments[at]), at + 1
+        for _ in range(count):
+            name, pairs = str(arguments[at]), int(arguments[at + 1])
+            section.append((name, arguments[at + 2 : at + 2 + 2 * pairs]))
+            at += 2 + 2 * pairs
+        result.append(section)
+    return result
+
+
+def queue_plain(pipe: Pipeline, layout: Layout, fields: RowFields, flush: Flush) -> None:
+    for (granularity, start), changed in flush.items():
+        write = _BucketWrite()
+        for customer, (value, rows) in changed.items():
+            write.add(customer, value, rows)
+        customers, destinations = sections(write.arguments(fields))
+        g, at = granularity, start
+        for prefix, index, section in (
+            (layout.customer_rows_prefix(g, at), layout.customers(g, at), customers),
+            (layout.destination_rows(g, at, ""), layout.destinations(g, at), destinations),
+        ):
+            for name, pairs in section:
+                pipe.execute_command("HSET", prefix + name, *pairs)
+                pipe.execute_command("EXPIRE", prefix + name, TTL)
+            pipe.execute_command("SADD", index, *(name for name, _ in section))
+            pipe.execute_command("EXPIRE", index, TTL)
+
+
+async def cpu_seconds(client: aioredis.Redis) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def one_run(redis_url: str, way: str, work: list[Flush], per_flush: int) -> float:
+    """Redis CPU µs per CDR of writing ``work`` one ``way``, into keys of a fresh app id."""
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=_PackedConnection)
+    client = aioredis.Redis(connection_pool=pool)
+    layout, fields = Layout(f"bench-{uuid.uuid4().hex[:8]}"), RowFields()
+    try:
+        before = await cpu_seconds(client)
+        for flush in work:
+            pipe = client.pipeline(transaction=False)
+            if way == "plain commands":
+                queue_plain(pipe, layout, fields, flush)
+            else:
+                queue_script(pipe, layout, fields, flush, WRITE_BUCKET if way == "script" else "return {}")
+            await pipe.execute()
+        spent = await cpu_seconds(client) - before
+        # Only this run's keys go: BREAKOUT_REDIS may be a Redis that holds other data.
+        async for key in client.scan_iter(match="{" + layout.app_id + ":*", count=1000):
+            await client.unlink(key)
+        return spent * 1e6 / (len(work) * per_flush)
+    finally:
+        await client.aclose()
+        await pool.disconnect()
+
+
+async def run(args: argparse.Namespace, redis_url: str) -> None:
+    work = flushes(args.flushes, args.per_flush, seed=7)
+    figures: dict[str, list[float]] = {way: [] for way in WAYS}
+    for _ in range(args.runs):
+        for way in WAYS:  # taking turns, so the machine's noise falls on each alike
+            figures[way].append(await one_run(redis_url, way, work, args.per_flush))
+    baseline = statistics.median(figures["script"])
+    print(f"{args.flushes} flushes of {args.per_flush:,} CDRs, {args.runs} runs; Redis CPU per CDR (median)")
+    for way in WAYS:
+        median = statistics.median(figures[way])
+        runs = ", ".join(f"{figure:.2f}" for figure in figures[way])
+        print(f"  {way:<16}{median:>7.2f} us  ({median / baseline:.2f}x the script's; runs: {runs})")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=positive, default=3)
+    parser.add_argument("--flushes", type=positive, default=30)
+    parser.add_argument("--per-flush", type=positive, default=6000, help="CDRs per flush")
+    args = parser.parse_args()
+    redis_url = os.environ.get("BREAKOUT_REDIS")
+    if redis_url:
+        asyncio.run(run(args, redis_url))
+        return
+    directory = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
+    port = free_port()
+    subprocess.run([str(ROOT / "scripts" / "redis.sh"), "start", str(port), str(directory)], check=True)
+    try:
+        asyncio.run(run(args, f"redis://127.0.0.1:{port}/0"))
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "redis.sh"), "stop", str(directory)], check=False)
+
+
+if __name__ == "__main__":
+    main()
