@@ -31,8 +31,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis.asyncio as aioredis
@@ -55,6 +56,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def on_redis(prefix: str, work: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work(redis_url)`` on BREAKOUT_REDIS, or else on a Redis started through
+    scripts/redis.sh (its files in a temporary directory named ``prefix``…) and stopped after."""
+    redis_url = os.environ.get("BREAKOUT_REDIS")
+    if redis_url:
+        asyncio.run(work(redis_url))
+        return
+    directory = Path(tempfile.mkdtemp(prefix=prefix))
+    port = free_port()
+    subprocess.run([str(ROOT / "scripts" / "redis.sh"), "start", str(port), str(directory)], check=True)
+    try:
+        asyncio.run(work(f"redis://127.0.0.1:{port}/0"))
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "redis.sh"), "stop", str(directory)], check=False)
 
 
 def day_rows(
@@ -258,17 +275,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--baseline-requests", type=int, default=10)
     args = parser.parse_args()
-    redis_url = os.environ.get("BREAKOUT_REDIS")
-    if redis_url:
-        asyncio.run(run(args, redis_url))
-        return
-    directory = Path(tempfile.mkdtemp(prefix="bench-api-"))
-    port = free_port()
-    subprocess.run([str(ROOT / "scripts" / "redis.sh"), "start", str(port), str(directory)], check=True)
-    try:
-        asyncio.run(run(args, f"redis://127.0.0.1:{port}/0"))
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "redis.sh"), "stop", str(directory)], check=False)
+    on_redis("bench-api-", lambda redis_url: run(args, redis_url))
 
 
 if __name__ == "__main__":

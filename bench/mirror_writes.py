@@ -25,14 +25,9 @@ this separates the script's own cost from the writes' before choosing how.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -43,6 +38,7 @@ from redis.typing import EncodableT
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.api import on_redis  # noqa: E402
 from breakout.aggregate import WIDTH  # noqa: E402
 from breakout.buckets import Granularity  # noqa: E402
 from breakout.ledger import CustomerBucket, RowId, row_id  # noqa: E402
@@ -59,12 +55,6 @@ WAYS = ("script", "arguments only", "plain commands")
 
 # A flush's changes per bucket: customer → (its bucket value, the rows changed).
 Flush = dict[tuple[Granularity, int], dict[str, tuple[CustomerBucket, set[RowId]]]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def flushes(count: int, per_flush: int, seed: int) -> list[Flush]:
@@ -202,17 +192,7 @@ def main() -> None:
     parser.add_argument("--flushes", type=positive, default=30)
     parser.add_argument("--per-flush", type=positive, default=6000, help="CDRs per flush")
     args = parser.parse_args()
-    redis_url = os.environ.get("BREAKOUT_REDIS")
-    if redis_url:
-        asyncio.run(run(args, redis_url))
-        return
-    directory = Path(tempfile.mkdtemp(prefix="bench-mirror-"))
-    port = free_port()
-    subprocess.run([str(ROOT / "scripts" / "redis.sh"), "start", str(port), str(directory)], check=True)
-    try:
-        asyncio.run(run(args, f"redis://127.0.0.1:{port}/0"))
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "redis.sh"), "stop", str(directory)], check=False)
+    on_redis("bench-mirror-", lambda redis_url: run(args, redis_url))
 
 
 if __name__ == "__main__":

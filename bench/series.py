@@ -24,13 +24,9 @@ baseline p50 / p50. The target (issue 14): p99 <= 20 ms.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import random
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -43,7 +39,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api import Api, Month, free_port, percentile  # noqa: E402
+from bench.api import Api, Month, on_redis, percentile  # noqa: E402
 from breakout.aggregate import (  # noqa: E402
     ATTEMPTS,
     CONNECTED,
@@ -286,17 +282,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--baseline-requests", type=int, default=50)
     args = parser.parse_args()
-    redis_url = os.environ.get("BREAKOUT_REDIS")
-    if redis_url:
-        asyncio.run(run(args, redis_url))
-        return
-    directory = Path(tempfile.mkdtemp(prefix="bench-series-"))
-    port = free_port()
-    subprocess.run([str(ROOT / "scripts" / "redis.sh"), "start", str(port), str(directory)], check=True)
-    try:
-        asyncio.run(run(args, f"redis://127.0.0.1:{port}/0"))
-    finally:
-        subprocess.run([str(ROOT / "scripts" / "redis.sh"), "stop", str(directory)], check=False)
+    on_redis("bench-series-", lambda redis_url: run(args, redis_url))
 
 
 if __name__ == "__main__":
