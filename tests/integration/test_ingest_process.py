@@ -32,11 +32,22 @@ from tests.integration.pipeline import (
 
 
 def ingest_child(worker: Worker) -> int | None:
-    """The pid of the worker's ingest process (not multiprocessing's resource tracker)."""
+    """The pid of the worker's ingest process (not multiprocessing's resource tracker).
+
+    A thread or child that ends between the listing and the read is skipped: the worker
+    starts and ends threads of its own while it comes up.
+    """
     for task in Path(f"/proc/{worker.process.pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for child in children:
+            try:
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return int(child)
+            except FileNotFoundError:
+                continue
     return None
 
 
