@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from rocksdict import BlockBasedOptions, Options, Rdict
 
 from breakout.ledger import encode_counted
-from streams.idstore import IdIndex, Mark, MemoryIdIndex, RocksIdIndex
+from streams.idstore import MARK_KEY, IdIndex, Mark, MemoryIdIndex, RocksIdIndex, index_key
 
 VERSION = [0, "p1", "UK", "EUR", 1_795_597_200_000, True, 60_000, 10, 15, 0]
 
@@ -53,3 +54,33 @@ def test_the_rocksdb_store_outlives_its_process(tmp_path: Path) -> None:
     first.close()
     second = RocksIdIndex(tmp_path / "ids", 8 << 20)
     assert (second.mark(3), second.get_many(3, [("A", "x")])) == (Mark(1, 1, 1_000), [counted("x", 1)])
+
+
+def test_a_store_written_before_partitioned_filters_opens_and_answers(tmp_path: Path) -> None:
+    """An upgrade keeps its worker's data directory: files written with whole filters and a
+    one-level index (the options before partitioned ones) are read as they are."""
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    table = BlockBasedOptions()
+    table.set_bloom_filter(10, False)
+    table.set_cache_index_and_filter_blocks(True)
+    options.set_block_based_table_factory(table)
+    old = Rdict(str(tmp_path / "ids" / "0"), options)
+    for n in range(5_000):
+        old[index_key(("A", f"id-{n}"))] = counted(f"id-{n}", n)
+    old[MARK_KEY] = b"[5000, 4999, 4999000]"
+    old.flush()
+    old.close()
+
+    index = RocksIdIndex(tmp_path / "ids", 8 << 20)
+    try:
+        assert index.mark(0) == Mark(5_000, 4_999, 4_999_000)
+        assert index.get_many(0, [("A", "id-0"), ("A", "id-4999"), ("A", "new")]) == [
+            counted("id-0", 0),
+            counted("id-4999", 4_999),
+            None,
+        ]
+        index.write(0, {("A", "new"): counted("new", 5_000)}, {}, None)
+        assert index.get_many(0, [("A", "new")]) == [counted("new", 5_000)]
+    finally:
+        index.close()
