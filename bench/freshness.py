@@ -629,7 +629,7 @@ def main() -> None:
     parser.add_argument(
         "--rates",
         default=DEFAULT_RATES,
-        help=f"comma-separated CDR/s for every shape, N%% of the backlog rate (default {DEFAULT_RATES})",
+        help="comma-separated CDR/s for every shape, N%% of the backlog rate (default %(default)s)",
     )
     parser.add_argument("--backlog", type=int, default=100_000, help="CDRs drained for the baseline")
     parser.add_argument(

@@ -27,6 +27,21 @@ def test_help(command: list[str]) -> None:
     assert result.stdout.startswith("usage: breakout")
 
 
+BENCHES = sorted(p.name for p in (Path(__file__).parents[1] / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("bench", BENCHES)
+def test_bench_help(bench: str) -> None:
+    """Each bench explains its options before it starts a broker (a bad help string
+    once made ``--help`` a traceback)."""
+    script = Path(__file__).parents[1] / "bench" / bench
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")
+
+
 def test_invalid_setting_stops_with_one_line() -> None:
     result = _breakout("api", BREAKOUT_API_PORT="abc")
     assert result.returncode == 2
