@@ -48,8 +48,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingest import PARTITIONS, ROOT, create_topic, end_offsets, start_services
 
 from breakout.redis_layout import Layout, decode_watermarks
+from breakout.settings import Settings
 from breakout.synthetic import Profile, cdr_stream
-from streams.aggregator import TABLE_FLUSH_SECONDS
+from streams.aggregator import NUDGE_SECONDS
 
 PER_MESSAGE = 500
 SPREAD_S = 7_200  # start times over the same two hours: a fixed set of buckets
@@ -149,18 +150,20 @@ async def mirrored(kafka: str, redis_url: str, app_id: str, worker: Worker) -> N
         await client.aclose()
 
 
-async def ingested_all(kafka: str, topic: str, app_id: str) -> None:
-    """Wait until the ingest step has committed every CDR-topic message."""
+async def committed_all(kafka: str, topic: str, group: str) -> None:
+    """Wait until ``group`` has committed every message of ``topic``: the ingest step's
+    group the CDR topic, or the agents' (the app id) the internal topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
     await admin.start()
     try:
         ends = await end_offsets(kafka, topic)
         while True:
             try:
-                offsets = await admin.list_consumer_group_offsets(f"{app_id}-ingest")
+                offsets = await admin.list_consumer_group_offsets(group)
             except KafkaError:  # the group's coordinator is not there yet
                 offsets = {}
-            if sum(max(meta.offset, 0) for meta in offsets.values()) >= sum(ends.values()):
+            done = sum(max(meta.offset, 0) for tp, meta in offsets.items() if tp.topic == topic)
+            if done >= sum(ends.values()):
                 return
             await asyncio.sleep(0.5)
     finally:
@@ -202,7 +205,7 @@ async def restart(
         await asyncio.sleep(0.1)
     restored = time.perf_counter() - worker.started
     await publish(kafka, topic, cdrs, PROBE)
-    await ingested_all(kafka, topic, app_id)
+    await committed_all(kafka, topic, f"{app_id}-ingest")
     await mirrored(kafka, redis_url, app_id, worker)
     return worker, restored, time.perf_counter() - worker.started
 
@@ -225,17 +228,18 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
         for stage in stages:
             began = time.perf_counter()
             await publish(kafka, topic, cdrs, stage - published)
-            await ingested_all(kafka, topic, app_id)
+            await committed_all(kafka, topic, f"{app_id}-ingest")
             await mirrored(kafka, redis_url, app_id, worker)
             rate = (stage - published) / (time.perf_counter() - began)
             published = stage
-            # A partition writes its tables every 30 s, when a message arrives: a few more
-            # CDRs after that make every partition write what it counted.
-            await asyncio.sleep(TABLE_FLUSH_SECONDS + 1)
-            await publish(kafka, topic, cdrs, PER_MESSAGE)
-            published += PER_MESSAGE
-            await ingested_all(kafka, topic, app_id)
-            await mirrored(kafka, redis_url, app_id, worker)
+            # Every partition writes its tables and commits, a quiet one at the worker's own
+            # nudges: a flush once its last is a period old, and a period later one naming
+            # that one delivered (``Aggregator.to_nudge``). The restart below then reads
+            # nothing again.
+            internal = f"{app_id}-normalized"
+            await committed_all(kafka, internal, app_id)
+            await asyncio.sleep(Settings().table_flush_seconds + 2 * NUDGE_SECONDS + 1)
+            await committed_all(kafka, internal, app_id)
             await asyncio.sleep(5)
             rss.append(worker.status("VmRSS"))
             peak = worker.status("VmHWM")

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
         description="Connected calls shorter than this many seconds count as short calls (the "
         "false-answer and fraud signal). Applies to CDRs counted from then on.",
     )
+    table_flush_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="Seconds a partition's counted CDRs may wait before the worker writes them to "
+        "its tables and commits them (sooner at 8 MB): what a killed worker reads again on restart, "
+        "against one changelog write of each changed customer-bucket per period.",
+    )
     id_cache_mb: int = Field(
         32,
         ge=8,

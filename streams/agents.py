@@ -28,7 +28,7 @@ from breakout.destinations import load_dial_codes
 from breakout.ledger import REVISION_UNKNOWN, TOO_LATE
 from breakout.normalize import Record, Reject
 from breakout.settings import Settings
-from streams.aggregator import Aggregator, OutOfOrder
+from streams.aggregator import NUDGE, NUDGE_SECONDS, Aggregator, OutOfOrder
 from streams.deadletter import dead_letter
 from streams.heap import TRIM_SECONDS, heap_trimmer
 from streams.idstore import MemoryIdIndex, RocksIdIndex
@@ -158,6 +158,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
             else RocksIdIndex(Path(app.conf.tabledir) / "ids", settings.id_cache_mb << 20)
         ),
         short_call_ms=settings.short_call_seconds * 1000,
+        table_flush_seconds=settings.table_flush_seconds,
     )
     lag = LagReporter(settings, ingest.committed, aggregator.applied_offsets)
     dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
@@ -212,6 +213,15 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     async def run_mirror() -> None:
         async with fail_stop(app):
             await mirror.run(aggregator)
+
+    @app.timer(NUDGE_SECONDS)  # type: ignore[untyped-decorator]
+    async def nudge_quiet_partitions() -> None:
+        """An empty message to each owned partition whose table flush waits for one
+        (``Aggregator.to_nudge``): its counted CDRs are then flushed and committed."""
+        owned = aggregator.owned()
+        for partition in aggregator.to_nudge():
+            if partition in owned:
+                await source.send(value=NUDGE, partition=partition)
 
     @app.task  # type: ignore[untyped-decorator]
     async def run_lag_reporter() -> None:

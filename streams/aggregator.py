@@ -7,19 +7,26 @@ For each message of a partition, in order:
 2. **Stage** every changed customer-bucket for Redis (``streams.mirror``): the mirror
    writes it within about a second, so Redis never waits for the tables.
 3. **Hold** the message unacknowledged.
-4. **Flush** the partition to its tables every ``TABLE_FLUSH_SECONDS``, or sooner once
-   the held messages reach ``TABLE_FLUSH_BYTES``: changed buckets (each carrying the offset
-   it absorbed), the versions counted (appended to the ``versions`` table in entries of at
-   most ``VERSIONS_ENTRY_BYTES``; the oldest entries dropped once past the dedup window)
-   and progress (stream time, offset, the live entries), so a busy bucket is
-   written once per flush. The cadence is by time, not by message count, because a
-   bucket write costs the same for one CDR as for thousands: counting messages would make
-   a live trickle of small messages write every bucket several times a second.
+4. **Flush** the partition to its tables every ``table_flush_seconds``
+   (``BREAKOUT_TABLE_FLUSH_SECONDS``), or sooner once the held messages reach
+   ``TABLE_FLUSH_BYTES``: changed buckets (each carrying the offset it absorbed), the
+   versions counted (appended to the ``versions`` table in entries of at most
+   ``VERSIONS_ENTRY_BYTES``; the oldest entries dropped once past the dedup window) and
+   progress (stream time, offset, the live entries), so a busy bucket is written once per
+   flush. The cadence is by time, not by message count, because a bucket write costs the
+   same for one CDR as for thousands: counting messages would make a live trickle of
+   small messages write every bucket several times a second.
    Partitions take turns, so partitions filling at one pace do not all flush, deliver and
    index on the same stretch of the loop: a flush due by bytes waits until
    ``FLUSH_SPACING_SECONDS`` after the last one of any partition began (unless its held
-   messages reach twice the byte bound), one due by age until its share of
-   ``TABLE_FLUSH_SECONDS`` (the period over the assigned partitions) has passed.
+   messages reach twice the byte bound), one due by age until its share of the period
+   (the period over the assigned partitions) has passed. A flush runs in an event of its
+   partition (Faust's store and changelog take the partition from it), so a partition no
+   message reaches would keep its last messages unflushed and uncommitted, for a restart
+   to read again: once its flush is overdue and it has been quiet ``NUDGE_SECONDS``, the
+   worker sends it an empty message of its own (``to_nudge``), which applies nothing and
+   brings the flush (and a period later another, whose flush records the first one's
+   delivery, so a restart reads none of it again).
 5. **Deliver**: wait until the broker has every changelog message of those writes. Faust
    flushes its producer before it commits, but that flush gives up when its buffer does
    not move for 0.1 s, so without this an offset could be committed whose state was never
@@ -65,7 +72,6 @@ from streams.idstore import IdIndex, Mark, MemoryIdIndex
 
 log = logging.getLogger(__name__)
 
-TABLE_FLUSH_SECONDS = 30.0
 # Held messages, and the versions they counted, are kept in memory until their flush: this
 # bounds them (a backlog's internal messages are up to a few MB each, and each CDR's
 # version costs about as much memory as its record's share of the message).
@@ -74,6 +80,11 @@ TABLE_FLUSH_BYTES = 8 << 20
 # deliver and index on one stretch of the loop: a flush by bytes waits this long after the
 # last one began unless its messages reach twice the bound. Partitions then take turns.
 FLUSH_SPACING_SECONDS = 0.5
+# How long a partition whose table flush is overdue must have had no message before the
+# worker sends it an empty one, and then between two such messages.
+NUDGE_SECONDS = 2.0
+# An internal message that carries no records: applied, it only moves the offset.
+NUDGE = b"[]"
 # Versions written to the id store in one go (about 10 ms); the loop runs between parts.
 INDEX_PART = 5_000
 CACHE_LIMIT = 200_000
@@ -158,6 +169,10 @@ class PartitionState:
     held: list[Acknowledgeable] = field(default_factory=list)
     held_bytes: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
+    applied_at: float = field(default_factory=time.monotonic)  # when the last message was
+    nudged_at: float = float("-inf")
+    counted_offset: int = -1  # the newest message applied that carried CDRs
+    recorded: int = -1  # the delivered offset the tables' progress names: a restart reads on from it
 
 
 class Aggregator:
@@ -174,8 +189,11 @@ class Aggregator:
         deliver: Deliver = _nothing_to_deliver,
         ids: IdIndex | None = None,
         short_call_ms: int = 6_000,
+        *,
+        table_flush_seconds: float,
     ) -> None:
         self.tables = tables
+        self.table_flush_seconds = table_flush_seconds
         self.short_call_ms = short_call_ms
         self.ids: IdIndex = MemoryIdIndex() if ids is None else ids
         self.mirror = mirror
@@ -206,6 +224,9 @@ class Aggregator:
                 message.ack()
             return []
         state.next_offset = offset + 1
+        state.applied_at = time.monotonic()
+        if value != NUDGE:
+            state.counted_offset = offset
         cache = state.cache
 
         def read(key: BucketKey) -> CustomerBucket | None:
@@ -253,7 +274,7 @@ class Aggregator:
 
     def due(self, partition: int) -> bool:
         """Whether to flush the partition now: its held messages reached the byte bound, or
-        its last flush is ``TABLE_FLUSH_SECONDS`` old, in turn with the other partitions.
+        its last flush is ``table_flush_seconds`` old, in turn with the other partitions.
 
         Partitions assigned together come of age together, and under live traffic that is
         what decides (at 9,000 CDR/s a partition holds 8 MB after about 30 s): their flushes,
@@ -268,8 +289,33 @@ class Aggregator:
         since_last = now - self.flush_began
         if state.held_bytes >= TABLE_FLUSH_BYTES:
             return since_last >= FLUSH_SPACING_SECONDS
-        share = max(FLUSH_SPACING_SECONDS, TABLE_FLUSH_SECONDS / len(self.partitions))
-        return now - state.flushed_at >= TABLE_FLUSH_SECONDS and since_last >= share
+        period = self.table_flush_seconds
+        share = max(FLUSH_SPACING_SECONDS, period / len(self.partitions))
+        return now - state.flushed_at >= period and since_last >= share
+
+    def to_nudge(self) -> list[int]:
+        """The partitions to send an empty message (``NUDGE``): each has applied CDRs that a
+        restart would read again, its flush is overdue, and it has had no message for
+        ``NUDGE_SECONDS``, not even the last such one (a flush it brought may have waited
+        its turn). Noted as nudged now.
+
+        A restart reads on from the offset the tables' progress names as delivered, and a
+        flush names the deliveries finished before it: the flush that writes a quiet
+        partition's CDRs is named by the next one, so a quiet partition is nudged twice,
+        a period apart, and then no more (a nudge read again counts nothing)."""
+        now = time.monotonic()
+        quiet = now - NUDGE_SECONDS
+        nudge = [
+            partition
+            for partition, state in self.partitions.items()
+            if state.counted_offset > state.recorded
+            and now - state.flushed_at >= self.table_flush_seconds
+            and state.applied_at <= quiet
+            and state.nudged_at <= quiet
+        ]
+        for partition in nudge:
+            self.partitions[partition].nudged_at = now
+        return nudge
 
     def flush(self, partition: int) -> Coroutine[Any, Any, None]:
         """Write the partition's pending state to its tables (step 4); return steps 5 and 6.
@@ -292,6 +338,7 @@ class Aggregator:
         versions, state.versions = state.versions, {}
         self._append_versions(partition, state, list(versions.values()))
         expired = self._expire_versions(partition, state)
+        state.recorded = state.delivered
         self.tables.progress[str(partition).encode()] = orjson.dumps(
             {
                 "t": ledger.stream_ms,
@@ -463,6 +510,7 @@ class Aggregator:
             resumed_at=resume,
             next_offset=resume,
             delivered=resume - 1,
+            recorded=resume - 1,
             first_entry=progress.get("f", 0),
             next_entry=progress.get("n", 0),
         )

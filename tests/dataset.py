@@ -123,9 +123,12 @@ INVALID_KINDS: list[tuple[str, dict[str, Any] | bytes]] = [
 ]
 
 
-def generate(seed: int, total: int, end_time: float, customers: int, table: dict[str, str]) -> Dataset:
+def generate(
+    seed: int, total: int, end_time: float, customers: int, table: dict[str, str], first_id: int = 0
+) -> Dataset:
     """About ``total`` CDRs over the two hours before ``end_time``: single and batch messages,
-    5 % re-published duplicates (some unkeyed, so on another partition), 2 % invalid."""
+    5 % re-published duplicates (some unkeyed, so on another partition), 2 % invalid. Ids are
+    numbered from ``first_id``: datasets counted together need ranges of their own."""
     rng = random.Random(seed)
     data = Dataset()
     start = end_time - 7200
@@ -139,8 +142,8 @@ def generate(seed: int, total: int, end_time: float, customers: int, table: dict
                 data.invalid.append((reason, shape))
                 data.messages.append((None, shape))
                 continue
-            bad = _cdr(rng, n, start + n * 7200 / total, customers, table)
-            bad.update(shape, id=f"bad-{n}")
+            bad = _cdr(rng, first_id + n, start + n * 7200 / total, customers, table)
+            bad.update(shape, id=f"bad-{first_id + n}")
             pending.append(bad)
             data.invalid.append((reason, orjson.dumps(bad)))
             continue
@@ -149,7 +152,7 @@ def generate(seed: int, total: int, end_time: float, customers: int, table: dict
             data.duplicates += 1
             pending.append(again)
             continue
-        cdr = _cdr(rng, n, start + n * 7200 / total, customers, table)
+        cdr = _cdr(rng, first_id + n, start + n * 7200 / total, customers, table)
         data.valid[cdr["id"]] = cdr
         published.append(cdr)
         pending.append(cdr)

@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from breakout.settings import Settings
-from streams.aggregator import TABLE_FLUSH_SECONDS
 from streams.app import PRODUCER_BATCH_BYTES
 from streams.tables import changelog_topics
 from tests import dataset
@@ -32,6 +31,7 @@ LIMIT = 600_000
 CUSTOMERS = 1_000
 DESTINATIONS = 300
 PER_MESSAGE = 500
+FLUSH_SECONDS = 5
 
 
 def wide_cdrs(table: dict[str, str], count: int, first: int) -> list[dict[str, Any]]:
@@ -93,7 +93,7 @@ async def test_changelog_batches_fit_the_brokers_limit_and_restore_exactly(
     table = dataset.dial_code_table(DESTINATIONS)
     path = tmp_path / "dial_codes.csv"
     path.write_text("prefix,destination\n" + "".join(f"{p},{n}\n" for p, n in table.items()))
-    settings = settings.model_copy(update={"dial_codes": path})
+    settings = settings.model_copy(update={"dial_codes": path, "table_flush_seconds": FLUSH_SECONDS})
     await create_changelogs(settings, LIMIT)
     first, second = wide_cdrs(table, 30_000, 0), wide_cdrs(table, 2_000, 30_000)
 
@@ -109,15 +109,15 @@ async def test_changelog_batches_fit_the_brokers_limit_and_restore_exactly(
     worker = Worker(settings, tmp_path / "w1", tmp_path / "worker1.log")
     try:
         await eventually_true(lambda: exact(worker, dataset.expected_rows(bulk, table)), wait=240)
-        # A partition's table flush is due by age once its last flush is TABLE_FLUSH_SECONDS
-        # old, checked as a message arrives, and partitions due by age take turns spread over
-        # that period: the tail, that much later and a message a second for longer than the
+        # A partition's table flush is due by age once its last flush is FLUSH_SECONDS old,
+        # checked as a message arrives, and partitions due by age take turns spread over
+        # that period: the tail, that much later and four messages a second for twice the
         # period, makes every partition write its customer-buckets to the changelog, some MB
         # each, which must reach the broker in batches the broker accepts.
-        await asyncio.sleep(TABLE_FLUSH_SECONDS)
+        await asyncio.sleep(FLUSH_SECONDS)
         for start in range(0, len(tail), 25):
             await publish(settings, [(None, orjson.dumps(tail[start : start + 25]))])
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.25)
         expected = dataset.expected_rows(first, table)
         await eventually_true(lambda: exact(worker, expected), wait=120)
 

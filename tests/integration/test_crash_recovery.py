@@ -13,9 +13,14 @@ import asyncio
 import time
 from pathlib import Path
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from breakout.settings import Settings
+from streams.aggregator import NUDGE
+from streams.ingest import normalized_topic
 from tests import dataset
 from tests.integration.pipeline import (
     CUSTOMERS,
@@ -24,6 +29,7 @@ from tests.integration.pipeline import (
     eventually_equal,
     eventually_true,
     publish,
+    read_counters,
     read_mirror,
     with_dial_codes,
 )
@@ -66,3 +72,85 @@ async def test_sigkill_mid_stream_then_restart_keeps_totals_exact(
             worker.stop()
     log = (tmp_path / "w1.log").read_text()
     assert "restored" in log  # the restarted worker rebuilt its partitions from the tables
+
+
+async def committed_to_the_end(settings: Settings) -> bool:
+    """Whether the agents' committed offsets of every internal-topic partition are its end."""
+    topic = normalized_topic(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka)
+    await admin.start()
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(partitions)
+        committed = await admin.list_consumer_group_offsets(settings.app_id)
+        return all(tp in committed and committed[tp].offset == ends[tp] for tp in partitions)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def topic_messages(settings: Settings, topic: str) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+    """Every message of ``topic`` up to its end now, per partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        ends = await consumer.end_offsets(partitions)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        found: dict[int, list[ConsumerRecord[bytes, bytes]]] = {p: [] for p in range(settings.partitions)}
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
+                found[tp.partition] += [m for m in messages if m.offset < ends[tp]]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def tables_name_every_cdr_delivered(settings: Settings) -> bool:
+    """Whether each partition's newest ``progress`` names as delivered every internal-topic
+    message that carried CDRs (a restart reads on from there: only nudges are after it)."""
+    internal = await topic_messages(settings, normalized_topic(settings))
+    progress = await topic_messages(settings, f"{settings.app_id}-progress-changelog")
+    delivered = {int(m.key): orjson.loads(m.value)["d"] for ms in progress.values() for m in ms if m.value}
+    newest = {p: max((m.offset for m in ms if m.value != NUDGE), default=-1) for p, ms in internal.items()}
+    return all(delivered.get(p, -1) >= offset for p, offset in newest.items() if offset >= 0)
+
+
+async def test_a_quiet_worker_commits_what_it_counted_and_a_killed_one_reads_none_of_it_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A table flush runs on a message of its partition, so without traffic the last CDRs
+    counted would stay unflushed and uncommitted, for every restart to read again. The
+    worker nudges such a partition with an empty message once its flush is overdue: with no
+    new CDR, the tables come to name every message with CDRs delivered and every
+    internal-topic partition is committed to its end, and a worker killed then reads none
+    of them again (it replays no CDR) while counting the next ones exactly."""
+    settings, table = with_dial_codes(settings, tmp_path)
+    settings = settings.model_copy(update={"table_flush_seconds": 3})
+    now = time.time()
+    first = dataset.generate(seed=5, total=3_000, end_time=now - 600, customers=CUSTOMERS, table=table)
+    later = dataset.generate(
+        seed=6, total=500, end_time=now - 300, customers=CUSTOMERS, table=table, first_id=3_000
+    )
+    worker = Worker(settings, tmp_path / "w", tmp_path / "w1.log")
+    try:
+        await publish(settings, first.messages)
+        expected = dataset.expected_rows(list(first.valid.values()), table)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+        assert got == expected, diff(got, expected)
+        # Two flushes a period apart, the second naming the first delivered (``to_nudge``).
+        await eventually_true(lambda: tables_name_every_cdr_delivered(settings), wait=60)
+        await eventually_true(lambda: committed_to_the_end(settings), wait=30)
+        worker.kill()
+        worker = Worker(settings, tmp_path / "w", tmp_path / "w2.log")
+        await publish(settings, later.messages)
+        expected = dataset.expected_rows([*first.valid.values(), *later.valid.values()], table)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+        assert got == expected, diff(got, expected)
+        counters = await eventually_true(lambda: read_counters(settings, worker.process.pid), wait=30)
+        assert counters["replayed"] == 0, counters
+    finally:
+        worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from breakout.ledger import BucketKey, CustomerBucket, RowId, VersionKey
 from breakout.normalize import Record
 from streams import agents
 from streams import aggregator as aggregator_module
-from streams.aggregator import TABLE_FLUSH_SECONDS, Aggregator
+from streams.aggregator import Aggregator
 from streams.app import PRODUCER_BATCH_BYTES
 from streams.idstore import Mark, MemoryIdIndex
 
@@ -23,6 +24,7 @@ RETENTION = Retention(minute=172_800, hour=3_024_000, day=34_560_000)
 T0 = 1_795_597_200_000  # 2026-11-25T09:00:00Z
 DAY_MS = 86_400_000
 PARTITION = 2
+FLUSH_SECONDS = 30.0
 
 
 @dataclass
@@ -69,7 +71,14 @@ def aggregator(
     ids: MemoryIdIndex | None = None,
 ) -> Aggregator:
     return Aggregator(
-        tables, mirror or Mirror(), RETENTION, 7 * DAY_MS, Counter(), assigned=lambda: assigned, ids=ids
+        tables,
+        mirror or Mirror(),
+        RETENTION,
+        7 * DAY_MS,
+        Counter(),
+        assigned=lambda: assigned,
+        ids=ids,
+        table_flush_seconds=FLUSH_SECONDS,
     )
 
 
@@ -119,8 +128,65 @@ def test_many_small_messages_wait_for_the_clock() -> None:
     for offset in range(1_000):
         agg.apply(PARTITION, offset, encode(record(f"c{offset}")), Message())
         assert not agg.due(PARTITION)
-    agg.partitions[PARTITION].flushed_at -= TABLE_FLUSH_SECONDS
+    agg.partitions[PARTITION].flushed_at -= FLUSH_SECONDS
     assert agg.due(PARTITION)
+
+
+def age(state: aggregator_module.PartitionState, flush: bool = True) -> None:
+    """Make a period pass for ``state`` without a message (and its last nudge that old)."""
+    if flush:
+        state.flushed_at -= FLUSH_SECONDS
+    state.applied_at -= aggregator_module.NUDGE_SECONDS
+    state.nudged_at -= aggregator_module.NUDGE_SECONDS
+
+
+async def test_a_quiet_partition_is_nudged_until_its_tables_name_its_cdrs_delivered() -> None:
+    """A flush runs on a message of its partition: one that goes quiet gets an empty message
+    of the worker's own once its flush is overdue, which applies nothing and brings the
+    flush, and a period later another, whose flush names the first one delivered: only
+    then would a restart read none of its CDRs again. Then it is left alone."""
+    agg = aggregator(Tables())
+    counted = Message()
+    agg.apply(PARTITION, 0, encode(record("a")), counted)
+    agg.apply(0, 0, encode(record("b")), Message())
+    state = agg.partitions[PARTITION]
+    assert agg.to_nudge() == []  # flush not due yet
+    state.flushed_at -= FLUSH_SECONDS
+    assert agg.to_nudge() == []  # due, but a message came a moment ago: it may flush on the next
+    age(state, flush=False)
+    assert agg.to_nudge() == [PARTITION]  # partition 0 is not overdue
+    assert agg.to_nudge() == []  # not again before NUDGE_SECONDS
+    first = Message()
+    assert agg.apply(PARTITION, 1, aggregator_module.NUDGE, first) == []
+    assert agg.due(PARTITION)
+    await agg.flush(PARTITION)
+    assert counted.acked and first.acked
+    assert attempts(agg.tables) == {("m", "A"): 1, ("h", "A"): 1, ("d", "A"): 1}
+    assert agg.resume_offset(PARTITION) == 0  # that flush's delivery is not in the tables yet
+    age(state, flush=False)
+    assert agg.to_nudge() == []  # its next flush is not due for a period
+    age(state)
+    assert agg.to_nudge() == [PARTITION]
+    agg.apply(PARTITION, 2, aggregator_module.NUDGE, Message())
+    agg.flush_began -= FLUSH_SECONDS
+    assert agg.due(PARTITION)
+    await agg.flush(PARTITION)
+    assert agg.resume_offset(PARTITION) == 2  # a restart reads only the second nudge again
+    age(state)
+    assert agg.to_nudge() == []
+
+
+def test_an_overdue_flush_that_lost_its_turn_is_nudged_again() -> None:
+    agg = aggregator(Tables())
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    state = agg.partitions[PARTITION]
+    age(state)
+    assert agg.to_nudge() == [PARTITION]
+    agg.flush_began = time.monotonic()  # another partition's flush just began: this one waits
+    agg.apply(PARTITION, 1, aggregator_module.NUDGE, Message())
+    assert not agg.due(PARTITION)
+    age(state, flush=False)
+    assert agg.to_nudge() == [PARTITION]
 
 
 def test_due_once_the_held_messages_reach_the_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -141,9 +207,9 @@ async def test_partitions_due_by_age_together_flush_spread_over_the_period() -> 
     partitions = (0, 1, 2, 3)
     for partition in partitions:
         agg.apply(partition, 0, encode(record(f"c{partition}")), Message())
-        agg.partitions[partition].flushed_at -= TABLE_FLUSH_SECONDS
+        agg.partitions[partition].flushed_at -= FLUSH_SECONDS
     assert all(agg.due(partition) for partition in partitions)
-    share = TABLE_FLUSH_SECONDS / len(partitions)
+    share = FLUSH_SECONDS / len(partitions)
     for partition in partitions:
         assert agg.due(partition)
         await agg.flush(partition)
@@ -155,7 +221,7 @@ async def test_partitions_due_by_age_together_flush_spread_over_the_period() -> 
     for partition in partitions:
         agg.apply(partition, 1, encode(record(f"d{partition}")), Message())
     assert not any(agg.due(partition) for partition in partitions)
-    agg.partitions[0].flushed_at -= TABLE_FLUSH_SECONDS
+    agg.partitions[0].flushed_at -= FLUSH_SECONDS
     assert agg.due(0) and not agg.due(1)
 
 
@@ -304,7 +370,9 @@ async def test_messages_are_acknowledged_only_after_the_changelog_is_delivered()
     async def deliver() -> None:
         seen.append((len(tables.rows), message.acked))  # tables written, nothing acked yet
 
-    agg = Aggregator(tables, Mirror(), RETENTION, 7 * DAY_MS, Counter(), deliver=deliver)
+    agg = Aggregator(
+        tables, Mirror(), RETENTION, 7 * DAY_MS, Counter(), deliver=deliver, table_flush_seconds=FLUSH_SECONDS
+    )
     agg.apply(PARTITION, 0, encode(record("a")), message)
     await agg.flush(PARTITION)
     assert seen == [(3, False)] and message.acked
@@ -324,7 +392,16 @@ async def test_the_id_store_is_written_only_after_delivery_and_in_flush_order() 
         releases.append(release)
         await release.wait()
 
-    agg = Aggregator(tables, Mirror(), RETENTION, 7 * DAY_MS, Counter(), deliver=deliver, ids=ids)
+    agg = Aggregator(
+        tables,
+        Mirror(),
+        RETENTION,
+        7 * DAY_MS,
+        Counter(),
+        deliver=deliver,
+        ids=ids,
+        table_flush_seconds=FLUSH_SECONDS,
+    )
     agg.apply(PARTITION, 0, encode(record("a")), Message())
     first = asyncio.ensure_future(agg.flush(PARTITION))
     agg.apply(PARTITION, 1, encode(record("a", charge=20, revision=1)), Message())
