@@ -169,7 +169,7 @@ class PartitionState:
     held: list[Acknowledgeable] = field(default_factory=list)
     held_bytes: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
-    applied_at: float = field(default_factory=time.monotonic)  # when the last message was
+    applied_at: float = field(default_factory=time.monotonic)  # when the last message was applied
     nudged_at: float = float("-inf")
     counted_offset: int = -1  # the newest message applied that carried CDRs
     recorded: int = -1  # the delivered offset the tables' progress names: a restart reads on from it
