@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,14 @@ MAX_DELIVERIES = 4
 # After an unexpected error the worker stops through Faust; if that stop itself hangs, the
 # process exits anyway after this long, so a supervisor sees it and restarts it.
 CRASH_EXIT_SECONDS = 15.0
+# The longest a planned stop waits for its finishing flushes (``Finish``) before it stops
+# anyway: well inside a supervisor's grace period (10 s for `docker stop`), so a broker that
+# is away delays a stop by this much, never makes it a kill.
+FINISH_SECONDS = 5.0
+FINISH_POLL_SECONDS = 0.05
+# Before a planned stop: finishes the pipeline's work so that the next worker reads none of
+# it again (``register_pipeline``).
+Finish = Callable[[], Awaitable[None]]
 
 
 def now_ms() -> int:
@@ -104,8 +112,9 @@ async def stop_worker(app: faust.App, exc: BaseException) -> None:
     await app.crash(exc)
 
 
-def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
-    """Attach the tables, the agent and the background tasks to ``app``."""
+def register_pipeline(app: faust.App, settings: Settings) -> Finish:
+    """Attach the tables, the agent and the background tasks to ``app``; return what to
+    await before a planned stop (``streams.worker``)."""
     # Read here even when the ingest runs in its own process: a bad file stops the worker
     # with its one-line error before anything starts.
     dial_codes = load_dial_codes(settings.dial_codes)
@@ -204,8 +213,13 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
                         await asyncio.wait(set(pending), return_when=asyncio.FIRST_COMPLETED)
                 yield None
 
+    ingesting: list[asyncio.Task[Any]] = []
+
     @app.task  # type: ignore[untyped-decorator]
     async def run_ingest() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        ingesting.append(task)
         async with fail_stop(app):
             await ingest.run()
 
@@ -244,7 +258,36 @@ def register_pipeline(app: faust.App, settings: Settings) -> Aggregator:
     read_from_the_tables(app, aggregator, source_name)
     fetch_without_stalls(app)
 
-    return aggregator
+    async def finish() -> None:
+        """Stop reading CDRs, then flush each partition until its tables name every CDR it
+        counted delivered (``Aggregator.finishing``), nudging it for the flushes: a stop within
+        ``table_flush_seconds`` of a flush would otherwise leave the next worker that many
+        seconds of messages to read again, and new CDRs waiting behind them. At most
+        ``FINISH_SECONDS``; whatever is not finished then is read again, counted once."""
+        began = time.monotonic()
+        for task in ingesting:
+            task.cancel()
+        if ingesting:  # its last sends are acknowledged before it ends, or never committed
+            await asyncio.wait(ingesting, timeout=FINISH_SECONDS)
+        aggregator.finishing = True
+        while not aggregator.finished and time.monotonic() - began < FINISH_SECONDS:
+            owned = aggregator.owned()
+            for partition in aggregator.to_nudge():
+                if partition in owned:
+                    await source.send(value=NUDGE, partition=partition)
+            await asyncio.sleep(FINISH_POLL_SECONDS)
+        # No flush may be on its way when Faust stops its producer: a nudge sent before the
+        # last check is read again by the next worker (counting nothing), not flushed now.
+        aggregator.finishing = False
+        if pending:
+            await asyncio.wait(set(pending), timeout=max(0.1, FINISH_SECONDS - (time.monotonic() - began)))
+        log.info(
+            "stopping: the tables %s every CDR counted (%.1fs)",
+            "name" if aggregator.finished else "do not yet name",
+            time.monotonic() - began,
+        )
+
+    return finish
 
 
 def read_from_the_tables(app: faust.App, aggregator: Aggregator, topic: str) -> None:

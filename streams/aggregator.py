@@ -85,6 +85,10 @@ FLUSH_SPACING_SECONDS = 0.5
 NUDGE_SECONDS = 2.0
 # An internal message that carries no records: applied, it only moves the offset.
 NUDGE = b"[]"
+# While a planned stop finishes (``finish``), between two nudges of a partition: its flush
+# is delivered within this on a broker that is there, and a nudge sent before the delivery
+# only brings one more flush.
+FINISH_NUDGE_SECONDS = 0.2
 # Versions written to the id store in one go (about 10 ms); the loop runs between parts.
 INDEX_PART = 5_000
 CACHE_LIMIT = 200_000
@@ -205,6 +209,12 @@ class Aggregator:
         self.deliver = deliver
         self.partitions: dict[int, PartitionState] = {}
         self.flush_began = float("-inf")  # when the last flush of any partition began
+        # A planned stop is under way: every message brings its partition's flush, and
+        # ``to_nudge`` names every partition whose tables do not yet name its CDRs delivered,
+        # so that the worker can stop once they all do (``finished``) and the next one reads
+        # none of them again. Otherwise a stop leaves up to ``table_flush_seconds`` of applied
+        # messages for the next worker to read again (counted once all the same).
+        self.finishing = False
 
     # Steps 1-3 -----------------------------------------------------------------------------
 
@@ -281,10 +291,11 @@ class Aggregator:
         changelog deliveries and indexing would all share one stretch of the loop, and every
         CDR arriving then waits behind them. So a flush due by age waits for its share of the
         period after the last flush of any partition began; once spread, each partition's next
-        flush falls due a period after its own, and they stay spread.
+        flush falls due a period after its own, and they stay spread. While a planned stop
+        finishes, every message brings a flush.
         """
         state, now = self.partitions[partition], time.monotonic()
-        if state.held_bytes >= 2 * TABLE_FLUSH_BYTES:
+        if (self.finishing and state.held) or state.held_bytes >= 2 * TABLE_FLUSH_BYTES:
             return True
         since_last = now - self.flush_began
         if state.held_bytes >= TABLE_FLUSH_BYTES:
@@ -302,20 +313,37 @@ class Aggregator:
         A restart reads on from the offset the tables' progress names as delivered, and a
         flush names the deliveries finished before it: the flush that writes a quiet
         partition's CDRs is named by the next one, so a quiet partition is nudged twice,
-        a period apart, and then no more (a nudge read again counts nothing)."""
+        a period apart, and then no more (a nudge read again counts nothing). While a
+        planned stop finishes, no partition waits to be quiet or overdue."""
         now = time.monotonic()
-        quiet = now - NUDGE_SECONDS
-        nudge = [
-            partition
-            for partition, state in self.partitions.items()
-            if state.counted_offset > state.recorded
-            and now - state.flushed_at >= self.table_flush_seconds
-            and state.applied_at <= quiet
-            and state.nudged_at <= quiet
-        ]
+        if self.finishing:
+            nudge = [
+                partition
+                for partition, state in self.partitions.items()
+                if state.counted_offset > state.recorded and state.nudged_at <= now - FINISH_NUDGE_SECONDS
+            ]
+        else:
+            quiet = now - NUDGE_SECONDS
+            nudge = [
+                partition
+                for partition, state in self.partitions.items()
+                if state.counted_offset > state.recorded
+                and now - state.flushed_at >= self.table_flush_seconds
+                and state.applied_at <= quiet
+                and state.nudged_at <= quiet
+            ]
         for partition in nudge:
             self.partitions[partition].nudged_at = now
         return nudge
+
+    @property
+    def finished(self) -> bool:
+        """Whether every partition's tables name all the CDRs it counted as delivered, and
+        its id store holds them: a worker restarting now reads none of them again."""
+        return all(
+            state.counted_offset <= state.recorded and not state.indexing
+            for state in self.partitions.values()
+        )
 
     def flush(self, partition: int) -> Coroutine[Any, Any, None]:
         """Write the partition's pending state to its tables (step 4); return steps 5 and 6.

@@ -154,3 +154,42 @@ async def test_a_quiet_worker_commits_what_it_counted_and_a_killed_one_reads_non
         assert counters["replayed"] == 0, counters
     finally:
         worker.stop()
+
+
+async def test_a_worker_stopped_by_sigterm_finishes_first_and_the_next_reads_none_of_it_again(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A planned stop (SIGTERM, as a supervisor or a deploy sends) finishes first: the
+    ingest stops, and each partition is nudged into flushes until its tables name every
+    message with CDRs delivered (``streams.agents`` ``finish``). Here no table flush is due
+    before the stop (the period is an hour), so without it the next worker would read all
+    3,000 CDRs again; with it, it reads none again and counts the next ones exactly."""
+    settings, table = with_dial_codes(settings, tmp_path)
+    settings = settings.model_copy(update={"table_flush_seconds": 3_600})
+    now = time.time()
+    first = dataset.generate(seed=7, total=3_000, end_time=now - 600, customers=CUSTOMERS, table=table)
+    later = dataset.generate(
+        seed=8, total=500, end_time=now - 300, customers=CUSTOMERS, table=table, first_id=3_000
+    )
+    worker = Worker(settings, tmp_path / "w", tmp_path / "w1.log")
+    try:
+        await publish(settings, first.messages)
+        expected = dataset.expected_rows(list(first.valid.values()), table)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+        assert got == expected, diff(got, expected)
+        assert not await tables_name_every_cdr_delivered(settings)  # no flush was due yet
+        began = time.monotonic()
+        worker.stop()
+        stopped_in = time.monotonic() - began
+        assert "the tables name every CDR counted" in worker.log.read_text(errors="replace"), worker.tail()
+        assert stopped_in < 20, stopped_in
+        assert await tables_name_every_cdr_delivered(settings)
+        worker = Worker(settings, tmp_path / "w", tmp_path / "w2.log")
+        await publish(settings, later.messages)
+        expected = dataset.expected_rows([*first.valid.values(), *later.valid.values()], table)
+        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+        assert got == expected, diff(got, expected)
+        counters = await eventually_true(lambda: read_counters(settings, worker.process.pid), wait=30)
+        assert counters["replayed"] == 0, counters
+    finally:
+        worker.stop()

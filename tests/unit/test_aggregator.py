@@ -176,6 +176,34 @@ async def test_a_quiet_partition_is_nudged_until_its_tables_name_its_cdrs_delive
     assert agg.to_nudge() == []
 
 
+async def test_a_planned_stop_flushes_at_once_until_the_tables_name_every_cdr_delivered() -> None:
+    """Once a stop is under way (``finishing``), a partition is nudged without waiting to be
+    quiet or overdue, every message brings a flush, and nudges go on until a flush names
+    the one that wrote its CDRs delivered (``finished``); a partition that never counted a
+    CDR is not nudged at all."""
+    agg = aggregator(Tables())
+    agg.apply(PARTITION, 0, encode(record("a")), Message())
+    agg.apply(0, 0, aggregator_module.NUDGE, Message())  # partition 0: nothing counted
+    assert not agg.due(PARTITION) and agg.to_nudge() == []  # a message a moment ago, none due
+    assert not agg.finished
+    agg.finishing = True
+    assert agg.to_nudge() == [PARTITION]
+    assert agg.to_nudge() == []  # not again before FINISH_NUDGE_SECONDS
+    agg.apply(PARTITION, 1, aggregator_module.NUDGE, Message())
+    assert agg.due(PARTITION)
+    await agg.flush(PARTITION)
+    assert not agg.finished  # that flush's delivery is not in the tables yet
+    agg.partitions[PARTITION].nudged_at -= aggregator_module.FINISH_NUDGE_SECONDS
+    assert agg.to_nudge() == [PARTITION]
+    agg.apply(PARTITION, 2, aggregator_module.NUDGE, Message())
+    assert agg.due(PARTITION)
+    await agg.flush(PARTITION)
+    assert agg.finished
+    assert agg.resume_offset(PARTITION) == 2  # a restart reads only the last nudge again
+    agg.partitions[PARTITION].nudged_at -= aggregator_module.FINISH_NUDGE_SECONDS
+    assert agg.to_nudge() == []
+
+
 def test_an_overdue_flush_that_lost_its_turn_is_nudged_again() -> None:
     agg = aggregator(Tables())
     agg.apply(PARTITION, 0, encode(record("a")), Message())
