@@ -119,6 +119,40 @@ async def tables_name_every_cdr_delivered(settings: Settings) -> bool:
     return all(delivered.get(p, -1) >= offset for p, offset in newest.items() if offset >= 0)
 
 
+def first_and_later(
+    settings: Settings, tmp_path: Path, seed: int, table_flush_seconds: int
+) -> tuple[Settings, dict[str, str], dataset.Dataset, dataset.Dataset]:
+    """Settings with that table flush period, their dial codes, and two datasets without an
+    id in common: 3,000 CDRs to count before a restart and 500 after it."""
+    settings, table = with_dial_codes(settings, tmp_path)
+    settings = settings.model_copy(update={"table_flush_seconds": table_flush_seconds})
+    now = time.time()
+    first = dataset.generate(seed=seed, total=3_000, end_time=now - 600, customers=CUSTOMERS, table=table)
+    later = dataset.generate(
+        seed=seed + 1, total=500, end_time=now - 300, customers=CUSTOMERS, table=table, first_id=3_000
+    )
+    return settings, table, first, later
+
+
+async def mirrored_exactly(
+    settings: Settings, worker: Worker, table: dict[str, str], *counted: dataset.Dataset
+) -> None:
+    expected = dataset.expected_rows([cdr for data in counted for cdr in data.valid.values()], table)
+    got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
+    assert got == expected, diff(got, expected)
+
+
+async def counts_later_and_replays_nothing(
+    settings: Settings, worker: Worker, table: dict[str, str], first: dataset.Dataset, later: dataset.Dataset
+) -> None:
+    """A worker restarted on the data directory that counted ``first``: it counts ``later``
+    exactly and reads none of ``first`` again."""
+    await publish(settings, later.messages)
+    await mirrored_exactly(settings, worker, table, first, later)
+    counters = await eventually_true(lambda: read_counters(settings, worker.process.pid), wait=30)
+    assert counters["replayed"] == 0, counters
+
+
 async def test_a_quiet_worker_commits_what_it_counted_and_a_killed_one_reads_none_of_it_again(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -128,30 +162,17 @@ async def test_a_quiet_worker_commits_what_it_counted_and_a_killed_one_reads_non
     new CDR, the tables come to name every message with CDRs delivered and every
     internal-topic partition is committed to its end, and a worker killed then reads none
     of them again (it replays no CDR) while counting the next ones exactly."""
-    settings, table = with_dial_codes(settings, tmp_path)
-    settings = settings.model_copy(update={"table_flush_seconds": 3})
-    now = time.time()
-    first = dataset.generate(seed=5, total=3_000, end_time=now - 600, customers=CUSTOMERS, table=table)
-    later = dataset.generate(
-        seed=6, total=500, end_time=now - 300, customers=CUSTOMERS, table=table, first_id=3_000
-    )
+    settings, table, first, later = first_and_later(settings, tmp_path, seed=5, table_flush_seconds=3)
     worker = Worker(settings, tmp_path / "w", tmp_path / "w1.log")
     try:
         await publish(settings, first.messages)
-        expected = dataset.expected_rows(list(first.valid.values()), table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
-        assert got == expected, diff(got, expected)
+        await mirrored_exactly(settings, worker, table, first)
         # Two flushes a period apart, the second naming the first delivered (``to_nudge``).
         await eventually_true(lambda: tables_name_every_cdr_delivered(settings), wait=60)
         await eventually_true(lambda: committed_to_the_end(settings), wait=30)
         worker.kill()
         worker = Worker(settings, tmp_path / "w", tmp_path / "w2.log")
-        await publish(settings, later.messages)
-        expected = dataset.expected_rows([*first.valid.values(), *later.valid.values()], table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
-        assert got == expected, diff(got, expected)
-        counters = await eventually_true(lambda: read_counters(settings, worker.process.pid), wait=30)
-        assert counters["replayed"] == 0, counters
+        await counts_later_and_replays_nothing(settings, worker, table, first, later)
     finally:
         worker.stop()
 
@@ -164,19 +185,11 @@ async def test_a_worker_stopped_by_sigterm_finishes_first_and_the_next_reads_non
     message with CDRs delivered (``streams.agents`` ``finish``). Here no table flush is due
     before the stop (the period is an hour), so without it the next worker would read all
     3,000 CDRs again; with it, it reads none again and counts the next ones exactly."""
-    settings, table = with_dial_codes(settings, tmp_path)
-    settings = settings.model_copy(update={"table_flush_seconds": 3_600})
-    now = time.time()
-    first = dataset.generate(seed=7, total=3_000, end_time=now - 600, customers=CUSTOMERS, table=table)
-    later = dataset.generate(
-        seed=8, total=500, end_time=now - 300, customers=CUSTOMERS, table=table, first_id=3_000
-    )
+    settings, table, first, later = first_and_later(settings, tmp_path, seed=7, table_flush_seconds=3_600)
     worker = Worker(settings, tmp_path / "w", tmp_path / "w1.log")
     try:
         await publish(settings, first.messages)
-        expected = dataset.expected_rows(list(first.valid.values()), table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
-        assert got == expected, diff(got, expected)
+        await mirrored_exactly(settings, worker, table, first)
         assert not await tables_name_every_cdr_delivered(settings)  # no flush was due yet
         began = time.monotonic()
         worker.stop()
@@ -185,11 +198,6 @@ async def test_a_worker_stopped_by_sigterm_finishes_first_and_the_next_reads_non
         assert stopped_in < 20, stopped_in
         assert await tables_name_every_cdr_delivered(settings)
         worker = Worker(settings, tmp_path / "w", tmp_path / "w2.log")
-        await publish(settings, later.messages)
-        expected = dataset.expected_rows([*first.valid.values(), *later.valid.values()], table)
-        got = await eventually_equal(lambda: read_mirror(settings), expected, wait=120, worker=worker)
-        assert got == expected, diff(got, expected)
-        counters = await eventually_true(lambda: read_counters(settings, worker.process.pid), wait=30)
-        assert counters["replayed"] == 0, counters
+        await counts_later_and_replays_nothing(settings, worker, table, first, later)
     finally:
         worker.stop()
