@@ -85,7 +85,7 @@ FLUSH_SPACING_SECONDS = 0.5
 NUDGE_SECONDS = 2.0
 # An internal message that carries no records: applied, it only moves the offset.
 NUDGE = b"[]"
-# While a planned stop finishes (``finish``), between two nudges of a partition: its flush
+# While a planned stop finishes (``finishing``), between two nudges of a partition: its flush
 # is delivered within this on a broker that is there, and a nudge sent before the delivery
 # only brings one more flush.
 FINISH_NUDGE_SECONDS = 0.2
