@@ -1,14 +1,16 @@
 """Live freshness: how long after a CDR is sent it shows in ``GET /v1/breakout``, one worker.
 
     .venv/bin/python bench/freshness.py [--duration 60] [--shapes single,batched] [--rates 1000,25%,...]
-        [--backlog 100000] [--worker-env KEY=VALUE ...]
+        [--backlog 200000] [--worker-env KEY=VALUE ...]
 
 Starts Kafka and Redis as bench/ingest.py does (or uses BREAKOUT_KAFKA / BREAKOUT_REDIS).
 Per message shape, ``single`` (one CDR per Kafka message) and ``batched`` (arrays of 100):
 
 1. the baseline, measured in the same run: a warm worker drains a backlog published while
    it was stopped (``drain``): CDR/s from its resume until everything is committed and
-   mirrored, and its CPU (utime+stime from /proc) over that window per CDR;
+   mirrored, and its CPU (utime+stime from /proc) over that window per CDR; before the
+   backlog, the same worker's CPU a second with no traffic (its clock: timers, fetches,
+   flushes of nothing), which each live CDR's figure includes a share of;
 2. live traffic at 1,000 CDR/s and at 25, 50 and 80 % of that backlog rate (``--rates``, where
    ``N%`` is a share of that rate):
    a fresh topic, worker and ``breakout api`` (the API reads one app id, so one per run),
@@ -24,7 +26,8 @@ first such answer minus its send time. 503s (mirror incomplete) count as not vis
 
 Reported per run: rate asked / achieved (and whether the generator kept it: a rate it could
 not produce is not the worker's), probes seen, send→visible p50/p90/p99/max, the worker's CPU
-per CDR over the window against the backlog's, ingest lag (max, first half vs last 10 s:
+per CDR over the window against the backlog's (and how much of it is the idle worker's share
+at that rate), ingest lag (max, first half vs last 10 s:
 growing lag is a worker falling behind) and the API's own p50 response time.
 """
 
@@ -78,6 +81,10 @@ POLL_SECONDS = 0.05
 TICK_SECONDS = 0.01
 TEMPLATES = 20_000  # distinct CDRs the generator cycles through (ids and times are set at send)
 DRAIN_SECONDS = 30.0  # polling for probes left after the window
+# The warm worker's CPU with no traffic, measured over this long before the backlog, once
+# what the warm-up message started (its flush, its mirroring) is over.
+IDLE_SETTLE_SECONDS = 3.0
+IDLE_SECONDS = 20.0
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -182,12 +189,27 @@ async def send_all(producer: AIOKafkaProducer, topic: str, messages: list[Messag
     return acks
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """The baseline: a warm worker draining a backlog, and the same worker idle before it."""
+
+    rate: float  # CDR/s
+    cpu_us: float  # worker CPU per CDR drained
+    idle_ms: float  # worker CPU per second with no traffic: the part of a live CDR's cost that is the clock's
+
+    def idle_share_us(self, rate: float) -> float:
+        """µs of each CDR's CPU at ``rate`` CDR/s that the worker spends idle anyway."""
+        return self.idle_ms * 1000 / rate
+
+
 async def drain(
     kafka: str, redis_url: str, shape: str, total: int, workdir: Path, env: dict[str, str]
-) -> tuple[float, float]:
-    """CDR/s and worker CPU µs per CDR draining a backlog of ``total`` CDRs.
+) -> Backlog:
+    """CDR/s and worker CPU µs per CDR draining a backlog of ``total`` CDRs, and the worker's
+    CPU a second while idle before it.
 
-    A fresh worker is warmed up with one message (so start-up is not counted), stopped
+    A fresh worker is warmed up with one message (so start-up is not counted), left idle
+    for ``IDLE_SECONDS`` (its timers, fetches and flushes of nothing), stopped
     (SIGSTOP) while the backlog is published, a second or two, well within its consumers'
     session timeouts, then resumed: the clock and the CPU count from the resume until the
     ingest has committed everything and the Redis mirror's watermarks cover it. Timing
@@ -227,6 +249,10 @@ async def drain(
         warm_up, backlog = backlog[:1], backlog[1:]
         await asyncio.gather(*await send_all(producer, topic, warm_up))
         await asyncio.wait_for(mirrored(1), 180)
+        await asyncio.sleep(IDLE_SETTLE_SECONDS)
+        idle_cpu = cpu_seconds(worker.pid)
+        await asyncio.sleep(IDLE_SECONDS)
+        idle_ms = (cpu_seconds(worker.pid) - idle_cpu) / IDLE_SECONDS * 1000
         os.kill(worker.pid, signal.SIGSTOP)
         try:
             await asyncio.gather(*await send_all(producer, topic, backlog))
@@ -235,7 +261,8 @@ async def drain(
         cpu, began = cpu_seconds(worker.pid), time.perf_counter()
         await mirrored(len(backlog) + 1)
         elapsed, cpu = time.perf_counter() - began, cpu_seconds(worker.pid) - cpu
-        return len(backlog) * per_message / elapsed, cpu / (len(backlog) * per_message) * 1e6
+        drained = len(backlog) * per_message
+        return Backlog(drained / elapsed, cpu / drained * 1e6, idle_ms)
     finally:
         await stop(worker)
         await producer.stop()
@@ -362,7 +389,7 @@ class Run:
         figures = [percentile(values, q) for q in (0.5, 0.9, 0.99)] + [max(values)]
         return sep.join(fmt.format(figure) for figure in figures)
 
-    def report(self, backlog: tuple[float, float]) -> str:
+    def report(self, backlog: Backlog) -> str:
         gen = self.generator
         kept = (
             "kept the rate" if self.kept else "DID NOT KEEP THE RATE: the figures below are not the worker's"
@@ -374,8 +401,9 @@ class Run:
             f"ticks over {TICK_SECONDS * 1000:.0f} ms)\n"
             f"  probes seen {self.probes - self.unseen}/{self.probes} (unseen: {self.unseen}); "
             f"send -> visible p50/p90/p99/max: {self.spread('{:.2f}', ' / ')} s\n"
-            f"  worker CPU {self.cpu_us:.0f} us/CDR live vs {backlog[1]:.0f} us/CDR draining a backlog "
-            f"({self.cpu_us / backlog[1]:.1f}x); backlog rate {backlog[0]:,.0f} CDR/s; "
+            f"  worker CPU {self.cpu_us:.0f} us/CDR live vs {backlog.cpu_us:.0f} us/CDR draining a backlog "
+            f"({self.cpu_us / backlog.cpu_us:.1f}x), {backlog.idle_share_us(self.achieved):.0f} us/CDR of it "
+            f"the idle worker's own; backlog rate {backlog.rate:,.0f} CDR/s; "
             f"{self.stolen:.2f} cores stolen by the hypervisor\n"
             f"  cores used: {', '.join(f'{part} {used:.2f}' for part, used in self.cores.items())}\n"
             f"  ingest lag (s of traffic): max {self.lag_max:.1f}, mean first half {self.lag_first:.1f}, "
@@ -593,14 +621,16 @@ def live_rates(spec: str, backlog_rate: float) -> list[float]:
 
 
 async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: Path) -> None:
-    backlog: dict[str, tuple[float, float]] = {}
+    backlog: dict[str, Backlog] = {}
     runs: list[Run] = []
     for shape in args.shapes:
         backlog[shape] = await drain(kafka, redis_url, shape, args.backlog, workdir, args.worker_env)
         print(
-            f"{shape} backlog: {backlog[shape][0]:,.0f} CDR/s, {backlog[shape][1]:.0f} us CPU/CDR", flush=True
+            f"{shape} backlog: {backlog[shape].rate:,.0f} CDR/s, {backlog[shape].cpu_us:.0f} us CPU/CDR; "
+            f"idle before it: {backlog[shape].idle_ms:.1f} ms CPU/s",
+            flush=True,
         )
-        for rate in live_rates(args.rates, backlog[shape][0]):
+        for rate in live_rates(args.rates, backlog[shape].rate):
             runs.append(await live(args, kafka, redis_url, workdir, shape, rate))
             print(runs[-1].report(backlog[shape]), flush=True)
     print(f"\none worker process, {os.cpu_count()} cores, {args.duration:.0f} s per rate; latencies in s")
@@ -609,15 +639,18 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
         f"{'max':>7}{'us/CDR':>8}{'backlog':>9}{'ratio':>7}{'lag max':>8}{'lag end':>8}{'stolen':>8}"
     )
     for run in runs:
-        cpu = backlog[run.shape][1]
+        cpu = backlog[run.shape].cpu_us
         print(
             f"{run.shape:<8}{run.rate:>8,.0f}{run.achieved:>8,.0f}{'yes' if run.kept else 'NO':>5}"
             f"{run.probes - run.unseen:>5}/{run.probes:<3}{run.spread('{:>7.2f}', '')}"
             f"{run.cpu_us:>8.0f}{cpu:>9.0f}{run.cpu_us / cpu:>6.1f}x{run.lag_max:>7.1f}s{run.lag_last:>7.1f}s"
             f"{run.stolen:>8.2f}"
         )
-    for shape, (cdr_rate, cpu_us) in backlog.items():
-        print(f"backlog baseline, {shape}: {cdr_rate:,.0f} CDR/s, {cpu_us:.0f} us CPU per CDR")
+    for shape, base in backlog.items():
+        print(
+            f"backlog baseline, {shape}: {base.rate:,.0f} CDR/s, {base.cpu_us:.0f} us CPU per CDR; "
+            f"the worker idle before it: {base.idle_ms:.1f} ms CPU a second"
+        )
 
 
 def main() -> None:
@@ -631,7 +664,13 @@ def main() -> None:
         default=DEFAULT_RATES,
         help="comma-separated CDR/s for every shape, N%% of the backlog rate (default %(default)s)",
     )
-    parser.add_argument("--backlog", type=int, default=100_000, help="CDRs drained for the baseline")
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=200_000,
+        help="CDRs drained for the baseline: enough for several seconds of draining, so that its "
+        "first poll and its last flush weigh little in the CPU per CDR",
+    )
     parser.add_argument(
         "--worker-env", action="append", default=[], metavar="KEY=VALUE", help="for the workers"
     )

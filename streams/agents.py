@@ -17,12 +17,13 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 
 from breakout.destinations import load_dial_codes
 from breakout.ledger import REVISION_UNKNOWN, TOO_LATE
@@ -41,8 +42,10 @@ from streams.tables import create_tables
 
 log = logging.getLogger(__name__)
 
-# The longest the broker may hold the agent's consumer's fetch for data (Faust fixes 1.5 s).
+# The longest the broker may hold the agent's consumer's fetch for data while some partition
+# waits for it to return, and while none does (``fetch_without_stalls``; Faust fixes 1.5 s).
 FETCH_WAIT_MS = 100
+IDLE_FETCH_WAIT_MS = 1_000
 # Table flushes whose changelog delivery may be under way at once before the agent waits.
 MAX_DELIVERIES = 4
 # After an unexpected error the worker stops through Faust; if that stop itself hangs, the
@@ -297,13 +300,15 @@ def read_from_the_tables(app: faust.App, aggregator: Aggregator, topic: str) -> 
     Faust seeks the assigned partitions to their committed offsets once the tables are
     recovered and before any message flows (``perform_seek``); that is the one point where
     the tables are readable and nothing has been fetched yet, so the seek is extended
-    there. Why the committed offset is not enough: ``streams.aggregator``.
+    there. Why the committed offset is not enough: ``streams.aggregator``. It is also where
+    the consumer stops fetching what the worker no longer reads (``fetch_only_what_is_read``).
     """
     consumer = app.consumer
     seek_to_committed = consumer.perform_seek
 
     async def perform_seek() -> None:
         await seek_to_committed()
+        await fetch_only_what_is_read(app)
         offsets = {
             tp: aggregator.resume_offset(tp.partition) for tp in consumer.assignment() if tp.topic == topic
         }
@@ -318,26 +323,72 @@ def read_from_the_tables(app: faust.App, aggregator: Aggregator, topic: str) -> 
     consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
-def fetch_without_stalls(app: faust.App) -> None:
-    """Keep the broker from holding the agent's fetches for Faust's fixed 1.5 s.
+async def fetch_only_what_is_read(app: faust.App) -> None:
+    """Pause, in the Kafka consumer itself, the partitions a recovered worker never reads:
+    its own tables' changelogs (it writes them) and the assignor's leader topic.
 
-    Faust pauses the tables' changelog partitions in its own books only, so its Kafka
-    consumer keeps fetching them (and the assignor's leader topic, which never holds data),
-    and sends one fetch at a time per broker. When every internal partition has messages
-    fetched and not yet handed to the agent, the next fetch asks only for partitions that
-    get nothing, and the broker holds it for its whole maximum wait; the internal
-    partitions, emptied by the agent meanwhile, cannot be fetched until it returns. Under
-    live traffic that made messages wait 1-1.5 s before the agent saw them, every few
-    seconds (``bench/freshness.py``). The wait is set on the consumer's fetcher once each
-    assignment is complete, before messages flow; an idle worker then asks the broker ten
-    times a second instead of about once.
+    Faust pauses them in its own books only, so the consumer kept asking the broker for
+    every one of them with each fetch (three changelog partitions per internal one, each
+    encoded and its empty answer decoded), and fetched back the first batch the worker wrote to each, to hold
+    it unread. Standby changelog partitions stay fetched: they keep the standby tables
+    current. A new assignment starts with nothing paused, so the recovery after each
+    rebalance reads the changelogs it needs, and this runs again once it is done.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    consumer = thread._ensure_consumer()
+    unread_topics = {*app.tables.changelog_topics, *app.consumer.randomly_assigned_topics}
+    unread = unread_partitions(consumer.assignment(), unread_topics, app.assignor.assigned_standbys())
+    if unread:
+        await thread.call_thread(consumer.pause, *unread)
+
+
+def unread_partitions(
+    assigned: Iterable[TopicPartition], unread_topics: Collection[str], standbys: Collection[Any]
+) -> list[TopicPartition]:
+    """The ``assigned`` partitions of ``unread_topics`` that are not ``standbys``."""
+    return [tp for tp in assigned if tp.topic in unread_topics and tp not in standbys]
+
+
+class FetchRequestBuilder:
+    """The consumer's fetcher's request builder, choosing how long the broker may hold each
+    fetch (``fetch_without_stalls``)."""
+
+    def __init__(self, fetcher: Any) -> None:
+        self.fetcher = fetcher
+        self.build = fetcher._get_actions_per_node
+
+    def __call__(self, assignment: Any) -> Any:
+        # A partition whose fetched messages the agent has not taken yet is left out of
+        # the request, and cannot be fetched again until it returns. (A paused partition
+        # keeps what was fetched before its pause, but is never fetched again anyway.)
+        states = (assignment.state_value(tp) for tp in self.fetcher._records)
+        held = any(state is not None and not state.paused for state in states)
+        self.fetcher._fetch_max_wait_ms = FETCH_WAIT_MS if held else IDLE_FETCH_WAIT_MS
+        return self.build(assignment)
+
+
+def fetch_without_stalls(app: faust.App) -> None:
+    """Keep the broker from holding the agent's fetches long while a partition waits for one.
+
+    The consumer sends one fetch at a time per broker, for the partitions with nothing
+    fetched and not yet taken by the agent, and the broker holds it until one of them gets
+    data or the maximum wait (Faust fixes 1.5 s) has passed. A fetch that leaves out
+    partitions the agent is still taking would be held that long even after the agent
+    has emptied them, with their next messages waiting: under live traffic that made
+    messages wait 1-1.5 s before the agent saw them, every few seconds
+    (``bench/freshness.py``). So such a fetch may be held ``FETCH_WAIT_MS``; one that asks
+    for every partition, whose answer nothing can be waiting behind, ``IDLE_FETCH_WAIT_MS``.
+    Between bursts of live traffic, and in an idle worker, that is one fetch a second
+    instead of ten (the fetch loop was most of an idle worker's CPU). The builder is
+    replaced once the first assignment is complete, before messages flow.
     """
 
-    async def shorten_fetch_wait(sender: Any, **kwargs: Any) -> None:
+    async def choose_fetch_wait(sender: Any, **kwargs: Any) -> None:
         fetcher = app.consumer._thread._consumer._fetcher  # type: ignore[attr-defined]
-        fetcher._fetch_max_wait_ms = FETCH_WAIT_MS
+        if not isinstance(fetcher._get_actions_per_node, FetchRequestBuilder):
+            fetcher._get_actions_per_node = FetchRequestBuilder(fetcher)
 
-    app.on_rebalance_complete.connect(shorten_fetch_wait)  # type: ignore[arg-type]
+    app.on_rebalance_complete.connect(choose_fetch_wait)  # type: ignore[arg-type]
 
 
 async def close_gap(
