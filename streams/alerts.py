@@ -30,7 +30,7 @@ from breakout.aggregate import Counters, add, empty
 from breakout.buckets import Granularity
 from breakout.noc import keys
 from breakout.noc.alert import Alert, key_text, parse_subject, subject_text
-from breakout.noc.clock import due_minutes, effective_watermark
+from breakout.noc.clock import due_minutes, effective_watermark, may_be_due
 from breakout.noc.detector import Detector, KeyState
 from breakout.noc.minutes import decode_minute, encode_minute
 from breakout.noc.rules import Rules
@@ -157,7 +157,8 @@ class AlertRunner:
             raise
 
     async def _watermark(self, client: Client) -> int | None:
-        """The event time every partition is mirrored up to; None while the mirror is not whole.
+        """The event time every partition is mirrored up to; None while the mirror is not whole,
+        or while the marks alone show that no minute is due yet (``may_be_due``).
 
         A mirror being refilled after Redis lost its data would show minutes short of
         calls, which the detector would take for an ASR drop.
@@ -183,6 +184,9 @@ class AlertRunner:
         if not completeness(joined_epoch(epoch), watermarks, self.settings.partitions).complete:
             return None
         marks = {p: (mark.event_ms, mark.offset) for p, mark in watermarks.items()}
+        settle = self.rules.detector.settle_seconds
+        if self._detector is not None and not may_be_due(self._next_minute, marks, settle):
+            return None
         topic = normalized_topic(self.settings)
         partitions = [TopicPartition(topic, p) for p in range(self.settings.partitions)]
         ends = await self._offsets.end_offsets(partitions)

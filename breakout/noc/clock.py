@@ -41,3 +41,14 @@ def due_minutes(next_minute: int, watermark_ms: int, settle_seconds: int, limit:
     """
     last = (watermark_ms // 1000 - settle_seconds) // 60 * 60 - 60
     return list(range(next_minute, min(last, next_minute + (limit - 1) * 60) + 1, 60))
+
+
+def may_be_due(next_minute: int, marks: Mapping[int, tuple[int, int]], settle_seconds: int) -> bool:
+    """Whether ``next_minute`` can be due by ``marks`` (as in ``effective_watermark``) alone.
+
+    The effective watermark is never past the newest mark, so while that has not passed the
+    minute's end by ``settle_seconds``, no minute is due whatever the log-end offsets are:
+    a live detector asks the broker for them once a minute, not at every round.
+    """
+    newest = max((event_ms for event_ms, _ in marks.values()), default=None)
+    return newest is not None and bool(due_minutes(next_minute, newest, settle_seconds, 1))

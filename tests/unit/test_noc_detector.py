@@ -10,7 +10,7 @@ import pytest
 from breakout.aggregate import ATTEMPTS, CONNECTED, empty
 from breakout.noc.alert import Alert
 from breakout.noc.checks import wilson_upper
-from breakout.noc.clock import due_minutes, effective_watermark
+from breakout.noc.clock import due_minutes, effective_watermark, may_be_due
 from breakout.noc.detector import Detector, KeyState
 from breakout.noc.rules import parse_rules
 from breakout.noc.series import PairCounts, RollingSeries, with_destination_totals
@@ -266,3 +266,25 @@ def test_due_minutes_are_consecutive_settled_and_bounded() -> None:
     assert due_minutes(START, boundary_ms, 120, 60) == list(range(START, START + 480, 60))
     assert due_minutes(START, boundary_ms, 0, 3) == [START, START + 60, START + 120]
     assert due_minutes(START + 600, boundary_ms, 0, 60) == []
+
+
+def test_a_minute_may_be_due_once_the_newest_mark_has_passed_its_end_and_the_settling() -> None:
+    end_ms = (START + 60) * 1000
+    assert not may_be_due(START, {0: (end_ms + 29_999, 5), 1: (START * 1000, 9)}, 30)
+    assert may_be_due(START, {0: (end_ms + 30_000, 5), 1: (START * 1000, 9)}, 30)
+    assert not may_be_due(START, {}, 0)
+
+
+def test_no_minute_is_due_while_the_marks_alone_say_none_can_be() -> None:
+    rng = random.Random(7)
+    for _ in range(5_000):
+        next_minute = START + rng.randrange(0, 600, 60)
+        marks = {
+            p: (START * 1000 + rng.randrange(0, 900_000), rng.randrange(0, 50))
+            for p in range(rng.randrange(4))
+        }
+        ends = {p: rng.randrange(0, 60) for p in range(4)}
+        settle = rng.choice([0, 30, 120])
+        watermark = effective_watermark(marks, ends)
+        due = watermark is not None and due_minutes(next_minute, watermark, settle, 10)
+        assert may_be_due(next_minute, marks, settle) or not due
