@@ -69,6 +69,7 @@ from bench.ingest import (  # noqa: E402
     create_topic,
     free_port,
     machine_seconds,
+    process_tree,
     start_services,
 )
 from breakout.auth import ADMIN, key_entry, new_key  # noqa: E402
@@ -209,12 +210,12 @@ async def drain(
     CPU a second while idle before it.
 
     A fresh worker is warmed up with one message (so start-up is not counted), left idle
-    for ``IDLE_SECONDS`` (its timers, fetches and flushes of nothing), stopped
-    (SIGSTOP) while the backlog is published, a second or two, well within its consumers'
-    session timeouts, then resumed: the clock and the CPU count from the resume until the
-    ingest has committed everything and the Redis mirror's watermarks cover it. Timing
-    from a cold worker's first commit (bench/ingest.py) would miss the first poll, up to
-    20,000 messages, and its CPU."""
+    for ``IDLE_SECONDS`` (its timers, fetches and flushes of nothing), stopped (SIGSTOP,
+    all its processes) while the backlog is published, a few seconds at most (printed),
+    within its consumers' session timeouts (10 s), then resumed: the clock and the CPU
+    count from the resume until the ingest has committed everything and the Redis
+    mirror's watermarks cover it. Timing from a cold worker's first commit
+    (bench/ingest.py) would miss the first poll, up to 20,000 messages, and its CPU."""
     per_message = PER_MESSAGE[shape]
     app_id, topic = f"drain-{uuid.uuid4().hex[:8]}", f"backlog-{shape}-{uuid.uuid4().hex[:6]}"
     await create_topic(kafka, topic)
@@ -253,11 +254,18 @@ async def drain(
         idle_cpu = cpu_seconds(worker.pid)
         await asyncio.sleep(IDLE_SECONDS)
         idle_ms = (cpu_seconds(worker.pid) - idle_cpu) / IDLE_SECONDS * 1000
-        os.kill(worker.pid, signal.SIGSTOP)
+        # Every process of the worker: its ingest process, left running, would take in the
+        # backlog while it is published, and the drain would time only the aggregating.
+        stopped = process_tree(worker.pid)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        publishing = time.perf_counter()
         try:
             await asyncio.gather(*await send_all(producer, topic, backlog))
         finally:
-            os.kill(worker.pid, signal.SIGCONT)
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        print(f"{shape} backlog published in {time.perf_counter() - publishing:.1f} s, the worker stopped")
         cpu, began = cpu_seconds(worker.pid), time.perf_counter()
         await mirrored(len(backlog) + 1)
         elapsed, cpu = time.perf_counter() - began, cpu_seconds(worker.pid) - cpu
@@ -611,10 +619,10 @@ DEFAULT_RATES = "1000,25%,50%,80%"
 
 def live_rates(spec: str, backlog_rate: float) -> list[float]:
     """The CDR/s of each live run: ``N`` as given, ``N%`` of the backlog rate of this run."""
-    rates = {
+    rates = [  # a rate given twice is run twice: its figures vary from window to window
         backlog_rate * float(entry[:-1]) / 100 if entry.endswith("%") else float(entry)
         for entry in (part.strip() for part in spec.split(","))
-    }
+    ]
     if not all(0 < rate < float("inf") for rate in rates):
         raise ValueError(f"rates must be positive and finite: {spec!r}")
     return sorted(rates)
