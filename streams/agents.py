@@ -329,9 +329,9 @@ async def fetch_only_what_is_read(app: faust.App) -> None:
 
     Faust pauses them in its own books only, so the consumer kept asking the broker for
     every one of them with each fetch (three changelog partitions per internal one, each
-    encoded and its empty answer decoded), and fetched back the first batch the worker wrote to each, to hold
-    it unread. Standby changelog partitions stay fetched: they keep the standby tables
-    current. A new assignment starts with nothing paused, so the recovery after each
+    encoded and its empty answer decoded), and fetched back the first batch the worker
+    wrote to each, to hold it unread. Standby changelog partitions stay fetched: they keep
+    the standby tables current. A new assignment starts with nothing paused, so the recovery after each
     rebalance reads the changelogs it needs, and this runs again once it is done.
     """
     thread = app.consumer._thread  # type: ignore[attr-defined]
@@ -379,8 +379,9 @@ def fetch_without_stalls(app: faust.App) -> None:
     (``bench/freshness.py``). So such a fetch may be held ``FETCH_WAIT_MS``; one that asks
     for every partition, whose answer nothing can be waiting behind, ``IDLE_FETCH_WAIT_MS``.
     Between bursts of live traffic, and in an idle worker, that is one fetch a second
-    instead of ten (the fetch loop was most of an idle worker's CPU). The builder is
-    replaced once the first assignment is complete, before messages flow.
+    instead of ten (py-spy put about half of an idle worker's main process in the fetch
+    loop). The builder is replaced once, when the first assignment is complete, before
+    messages flow.
     """
 
     async def choose_fetch_wait(sender: Any, **kwargs: Any) -> None:
