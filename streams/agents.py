@@ -229,7 +229,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Finish:
     @app.task  # type: ignore[untyped-decorator]
     async def run_mirror() -> None:
         async with fail_stop(app):
-            await mirror.run(aggregator)
+            await mirror.run(aggregator, lambda: app.should_stop)
 
     @app.timer(NUDGE_SECONDS)  # type: ignore[untyped-decorator]
     async def nudge_quiet_partitions() -> None:
@@ -243,7 +243,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Finish:
     @app.task  # type: ignore[untyped-decorator]
     async def run_lag_reporter() -> None:
         async with fail_stop(app):
-            await lag.run()
+            await lag.run(lambda: app.should_stop)
 
     release_heap = heap_trimmer()
     if release_heap is not None:

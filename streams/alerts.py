@@ -108,6 +108,22 @@ class AlertRunner:
         self._detector: Detector | None = None
         self._next_minute = 0
 
+    async def run(self, leading: Callable[[], bool], stopping: Callable[[], bool]) -> None:
+        """A round a second while this worker leads, until the worker stops; then close.
+
+        ``stopping`` ends the loop as well as the task's cancellation does: a cancellation
+        that meets a library's timeout as it expires can be swallowed (``asyncio.wait_for``
+        on Python 3.11 returns the result instead), and a loop that went on would hold the
+        worker's stop until its supervisor killed it.
+        """
+        try:
+            while not stopping():
+                await asyncio.sleep(TICK_SECONDS)
+                if leading() and not stopping():
+                    await self.tick()
+        finally:
+            await self.close()
+
     async def tick(self) -> None:
         """One round; on a Redis or Kafka error, forget the in-memory state and try again next round."""
         try:
@@ -286,7 +302,8 @@ def register_detector(app: faust.App, settings: Settings, rules: Rules) -> None:
     """Run the detector in the leader worker, once a second (nothing, if the rules disable it).
 
     A task rather than ``@app.timer(on_leader=True)``: the same leader check each second,
-    plus a ``finally`` that closes the detector's connections when the worker stops.
+    plus a ``finally`` that closes the detector's connections when the worker stops
+    (``AlertRunner.run``).
     """
     if not rules.detector.enabled:
         return
@@ -300,10 +317,4 @@ def register_detector(app: faust.App, settings: Settings, rules: Rules) -> None:
     @app.task  # type: ignore[untyped-decorator]
     async def detect_noc_alerts() -> None:
         async with fail_stop(app):
-            try:
-                while True:
-                    await asyncio.sleep(TICK_SECONDS)
-                    if app.is_leader():
-                        await runner.tick()
-            finally:
-                await runner.close()
+            await runner.run(app.is_leader, lambda: app.should_stop)

@@ -64,13 +64,15 @@ class LagReporter:
             found.append(Lag(topic, partition, end, max(offset, 0), before[1], now_ms))
         return found
 
-    async def run(self) -> None:
+    async def run(self, stopping: Callable[[], bool]) -> None:
+        """A report every ``REPORT_SECONDS`` until the worker stops (``stopping``: also when
+        a timeout here swallowed the task's cancellation, ``streams.alerts.AlertRunner.run``)."""
         settings = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka, enable_auto_commit=False)
         client = connect(settings.redis, socket_timeout=5, socket_connect_timeout=2)
         await consumer.start()
         try:
-            while True:
+            while not stopping():
                 try:
                     await asyncio.wait_for(self._report(consumer, client), REPORT_SECONDS * 2)
                     self.heartbeat.touch()

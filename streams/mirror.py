@@ -300,7 +300,9 @@ class RedisMirror:
         self._staged = {k: v for k, v in self._staged.items() if k.partition != partition}
         self._needs_full = {k for k in self._needs_full if k.partition != partition}
 
-    async def run(self, source: MirrorSource) -> None:
+    async def run(self, source: MirrorSource, stopping: Callable[[], bool]) -> None:
+        """Flush after flush until the worker stops (``stopping``: also when a library's
+        timeout swallowed the task's cancellation, ``streams.alerts.AlertRunner.run``)."""
         client = connect(
             self.url,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
@@ -309,7 +311,7 @@ class RedisMirror:
         )
         failures = 0
         try:
-            while True:
+            while not stopping():
                 began = time.monotonic()
                 self._busy = 0.0
                 try:
