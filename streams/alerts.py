@@ -112,9 +112,10 @@ class AlertRunner:
         """A round a second while this worker leads, until the worker stops; then close.
 
         ``stopping`` ends the loop as well as the task's cancellation does: a cancellation
-        that meets a library's timeout as it expires can be swallowed (``asyncio.wait_for``
-        on Python 3.11 returns the result instead), and a loop that went on would hold the
-        worker's stop until its supervisor killed it.
+        that arrives just as a call inside a round completes can be swallowed (Python 3.11's
+        ``asyncio.wait_for``, which redis-py and aiokafka use, then returns the call's
+        result), and a loop that went on would hold the worker's stop until its supervisor
+        killed it.
         """
         try:
             while not stopping():
