@@ -20,9 +20,9 @@ async def send(key: bytes, value: bytes) -> None:
 async def test_a_round_that_swallows_the_cancellation_does_not_keep_the_worker_from_stopping(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A timeout inside a round can swallow the task's cancellation (``asyncio.wait_for`` on
-    Python 3.11); the loop then goes on to its next round, unless it also asks whether the
-    worker is stopping. Here every round swallows it, as the broker or Redis client did."""
+    """A call inside a round that completes just as the cancellation arrives can swallow it
+    (``asyncio.wait_for`` on Python 3.11); the loop then goes on to its next round, unless it
+    also asks whether the worker is stopping. Here every round swallows it."""
     monkeypatch.setattr(alerts, "TICK_SECONDS", 0.01)
     runner = AlertRunner(Settings(), Rules(), send)
     rounds = 0
