@@ -1,4 +1,4 @@
-"""Redis CPU per CDR of the mirror's bucket writes, and what the Lua script itself costs.
+"""Redis CPU per CDR of the mirror's bucket writes, against the script of issue 15's filing.
 
     .venv/bin/python bench/mirror_writes.py [--runs 3] [--flushes 30] [--per-flush 6000]
 
@@ -12,22 +12,17 @@ Redis's CPU per CDR (``INFO cpu`` before and after), against the first's:
 * ``when filed``: the mirror's script as it was when issue 15 asked for a third of its
   Redis CPU (``FILED_SCRIPT``: customers and row ids as one JSON argument, decoded with
   ``cjson`` and each field encoded again in Lua). The baseline.
-* ``script``: the worker's own write now (``streams.mirror``: ``_BucketWrite`` arguments to
-  ``WRITE_BUCKET``, one call per bucket, offset-guarded).
-* ``arguments only``: the same arguments to a script that returns at once: what handing
-  them to Lua costs, before any write.
+* ``transactions``: the worker's own write now (``streams.bucket_writes``: per bucket, the
+  customer hashes watched and their ``@applied`` read, then plain commands in one
+  ``MULTI``/``EXEC``, replies off).
 * ``plain commands``: the same hash fields by pipelined ``HSET`` and ``EXPIRE``, with the
   ``SADD`` of the bucket's customers and destinations, and no guard. Not a correct mirror
-  (a worker that lost a partition could overwrite newer values): the floor a design
-  without a script would approach.
-* ``fenced commands``: the same plain commands, each bucket's in one ``MULTI``/``EXEC``
-  under ``WATCH`` of a fence key of its own (read with ``HMGET`` first, rewritten inside):
-  what the guard of docs/operations.md's design without a script adds to the floor.
-* ``fenced, expiry once``: the same, each key given its expiry only the first time the run
-  writes it, not at every flush: what the expiries cost of the fenced way.
+  (a worker that lost a partition could overwrite newer values): the floor, so the
+  guard's own cost is the difference.
 
-Why it exists: issue 15 asks for a mirror costing Redis a third of the CPU per CDR, and
-this separates the script's own cost from the writes' before choosing how.
+Why it exists: issue 15 asks for a mirror costing Redis a third of the CPU per CDR of the
+script it was filed against; the pipeline's figure (bench/ingest.py) also holds the
+other commands of a worker, and this isolates the bucket writes.
 """
 
 from __future__ import annotations
@@ -43,7 +38,6 @@ from pathlib import Path
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.typing import EncodableT
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,7 +47,8 @@ from breakout.aggregate import WIDTH  # noqa: E402
 from breakout.buckets import Granularity  # noqa: E402
 from breakout.ledger import CustomerBucket, RowId, row_id  # noqa: E402
 from breakout.redis_layout import Layout  # noqa: E402
-from streams.mirror import WRITE_BUCKET, RowFields, _BucketWrite, _PackedConnection  # noqa: E402
+from streams.bucket_writes import BucketWrite, EncodedBucket, RowFields, write_bucket  # noqa: E402
+from streams.mirror import _PackedConnection  # noqa: E402
 
 TTL = 86_400
 BUCKETS = (
@@ -61,8 +56,7 @@ BUCKETS = (
     (Granularity.HOUR, 1_794_999_600),
     (Granularity.DAY, 1_794_960_000),
 )
-WAYS = ("when filed", "script", "arguments only", "plain commands", "fenced commands", "fenced, expiry once")
-PARTITIONS = [str(p) for p in range(4)]
+WAYS = ("when filed", "transactions", "plain commands")
 
 # A flush's changes per bucket: customer → (its bucket value, the rows changed).
 Changed = dict[str, tuple[CustomerBucket, set[RowId]]]
@@ -121,84 +115,40 @@ def queue_filed(pipe: Pipeline, layout: Layout, flush: Flush) -> None:
         )
 
 
-def queue_script(pipe: Pipeline, layout: Layout, fields: RowFields, flush: Flush, script: str) -> None:
-    for (granularity, start), changed in flush.items():
-        write = _BucketWrite()
-        for customer, (value, rows) in changed.items():
-            write.add(customer, value, rows)
-        pipe.eval(
-            script,
-            2,
-            layout.customers(granularity, start),
-            layout.destinations(granularity, start),
-            TTL,
-            layout.customer_rows_prefix(granularity, start),
-            layout.destination_rows(granularity, start, ""),
-            *write.arguments(fields),
+def encoded(fields: RowFields, changed: Changed) -> EncodedBucket:
+    write = BucketWrite()
+    for customer, (value, rows) in changed.items():
+        write.add(customer, value, rows)
+    return write.encode(fields)
+
+
+async def write_transactions(client: aioredis.Redis, layout: Layout, fields: RowFields, flush: Flush) -> None:
+    """Each bucket's transaction, side by side (each on a connection of its own), as the
+    mirror sends a chunk's."""
+    await asyncio.gather(
+        *(
+            write_bucket(client, layout, g, start, TTL, encoded(fields, changed))
+            for (g, start), changed in flush.items()
         )
+    )
 
 
-def sections(arguments: list[EncodableT]) -> list[list[tuple[str, list[EncodableT]]]]:
-    """``WRITE_BUCKET``'s two argument sections (customers, destinations), each as a list of
-    (name, field/value pairs)."""
-    result, at = [], 0
-    for _ in range(2):
-        section, count, at = [], int(arguments[at]), at + 1
-        for _ in range(count):
-            name, pairs = str(arguments[at]), int(arguments[at + 1])
-            section.append((name, arguments[at + 2 : at + 2 + 2 * pairs]))
-            at += 2 + 2 * pairs
-        result.append(section)
-    return result
-
-
-def queue_plain(
-    pipe: Pipeline, layout: Layout, fields: RowFields, flush: Flush, expiring: set[str] | None = None
-) -> None:
-    """The flush's fields by ``HSET``, each key given its expiry by ``EXPIRE`` after it, or
-    only the first time when ``expiring`` holds the keys given one already."""
-
-    def expire(key: str) -> None:
-        if expiring is None or key not in expiring:
+def queue_plain(pipe: Pipeline, layout: Layout, fields: RowFields, flush: Flush) -> None:
+    """The flush's fields by ``HSET``, each key given its expiry by ``EXPIRE`` after it."""
+    for (g, start), changed in flush.items():
+        bucket = encoded(fields, changed)
+        prefix = layout.customer_rows_prefix(g, start)
+        for customer, written in zip(bucket.customers, bucket.fields, strict=True):
+            pipe.execute_command("HSET", prefix + customer, *written)
+            pipe.execute_command("EXPIRE", prefix + customer, TTL)
+        pipe.execute_command("SADD", layout.customers(g, start), *bucket.customers)
+        pipe.execute_command("EXPIRE", layout.customers(g, start), TTL)
+        for destination, pairs in bucket.destination_fields(set()):
+            key = layout.destination_rows(g, start, destination)
+            pipe.execute_command("HSET", key, *pairs)
             pipe.execute_command("EXPIRE", key, TTL)
-            if expiring is not None:
-                expiring.add(key)
-
-    for (granularity, start), changed in flush.items():
-        write = _BucketWrite()
-        for customer, (value, rows) in changed.items():
-            write.add(customer, value, rows)
-        customers, destinations = sections(write.arguments(fields))
-        g, at = granularity, start
-        for prefix, index, section in (
-            (layout.customer_rows_prefix(g, at), layout.customers(g, at), customers),
-            (layout.destination_rows(g, at, ""), layout.destinations(g, at), destinations),
-        ):
-            for name, pairs in section:
-                pipe.execute_command("HSET", prefix + name, *pairs)
-                expire(prefix + name)
-            pipe.execute_command("SADD", index, *(name for name, _ in section))
-            expire(index)
-
-
-async def write_fenced(
-    client: aioredis.Redis, layout: Layout, fields: RowFields, flush: Flush, expiring: set[str] | None
-) -> None:
-    """Each bucket's plain commands as one transaction under ``WATCH`` of its fence, the
-    buckets' transactions side by side (each needs a connection of its own)."""
-
-    async def one(bucket: tuple[Granularity, int], changed: Changed) -> None:
-        fence = layout.customers(*bucket) + ":fence"
-        async with client.pipeline(transaction=True) as pipe:
-            await pipe.watch(fence)
-            await pipe.hmget(fence, PARTITIONS)
-            pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
-            pipe.hset(fence, mapping=dict.fromkeys(PARTITIONS, 1))
-            pipe.expire(fence, TTL)
-            queue_plain(pipe, layout, fields, {bucket: changed}, expiring)
-            await pipe.execute()
-
-    await asyncio.gather(*(one(bucket, changed) for bucket, changed in flush.items()))
+        pipe.execute_command("SADD", layout.destinations(g, start), *bucket.destinations)
+        pipe.execute_command("EXPIRE", layout.destinations(g, start), TTL)
 
 
 async def cpu_seconds(client: aioredis.Redis) -> float:
@@ -211,20 +161,17 @@ async def one_run(redis_url: str, way: str, work: list[Flush], per_flush: int) -
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=_PackedConnection)
     client = aioredis.Redis(connection_pool=pool)
     layout, fields = Layout(f"bench-{uuid.uuid4().hex[:8]}"), RowFields()
-    expiring: set[str] = set()
     try:
         before = await cpu_seconds(client)
         for flush in work:
-            if way.startswith("fenced"):
-                await write_fenced(client, layout, fields, flush, expiring if "once" in way else None)
+            if way == "transactions":
+                await write_transactions(client, layout, fields, flush)
                 continue
             pipe = client.pipeline(transaction=False)
             if way == "when filed":
                 queue_filed(pipe, layout, flush)
-            elif way == "plain commands":
-                queue_plain(pipe, layout, fields, flush)
             else:
-                queue_script(pipe, layout, fields, flush, WRITE_BUCKET if way == "script" else "return {}")
+                queue_plain(pipe, layout, fields, flush)
             await pipe.execute()
         spent = await cpu_seconds(client) - before
         # Only this run's keys go: BREAKOUT_REDIS may be a Redis that holds other data. By
@@ -245,15 +192,12 @@ async def run(args: argparse.Namespace, redis_url: str) -> None:
     for _ in range(args.runs):
         for way in WAYS:  # taking turns, so the machine's noise falls on each alike
             figures[way].append(await one_run(redis_url, way, work, args.per_flush))
-    baseline, script = (statistics.median(figures[way]) for way in WAYS[:2])
+    baseline = statistics.median(figures[WAYS[0]])
     print(f"{args.flushes} flushes of {args.per_flush:,} CDRs, {args.runs} runs; Redis CPU per CDR (median)")
     for way in WAYS:
         median = statistics.median(figures[way])
         runs = ", ".join(f"{figure:.2f}" for figure in figures[way])
-        print(
-            f"  {way:<20}{median:>7.2f} us  ({median / baseline:.2f}x the filed script's, "
-            f"{median / script:.2f}x today's; runs: {runs})"
-        )
+        print(f"  {way:<16}{median:>7.2f} us  ({median / baseline:.2f}x the filed script's; runs: {runs})")
 
 
 def positive(text: str) -> int:

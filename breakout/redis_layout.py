@@ -125,6 +125,11 @@ class Layout:
         """Set: the destinations with rows in the bucket."""
         return f"{self.bucket_tag(granularity, start)}:destinations"
 
+    def written(self, granularity: Granularity, start: int, token: str) -> str:
+        """String: set by one write of the bucket, read back to learn that it ran (a
+        transaction's replies are turned off: ``streams.bucket_writes``)."""
+        return f"{self.bucket_tag(granularity, start)}:written:{token}"
+
     def buckets(self, granularity: Granularity) -> str:
         """Sorted set: the bucket starts that hold data."""
         return f"{self.tag}:buckets:{granularity.value}"

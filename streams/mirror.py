@@ -28,10 +28,11 @@ One flush (``flush``), in order:
 2. Take what the agent staged since the last flush, and the owned partitions' watermarks
    at that same moment (so a watermark never claims rows not yet taken).
 3. Write every row of each owned partition that is not whole in this epoch, in chunks.
-4. Write the staged changes, in chunks, each customer-bucket by an offset-guarded script.
+4. Write the staged changes, in chunks, each bucket's in one offset-guarded transaction
+   (``streams.bucket_writes``).
 5. Only if every write succeeded: the watermarks, with the epoch, and the counters.
-Each chunk is one pipeline small enough to finish well inside the socket timeout, so a
-flush of any size progresses. A failure keeps the staged changes that were not written
+Each chunk is small enough to finish well inside the socket timeout, so a flush of any
+size progresses. A failure keeps the staged changes that were not written
 (newer values replacing older ones) and the next flush starts again at step 1, so the
 mirror catches up when Redis returns; a partition being written whole starts over, as
 Redis may have lost what it had. Writing absolute values (never HINCRBY) makes a
@@ -47,22 +48,19 @@ import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import hiredis
-import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
-from breakout.aggregate import Counters
 from breakout.buckets import Granularity, Retention
-from breakout.ledger import BucketKey, CustomerBucket, RowId, row_parts
+from breakout.ledger import BucketKey, CustomerBucket, RowId
 from breakout.redis_client import REDIS_ERRORS, Client, EpochKeys, connect
-from breakout.redis_layout import APPLIED_FIELD, Layout, Watermark, joined_epoch, json_text
+from breakout.redis_layout import Layout, Watermark, joined_epoch
+from streams.bucket_writes import BucketWrite, EncodedBucket, RowFields, write_bucket
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +90,16 @@ CHUNK_ROWS = 20_000
 CHUNK_KEYS = 1_000
 # Chunks on their way to Redis at once: Redis runs one while the worker builds the next.
 CHUNKS_IN_FLIGHT = 2
+# Bucket transactions of one chunk on their way at once, each on a connection of its own.
+BUCKETS_IN_FLIGHT = 4
 SOCKET_TIMEOUT_SECONDS = 30
 
 # A staged change: the bucket's live value (None: deleted) and the rows to write (None: all).
 Change = tuple[CustomerBucket | None, set[RowId] | None]
-# Where a pipeline holds a bucket's script call: (index of its answer, granularity, start).
-Scripted = tuple[int, Granularity, int]
+# A customer-bucket whose write Redis refused: (granularity, start, customer).
+Refused = tuple[Granularity, int, str]
+# One bucket's write in a chunk: (granularity, start, its keys' TTL in seconds, the write).
+BucketChanges = tuple[Granularity, int, int, EncodedBucket]
 
 
 class MirrorSource(Protocol):
@@ -157,95 +159,6 @@ class _PackedConnection(aioredis.Connection):
         if isinstance(args[0], str) and " " in args[0]:  # "CONFIG GET": one word per argument
             args = (*args[0].split(), *args[1:])
         return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # its stub takes 1-tuples
-
-
-class RowFields:
-    """Hash field names, cut once from a row id or customer name, not encoded per write.
-
-    A row id is the JSON text of ``[destination, provider, currency]``; its customer-hash
-    field is that text in ``json_text``'s spelling, and its destination-hash field is the
-    same with the customer in front of provider and currency.
-    """
-
-    LIMIT = 100_000
-
-    def __init__(self) -> None:
-        self._rows: dict[RowId, tuple[str, str, str]] = {}
-        self._customers: dict[str, str] = {}
-
-    def of(self, row: RowId) -> tuple[str, str, str]:
-        """``(customer-hash field, destination, the destination field after the customer)``."""
-        known = self._rows.get(row)
-        if known is None:
-            if len(self._rows) >= self.LIMIT:
-                self._rows.clear()
-            destination = row_parts(row)[0]
-            field = json_text(row.encode())
-            tail = field[len(json_text(orjson.dumps(destination))) + 2 :]
-            known = self._rows[row] = (field, destination, tail)
-        return known
-
-    def customer(self, customer: str) -> str:
-        """The start of the customer's destination-hash fields, up to the provider."""
-        prefix = self._customers.get(customer)
-        if prefix is None:
-            if len(self._customers) >= self.LIMIT:
-                self._customers.clear()
-            prefix = self._customers[customer] = "[" + json_text(orjson.dumps(customer)) + ","
-        return prefix
-
-
-def _each_encoded(counters: list[Counters]) -> list[bytes]:
-    """Each row's counters as JSON, from one ``orjson.dumps`` of them all.
-
-    orjson returns each result in a buffer of at least 4 kB that it does not shrink, so a
-    flush holding a value per row would hold 4 kB per row; the pieces cut from one text
-    are right-sized (and one call is cheaper than one per row). Counters are integers,
-    so the text has no line breaks of its own to confuse the cut.
-    """
-    return orjson.dumps(counters).replace(b"],[", b"]\n[")[1:-1].split(b"\n") if counters else []
-
-
-class _BucketWrite:
-    """One bucket's changed customers, gathered for ``WRITE_BUCKET``'s arguments.
-
-    ``add`` only notes each customer's rows: under live traffic a flush writes thousands
-    of customer-buckets of a row or two each, so the work is done once per bucket in
-    ``arguments`` (one encode of every counter, cached field names), not per customer.
-    """
-
-    def __init__(self) -> None:
-        self.customers: list[tuple[str, int, list[RowId]]] = []  # (customer, applied, rows)
-        self.counters: list[Counters] = []  # of every row noted, in order
-
-    def add(self, customer: str, bucket: CustomerBucket, rows: Iterable[RowId]) -> None:
-        values = bucket.rows
-        rows = list(rows)
-        self.customers.append((customer, bucket.applied, rows))
-        self.counters += [values[row] for row in rows]
-
-    def arguments(self, fields: RowFields) -> list[EncodableT]:
-        encoded = iter(_each_encoded(self.counters))
-        of = fields.of
-        arguments: list[EncodableT] = [len(self.customers)]
-        destinations: dict[str, list[EncodableT]] = {}  # destination → field/value pairs
-        for customer, applied, rows in self.customers:
-            prefix = fields.customer(customer)
-            arguments += (customer, len(rows) + 1, APPLIED_FIELD, applied)
-            for row in rows:
-                field, destination, tail = of(row)
-                counters = next(encoded)
-                arguments += (field, counters)
-                by_destination = destinations.get(destination)
-                if by_destination is None:
-                    destinations[destination] = [prefix + tail, counters]
-                else:
-                    by_destination += (prefix + tail, counters)
-        arguments.append(len(destinations))
-        for destination, pairs in destinations.items():
-            arguments += (destination, len(pairs) >> 1)
-            arguments += pairs
-        return arguments
 
 
 class RedisMirror:
@@ -409,24 +322,23 @@ class RedisMirror:
         stream_s: int,
         written: Callable[[dict[BucketKey, Change]], None],
     ) -> None:
-        """Each chunk as one pipeline, ``CHUNKS_IN_FLIGHT`` on their way at once; ``written``
-        is called with each chunk Redis took whole. A failure cancels the chunks still on
-        their way and is raised: those, like the failed one, are not ``written`` (kept for
-        the next flush), and writing one again that Redis did take is harmless."""
-        sending: deque[tuple[asyncio.Future[list[Any]], dict[BucketKey, Change], list[Scripted]]]
-        sending = deque()
+        """Each chunk's buckets (``_send``), ``CHUNKS_IN_FLIGHT`` chunks on their way at once;
+        ``written`` is called with each chunk Redis took whole. A failure cancels the chunks
+        still on their way and is raised: those, like the failed one, are not ``written``
+        (kept for the next flush), and writing one again that Redis did take is harmless."""
+        sending: deque[tuple[asyncio.Future[set[Refused]], dict[BucketKey, Change]]] = deque()
 
         async def settle_oldest() -> None:
-            future, chunk, scripted = sending.popleft()
-            self._after_write(await future, chunk, scripted)
+            future, chunk = sending.popleft()
+            self._after_write(await future, chunk)
             written(chunk)
 
         try:
             for chunk in chunks:
                 began = time.perf_counter()
-                pipe, scripted = self._pipeline(client, chunk, stream_s)
+                writes = self._encode(chunk, stream_s)
                 self._busy += time.perf_counter() - began
-                sending.append((asyncio.ensure_future(pipe.execute()), chunk, scripted))
+                sending.append((asyncio.ensure_future(self._send(client, writes)), chunk))
                 if len(sending) < CHUNKS_IN_FLIGHT:
                     await asyncio.sleep(0)  # let it go out before the next is built
                 else:
@@ -434,36 +346,27 @@ class RedisMirror:
             while sending:
                 await settle_oldest()
         except BaseException:
-            for future, _, _ in sending:
+            for future, _ in sending:
                 future.cancel()
-            await asyncio.gather(*(future for future, _, _ in sending), return_exceptions=True)
+            await asyncio.gather(*(future for future, _ in sending), return_exceptions=True)
             raise
 
-    def _pipeline(
-        self,
-        client: Client,
-        changes: dict[BucketKey, Change],
-        stream_s: int,
-    ) -> tuple[Pipeline | ClusterPipeline, list[Scripted]]:
-        """One pipeline: one script call per bucket for its changed customers, then its version.
+    def _encode(self, changes: dict[BucketKey, Change], stream_s: int) -> list[BucketChanges]:
+        """A chunk's changes as one write per bucket, each with its keys' expiry.
 
-        A bucket's customers share one call (live traffic changes a few buckets, each for
-        many customers): what a call costs the worker and Redis is then paid per bucket and
-        per row, not per customer, and each destination hash gets one write per call. The
-        arguments are the hash fields and values as written (``WRITE_BUCKET``), so the script
-        only hands runs of them to ``HSET``.
+        A bucket's customers share one transaction (live traffic changes a few buckets, each
+        for many customers), so each destination hash gets one write per chunk. The fields
+        and values are encoded here, at once: the agent changes buckets in place, so what is
+        sent is their state of this moment (``streams.bucket_writes.EncodedBucket``).
         """
-        layout = self.layout
-        pipe = client.pipeline(transaction=False)
-        by_bucket: dict[tuple[Granularity, int], _BucketWrite] = {}
+        by_bucket: dict[tuple[Granularity, int], BucketWrite] = {}
         staged_since = self._staged
         for key, (bucket, changed) in changes.items():
             write = by_bucket.get((key.granularity, key.start))
             if write is None:
-                write = by_bucket[(key.granularity, key.start)] = _BucketWrite()
+                write = by_bucket[(key.granularity, key.start)] = BucketWrite()
             if bucket is None:
-                pipe.delete(layout.customer_rows(key.granularity, key.start, key.customer))
-                pipe.srem(layout.customers(key.granularity, key.start), key.customer)
+                write.delete(key.customer)
                 continue
             if changed is not None and (since := staged_since.get(key)) is not None:
                 # The agent changes a bucket in place, so what is written is its value now,
@@ -473,41 +376,43 @@ class RedisMirror:
                 # Staged as another object (the agent's cache was cleared), it is all rows.
                 changed = None if since[1] is None or since[0] is not bucket else changed | since[1]
             write.add(key.customer, bucket, bucket.rows if changed is None else changed)
-        scripted: list[Scripted] = []
-        for (granularity, start), write in by_bucket.items():
-            ttl = max(1, self.retention.expires_at(granularity, start) - stream_s)
-            if write.customers:
-                scripted.append((len(pipe), granularity, start))
-                # EVAL, not EVALSHA: Redis caches the script by its hash all the same, and a
-                # shard that restarted (or forgot its scripts) can never answer NOSCRIPT.
-                pipe.eval(
-                    WRITE_BUCKET,
-                    2,
-                    layout.customers(granularity, start),
-                    layout.destinations(granularity, start),
-                    ttl,
-                    layout.customer_rows_prefix(granularity, start),
-                    layout.destination_rows(granularity, start, ""),
-                    *write.arguments(self._rows),
-                )
-                pipe.zadd(layout.buckets(granularity), {str(start): start})
-            # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
-            version = layout.version(granularity, start)
-            pipe.incr(version)
-            pipe.expire(version, ttl)
-        return pipe, scripted
+        return [
+            (g, start, max(1, self.retention.expires_at(g, start) - stream_s), write.encode(self._rows))
+            for (g, start), write in by_bucket.items()
+        ]
 
-    def _after_write(
-        self, results: list[Any], changes: dict[BucketKey, Change], scripted: list[Scripted]
-    ) -> None:
-        """Note the customer-buckets whose write a script refused (``_after_refusal``)."""
-        began = time.perf_counter()
-        refused = {(g, start, _text(c)) for index, g, start in scripted for c in results[index]}
+    async def _send(self, client: Client, writes: list[BucketChanges]) -> set[Refused]:
+        """Each bucket's transaction, ``BUCKETS_IN_FLIGHT`` at once, then the bucket index
+        (another slot's key); the customer-buckets Redis refused as older than it holds."""
+        limit = asyncio.Semaphore(BUCKETS_IN_FLIGHT)
+
+        async def one(granularity: Granularity, start: int, ttl: int, bucket: EncodedBucket) -> list[Refused]:
+            async with limit:
+                refused = await write_bucket(client, self.layout, granularity, start, ttl, bucket)
+            return [(granularity, start, customer) for customer in refused]
+
+        tasks = [asyncio.ensure_future(one(*write)) for write in writes]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        pipe = client.pipeline(transaction=False)
+        for granularity, start, _, bucket in writes:
+            if bucket.customers:
+                pipe.zadd(self.layout.buckets(granularity), {str(start): start})
+        if len(pipe):
+            await pipe.execute()
+        return {refused for result in results for refused in result}
+
+    def _after_write(self, refused: set[Refused], changes: dict[BucketKey, Change]) -> None:
+        """Note the customer-buckets whose write Redis refused (``_after_refusal``)."""
         if refused:
             for key in changes:
                 if (key.granularity, key.start, key.customer) in refused:
                     self._after_refusal(key)
-        self._busy += time.perf_counter() - began
 
     def _after_refusal(self, key: BucketKey) -> None:
         """Make the next write of ``key`` carry every row, whether staged already or not.
@@ -550,99 +455,3 @@ class RedisMirror:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-
-
-# Writes the changed rows of some customers of one bucket, each unless Redis already holds a
-# newer value of that customer-bucket (returned then): after a rebalance the worker that
-# lost a partition may still be flushing older values of it. An equal offset is written:
-# both workers computed the same state from the same messages.
-# KEYS: customers index, destinations index.
-# ARGV: ttl, customer-hash key prefix, destination-hash key prefix, then
-#   the number of customers C, and per customer: its name, its number of fields n, and n
-#   field/value pairs, the first being @applied and its offset;
-#   the number of destinations D, and per destination: its name, its number of fields m,
-#   and m field/value pairs.
-# Fields and values arrive as written (``streams.mirror._BucketWrite``): nothing is decoded
-# or encoded here, each run of pairs goes to HSET as it is (in chunks: unpack has a stack
-# limit). Only when a customer was refused (rare) are a destination's pairs filtered: a
-# destination field begins with its customer's name as cjson spells it. Counters stay
-# text: Lua numbers would round integers past 2^53.
-# The customer and destination hashes are named from prefixes that carry the bucket's hash
-# tag, like KEYS: every key the script touches is in one slot (one shard of a cluster).
-WRITE_BUCKET = """
-local ttl = tonumber(ARGV[1])
-local customer_prefix, destination_prefix = ARGV[2], ARGV[3]
-local function hset(key, first, last)
-  for i = first, last, 1000 do
-    redis.call('HSET', key, unpack(ARGV, i, math.min(i + 999, last)))
-  end
-end
-local refused, written = {}, {}
-local i = 5
-for _ = 1, tonumber(ARGV[4]) do
-  local customer, first = ARGV[i], i + 2
-  local last = i + 1 + 2 * tonumber(ARGV[i + 1])
-  local customer_key = customer_prefix .. customer
-  local current = tonumber(redis.call('HGET', customer_key, '@applied') or '-1')
-  if current > tonumber(ARGV[first + 1]) then
-    refused[#refused + 1] = customer
-  else
-    written[#written + 1] = customer
-    hset(customer_key, first, last)
-    redis.call('EXPIRE', customer_key, ttl)
-  end
-  i = last + 1
-end
-local refused_prefixes = {}
-for _, customer in ipairs(refused) do
-  refused_prefixes[#refused_prefixes + 1] = '[' .. cjson.encode(customer) .. ','
-end
-local function refused_field(field)
-  for _, prefix in ipairs(refused_prefixes) do
-    if string.sub(field, 1, #prefix) == prefix then return true end
-  end
-  return false
-end
-local destinations = {}
-local count = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, count do
-  local destination, first = ARGV[i], i + 2
-  local last = i + 1 + 2 * tonumber(ARGV[i + 1])
-  local destination_key = destination_prefix .. destination
-  local wrote = true
-  if #refused == 0 then
-    hset(destination_key, first, last)
-  else
-    local fields = {}
-    for at = first, last, 2 do
-      if not refused_field(ARGV[at]) then
-        fields[#fields + 1] = ARGV[at]
-        fields[#fields + 1] = ARGV[at + 1]
-      end
-    end
-    wrote = #fields > 0
-    for j = 1, #fields, 1000 do
-      redis.call('HSET', destination_key, unpack(fields, j, math.min(j + 999, #fields)))
-    end
-  end
-  if wrote then
-    redis.call('EXPIRE', destination_key, ttl)
-    destinations[#destinations + 1] = destination
-  end
-  i = last + 1
-end
-if #written > 0 then
-  for j = 1, #written, 1000 do
-    redis.call('SADD', KEYS[1], unpack(written, j, math.min(j + 999, #written)))
-  end
-  redis.call('EXPIRE', KEYS[1], ttl)
-end
-if #destinations > 0 then
-  for j = 1, #destinations, 1000 do
-    redis.call('SADD', KEYS[2], unpack(destinations, j, math.min(j + 999, #destinations)))
-  end
-  redis.call('EXPIRE', KEYS[2], ttl)
-end
-return refused
-"""

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from breakout.buckets import Granularity, Retention
 from breakout.ledger import BucketKey, CustomerBucket, row_id
 from breakout.redis_client import Client, connect, is_cluster
 from breakout.redis_layout import Completeness, Layout, completeness, decode_watermarks, encode_row_field
 from breakout.settings import Settings
+from streams import bucket_writes
 from streams.mirror import RedisMirror
 from tests.integration.handmade import current_epoch, set_epoch
 
@@ -379,3 +382,90 @@ async def test_a_chunk_redis_fails_is_kept_and_the_chunks_written_before_it_are_
             b"@applied": b"3",
             **{row.encode(): orjson.dumps(counters) for row, counters in rows[key].items()},
         }, key
+
+
+async def test_a_customer_hash_changed_between_the_read_and_the_write_is_read_again(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker (one that gained or lost the partition) writes a customer hash after
+    this write read its ``@applied`` and before its ``EXEC``: the watched hash makes the
+    transaction not run, and the write starts again, reading the newer value and leaving
+    that customer out, while the bucket's other customers are written."""
+    app = settings.app_id
+    layout = Layout(app)
+    mirror = RedisMirror(settings.redis, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    raced, other = (BucketKey(0, Granularity.HOUR, START, c) for c in ("cust-raced", "cust-calm"))
+    uk = row_id("UK", "p1", "EUR")
+    held = layout.customer_rows(Granularity.HOUR, START, raced.customer)
+    built = bucket_writes._transaction
+    calls = 0
+
+    def other_worker_writes() -> None:
+        async def write() -> None:
+            client = connect(settings.redis)
+            try:
+                await client.hset(held, mapping={"@applied": 9, uk: "[9,9,9]"})
+            finally:
+                await client.aclose()
+
+        asyncio.run(write())  # its own loop and connection: the write lands before EXEC is sent
+
+    def racing(*args: Any) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            thread = threading.Thread(target=other_worker_writes)
+            thread.start()
+            thread.join()
+        return built(*args)
+
+    monkeypatch.setattr(bucket_writes, "_transaction", racing)
+    mirror.stage(raced, CustomerBucket(5, {uk: [1, 1, 1]}), None)
+    mirror.stage(other, CustomerBucket(5, {uk: [3, 3, 3]}), None)
+    client = connect(settings.redis)
+    try:
+        await mirror.flush(client, Unowned(START * 1000))
+        kept = await client.hgetall(held)
+        calm = await client.hgetall(layout.customer_rows(Granularity.HOUR, START, other.customer))
+        by_uk = await client.hgetall(layout.destination_rows(Granularity.HOUR, START, "UK"))
+        leftovers = [k async for k in client.scan_iter(match=layout.written(Granularity.HOUR, START, "*"))]
+    finally:
+        await client.aclose()
+    assert calls == 2
+    assert kept == {b"@applied": b"9", uk.encode(): b"[9,9,9]"}
+    assert calm == {b"@applied": b"5", uk.encode(): b"[3,3,3]"}
+    assert by_uk == {encode_row_field("cust-calm", "p1", "EUR").encode(): b"[3,3,3]"}
+    assert mirror._needs_full == {raced}
+    assert not leftovers
+
+
+async def test_a_transaction_redis_refuses_is_tried_again_then_fails(settings: Settings) -> None:
+    """Redis out of memory refuses a transaction's writes as they are queued, so ``EXEC``
+    runs nothing, unseen with replies off: the write is read and tried again, then fails
+    (the mirror keeps the changes of a failed flush, as for any Redis error), never taken
+    as written."""
+    layout = Layout(settings.app_id)
+    uk = row_id("UK", "p1", "EUR")
+    write = bucket_writes.BucketWrite()
+    write.add("cust-oom", CustomerBucket(5, {uk: [1, 1, 1]}), [uk])
+    client = connect(settings.redis)
+    try:
+        await _set_maxmemory(client, "1")
+        try:
+            with pytest.raises(RedisError, match="not written after 5 attempts"):
+                await bucket_writes.write_bucket(
+                    client, layout, Granularity.HOUR, START, 60, write.encode(bucket_writes.RowFields())
+                )
+        finally:
+            await _set_maxmemory(client, "0")
+        written = await client.exists(layout.customer_rows(Granularity.HOUR, START, "cust-oom"))
+    finally:
+        await client.aclose()
+    assert not written
+
+
+async def _set_maxmemory(client: Client, value: str) -> None:
+    if isinstance(client, RedisCluster):
+        await client.config_set("maxmemory", value, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await client.config_set("maxmemory", value)

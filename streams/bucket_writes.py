@@ -1,0 +1,305 @@
+"""One bucket's changed customer-buckets, written to Redis as one guarded transaction.
+
+After a rebalance, the worker that lost a partition may still flush older values of it, so a
+customer-bucket is written only if Redis does not hold a newer one: its ``@applied`` offset
+is higher. An equal offset is written: both workers computed the same state from the same
+messages. That guard was a Lua script; handing Redis every hash field and value through Lua
+(each argument becomes a Lua string, then a Redis string again at each ``redis.call``) cost
+it more than the writes themselves (docs/operations.md, "Sizing"). So the writes are plain
+commands, and the guard is optimistic locking. One bucket's write, on one connection to the
+Redis (or cluster shard) of its slot, every key of a bucket sharing its hash tag:
+
+1. ``WATCH`` the customer hashes it writes, and read their ``@applied`` (``READ_HELD``, a
+   read-only script, which also checks that every other key the write touches holds the
+   type it should, so a stray key fails the write here, not unseen inside the transaction).
+2. Leave out the customers Redis holds newer (refused, with their destination fields), and
+   send the rest in ``MULTI``/``EXEC`` with replies turned off (``CLIENT REPLY OFF``): the
+   worker reads two replies, not one or two per command. The transaction also sets a key of
+   its own, read back (``GETDEL``) once replies are on again: it exists only if ``EXEC``
+   ran, which it does not when another writer changed a watched hash after step 1. Then the
+   write starts again at step 1, reading what that writer wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+import hiredis
+import orjson
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import MovedError, RedisError
+from redis.typing import EncodableT
+
+from breakout.aggregate import Counters
+from breakout.buckets import Granularity
+from breakout.ledger import CustomerBucket, RowId, row_parts
+from breakout.redis_client import Client
+from breakout.redis_layout import APPLIED_FIELD, Layout, json_text
+
+# Attempts at one bucket's transaction while other writers keep changing its watched
+# customer hashes (only a worker that lost a partition and the one that gained it write
+# the same customer hash); then the flush fails and is retried whole.
+ATTEMPTS = 5
+# How long the key that tells whether a transaction ran may outlive it unread (a lost
+# connection between EXEC and its GETDEL).
+TOKEN_MS = 60_000
+
+# Each customer hash's @applied (nil: none), after checking that every further key holds
+# its type or none. KEYS: the n customer hashes, then the further keys; ARGV: n, then the
+# type of each further key.
+READ_HELD = """
+local n = tonumber(ARGV[1])
+for i = n + 1, #KEYS do
+  local kind = redis.call('TYPE', KEYS[i]).ok
+  if kind ~= 'none' and kind ~= ARGV[i - n + 1] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. ARGV[i - n + 1])
+  end
+end
+local held = {}
+for i = 1, n do
+  held[i] = redis.call('HGET', KEYS[i], '@applied')
+end
+return held
+"""
+
+
+class RowFields:
+    """Hash field names, cut once from a row id or customer name, not encoded per write.
+
+    A row id is the JSON text of ``[destination, provider, currency]``; its customer-hash
+    field is that text in ``json_text``'s spelling, and its destination-hash field is the
+    same with the customer in front of provider and currency.
+    """
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._rows: dict[RowId, tuple[str, str, str]] = {}
+        self._customers: dict[str, str] = {}
+
+    def of(self, row: RowId) -> tuple[str, str, str]:
+        """``(customer-hash field, destination, the destination field after the customer)``."""
+        known = self._rows.get(row)
+        if known is None:
+            if len(self._rows) >= self.LIMIT:
+                self._rows.clear()
+            destination = row_parts(row)[0]
+            field = json_text(row.encode())
+            tail = field[len(json_text(orjson.dumps(destination))) + 2 :]
+            known = self._rows[row] = (field, destination, tail)
+        return known
+
+    def customer(self, customer: str) -> str:
+        """The start of the customer's destination-hash fields, up to the provider."""
+        prefix = self._customers.get(customer)
+        if prefix is None:
+            if len(self._customers) >= self.LIMIT:
+                self._customers.clear()
+            prefix = self._customers[customer] = "[" + json_text(orjson.dumps(customer)) + ","
+        return prefix
+
+
+def each_encoded(counters: list[Counters]) -> list[bytes]:
+    """Each row's counters as JSON, from one ``orjson.dumps`` of them all.
+
+    orjson returns each result in a buffer of at least 4 kB that it does not shrink, so a
+    flush holding a value per row would hold 4 kB per row; the pieces cut from one text
+    are right-sized (and one call is cheaper than one per row). Counters are integers,
+    so the text has no line breaks of its own to confuse the cut.
+    """
+    return orjson.dumps(counters).replace(b"],[", b"]\n[")[1:-1].split(b"\n") if counters else []
+
+
+class EncodedBucket:
+    """One bucket's write as hash fields and values, ready to be sent but for the refused.
+
+    Built at once from the bucket's values (``BucketWrite.encode``), so what is sent is the
+    state of one moment even though the agent runs while the write waits for Redis.
+    """
+
+    def __init__(self) -> None:
+        self.customers: list[str] = []
+        self.applied: list[int] = []
+        self.fields: list[list[EncodableT]] = []  # per customer: @applied, then field/value pairs
+        self.destinations: dict[str, list[EncodableT]] = {}  # destination → field/value pairs
+        self.owners: dict[str, list[int]] = {}  # destination → the customer of each pair
+        self.deleted: list[str] = []
+
+    def destination_fields(self, refused: set[int]) -> Iterable[tuple[str, list[EncodableT]]]:
+        """Each destination's field/value pairs, without those of ``refused`` customers."""
+        if not refused:
+            yield from self.destinations.items()
+            return
+        for destination, pairs in self.destinations.items():
+            owners = self.owners[destination]
+            kept = [
+                x for n, owner in enumerate(owners) if owner not in refused for x in pairs[2 * n : 2 * n + 2]
+            ]
+            if kept:
+                yield destination, kept
+
+
+class BucketWrite:
+    """One bucket's changed customers, gathered before their fields are encoded.
+
+    ``add`` only notes each customer's rows: under live traffic a flush writes thousands
+    of customer-buckets of a row or two each, so the work is done once per bucket in
+    ``encode`` (one encode of every counter, cached field names), not per customer.
+    """
+
+    def __init__(self) -> None:
+        self.customers: list[tuple[str, int, list[RowId]]] = []  # (customer, applied, rows)
+        self.counters: list[Counters] = []  # of every row noted, in order
+        self.deleted: list[str] = []
+
+    def add(self, customer: str, bucket: CustomerBucket, rows: Iterable[RowId]) -> None:
+        values = bucket.rows
+        rows = list(rows)
+        self.customers.append((customer, bucket.applied, rows))
+        self.counters += [values[row] for row in rows]
+
+    def delete(self, customer: str) -> None:
+        """The customer no longer has rows in the bucket (retention)."""
+        self.deleted.append(customer)
+
+    def encode(self, fields: RowFields) -> EncodedBucket:
+        encoded = iter(each_encoded(self.counters))
+        of = fields.of
+        bucket = EncodedBucket()
+        destinations, owners = bucket.destinations, bucket.owners
+        for n, (customer, applied, rows) in enumerate(self.customers):
+            prefix = fields.customer(customer)
+            written: list[EncodableT] = [APPLIED_FIELD, applied]
+            for row in rows:
+                field, destination, tail = of(row)
+                counters = next(encoded)
+                written += (field, counters)
+                pairs = destinations.get(destination)
+                if pairs is None:
+                    destinations[destination] = [prefix + tail, counters]
+                    owners[destination] = [n]
+                else:
+                    pairs += (prefix + tail, counters)
+                    owners[destination].append(n)
+            bucket.customers.append(customer)
+            bucket.applied.append(applied)
+            bucket.fields.append(written)
+        bucket.deleted = self.deleted
+        return bucket
+
+
+def _pack(commands: Iterable[tuple[EncodableT, ...]]) -> bytes:
+    return b"".join([hiredis.pack_command(command) for command in commands])  # type: ignore[arg-type]
+
+
+@asynccontextmanager
+async def _connection(client: Client, key: str) -> AsyncIterator[AbstractConnection]:
+    """A connection of its own to the Redis (or the cluster shard) holding ``key``'s slot.
+
+    A failed write leaves the connection watching keys, or with replies off: it is closed,
+    not reused as it is.
+    """
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise RedisError(f"no cluster shard serves the slot of {key!r}")
+        shard_connection = node.acquire_connection()
+        try:
+            yield shard_connection
+        except BaseException as exc:
+            await shard_connection.disconnect()
+            if isinstance(exc, MovedError):  # the slot moved: the next write goes to its new shard
+                await client.nodes_manager.move_slot(exc)
+            raise
+        finally:
+            node.release(shard_connection)
+        return
+    pool = client.connection_pool
+    connection: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        yield connection
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
+async def write_bucket(
+    client: Client, layout: Layout, granularity: Granularity, start: int, ttl: int, bucket: EncodedBucket
+) -> list[str]:
+    """Write ``bucket`` (the module's docstring says how); the customers Redis refused."""
+    prefix = layout.customer_rows_prefix(granularity, start)
+    keys = [prefix + customer for customer in bucket.customers]
+    customers_key = layout.customers(granularity, start)
+    destinations_key = layout.destinations(granularity, start)
+    version = layout.version(granularity, start)
+    checked = [layout.destination_rows(granularity, start, d) for d in bucket.destinations]
+    checked += (customers_key, destinations_key, version)
+    types = ["hash"] * len(bucket.destinations) + ["set", "set", "string"]
+    read: list[tuple[EncodableT, ...]] = [("WATCH", *keys)] if keys else []
+    read.append(("EVAL", READ_HELD, len(keys) + len(checked), *keys, *checked, len(keys), *types))
+    async with _connection(client, version) as connection:
+        for _ in range(ATTEMPTS):
+            await connection.send_packed_command(_pack(read))
+            if keys:
+                await connection.read_response()  # WATCH's OK
+            held = await connection.read_response(disable_decoding=True)
+            assert isinstance(held, list)
+            applied = bucket.applied
+            refused = {n for n, value in enumerate(held) if value is not None and int(value) > applied[n]}
+            token = layout.written(granularity, start, uuid.uuid4().hex)
+            await connection.send_packed_command(
+                _pack(_transaction(layout, granularity, start, ttl, bucket, refused, keys, token))
+            )
+            await connection.read_response()  # CLIENT REPLY ON's OK
+            if await connection.read_response() is not None:  # GETDEL of the token: EXEC ran
+                return [bucket.customers[n] for n in sorted(refused)]
+            await asyncio.sleep(0)
+    raise RedisError(
+        f"bucket {granularity.value} {start} not written after {ATTEMPTS} attempts: its customer "
+        "hashes kept changing, or Redis refused the transaction"
+    )
+
+
+def _transaction(
+    layout: Layout,
+    granularity: Granularity,
+    start: int,
+    ttl: int,
+    bucket: EncodedBucket,
+    refused: set[int],
+    keys: list[str],
+    token: str,
+) -> list[tuple[EncodableT, ...]]:
+    """Step 2's commands: the transaction between replies off and on, then the token's read."""
+    customers_key = layout.customers(granularity, start)
+    commands: list[tuple[EncodableT, ...]] = [("CLIENT", "REPLY", "OFF"), ("MULTI",)]
+    written: list[str] = []
+    for n, key in enumerate(keys):
+        if n not in refused:
+            commands += (("HSET", key, *bucket.fields[n]), ("EXPIRE", key, ttl))
+            written.append(bucket.customers[n])
+    for customer in bucket.deleted:
+        key = layout.customer_rows(granularity, start, customer)
+        commands += (("DEL", key), ("SREM", customers_key, customer))
+    destinations: list[str] = []
+    for destination, pairs in bucket.destination_fields(refused):
+        key = layout.destination_rows(granularity, start, destination)
+        commands += (("HSET", key, *pairs), ("EXPIRE", key, ttl))
+        destinations.append(destination)
+    if written:
+        commands += (("SADD", customers_key, *written), ("EXPIRE", customers_key, ttl))
+    if destinations:
+        destinations_key = layout.destinations(granularity, start)
+        commands += (("SADD", destinations_key, *destinations), ("EXPIRE", destinations_key, ttl))
+    # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
+    version = layout.version(granularity, start)
+    commands += (("INCR", version), ("EXPIRE", version, ttl), ("SET", token, 1, "PX", TOKEN_MS))
+    commands += (("EXEC",), ("CLIENT", "REPLY", "ON"), ("GETDEL", token))
+    return commands
