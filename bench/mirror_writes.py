@@ -48,7 +48,7 @@ from breakout.buckets import Granularity  # noqa: E402
 from breakout.ledger import CustomerBucket, RowId, row_id  # noqa: E402
 from breakout.redis_layout import Layout  # noqa: E402
 from streams.bucket_writes import BucketWrite, EncodedBucket, RowFields, write_bucket  # noqa: E402
-from streams.mirror import _PackedConnection  # noqa: E402
+from streams.mirror import BUCKETS_IN_FLIGHT, _PackedConnection  # noqa: E402
 
 TTL = 86_400
 BUCKETS = (
@@ -115,7 +115,7 @@ def queue_filed(pipe: Pipeline, layout: Layout, flush: Flush) -> None:
         )
 
 
-def encoded(fields: RowFields, changed: Changed) -> EncodedBucket:
+def encoded(fields: RowFields, changed: Changed) -> list[EncodedBucket]:
     write = BucketWrite()
     for customer, (value, rows) in changed.items():
         write.add(customer, value, rows)
@@ -123,32 +123,41 @@ def encoded(fields: RowFields, changed: Changed) -> EncodedBucket:
 
 
 async def write_transactions(client: aioredis.Redis, layout: Layout, fields: RowFields, flush: Flush) -> None:
-    """Each bucket's transaction, side by side (each on a connection of its own), as the
-    mirror sends a chunk's."""
+    """Each bucket's transactions, ``BUCKETS_IN_FLIGHT`` side by side (each on a connection
+    of its own), as the mirror sends a chunk's."""
+    limit = asyncio.Semaphore(BUCKETS_IN_FLIGHT)
+
+    async def one(granularity: Granularity, start: int, part: EncodedBucket) -> None:
+        async with limit:
+            await write_bucket(client, layout, granularity, start, TTL, part)
+
     await asyncio.gather(
-        *(
-            write_bucket(client, layout, g, start, TTL, encoded(fields, changed))
-            for (g, start), changed in flush.items()
-        )
+        *(one(g, start, part) for (g, start), changed in flush.items() for part in encoded(fields, changed))
     )
 
 
 def queue_plain(pipe: Pipeline, layout: Layout, fields: RowFields, flush: Flush) -> None:
-    """The flush's fields by ``HSET``, each key given its expiry by ``EXPIRE`` after it."""
+    """The flush's fields by ``HSET``, each key given its expiry by ``EXPIRE`` after it, in
+    the same parts as the transactions: what differs is only the guard."""
     for (g, start), changed in flush.items():
-        bucket = encoded(fields, changed)
-        prefix = layout.customer_rows_prefix(g, start)
-        for customer, written in zip(bucket.customers, bucket.fields, strict=True):
-            pipe.execute_command("HSET", prefix + customer, *written)
-            pipe.execute_command("EXPIRE", prefix + customer, TTL)
-        pipe.execute_command("SADD", layout.customers(g, start), *bucket.customers)
-        pipe.execute_command("EXPIRE", layout.customers(g, start), TTL)
-        for destination, pairs in bucket.destination_fields(set()):
-            key = layout.destination_rows(g, start, destination)
-            pipe.execute_command("HSET", key, *pairs)
-            pipe.execute_command("EXPIRE", key, TTL)
-        pipe.execute_command("SADD", layout.destinations(g, start), *bucket.destinations)
-        pipe.execute_command("EXPIRE", layout.destinations(g, start), TTL)
+        for bucket in encoded(fields, changed):
+            queue_part(pipe, layout, g, start, bucket)
+
+
+def queue_part(pipe: Pipeline, layout: Layout, g: Granularity, start: int, bucket: EncodedBucket) -> None:
+    """One part's commands as the transaction sends them, without ``WATCH`` and its read."""
+    prefix = layout.customer_rows_prefix(g, start)
+    for customer, written in zip(bucket.customers, bucket.fields, strict=True):
+        pipe.execute_command("HSET", prefix + customer, *written)
+        pipe.execute_command("EXPIRE", prefix + customer, TTL)
+    pipe.execute_command("SADD", layout.customers(g, start), *bucket.customers)
+    pipe.execute_command("EXPIRE", layout.customers(g, start), TTL)
+    for destination, pairs in bucket.destination_fields(set()):
+        key = layout.destination_rows(g, start, destination)
+        pipe.execute_command("HSET", key, *pairs)
+        pipe.execute_command("EXPIRE", key, TTL)
+    pipe.execute_command("SADD", layout.destinations(g, start), *bucket.destinations)
+    pipe.execute_command("EXPIRE", layout.destinations(g, start), TTL)
 
 
 async def cpu_seconds(client: aioredis.Redis) -> float:

@@ -98,7 +98,7 @@ SOCKET_TIMEOUT_SECONDS = 30
 Change = tuple[CustomerBucket | None, set[RowId] | None]
 # A customer-bucket whose write Redis refused: (granularity, start, customer).
 Refused = tuple[Granularity, int, str]
-# One bucket's write in a chunk: (granularity, start, its keys' TTL in seconds, the write).
+# One transaction of a chunk: (granularity, start, its keys' TTL in seconds, the write).
 BucketChanges = tuple[Granularity, int, int, EncodedBucket]
 
 
@@ -352,10 +352,11 @@ class RedisMirror:
             raise
 
     def _encode(self, changes: dict[BucketKey, Change], stream_s: int) -> list[BucketChanges]:
-        """A chunk's changes as one write per bucket, each with its keys' expiry.
+        """A chunk's changes as a few transactions per bucket, each with its keys' expiry.
 
-        A bucket's customers share one transaction (live traffic changes a few buckets, each
-        for many customers), so each destination hash gets one write per chunk. The fields
+        A bucket's customers share transactions, ``WATCHED`` at a time (live traffic changes
+        a few buckets, each for many customers), so each destination hash gets a write per
+        part of a bucket, not per customer. The fields
         and values are encoded here, at once: the agent changes buckets in place, so what is
         sent is their state of this moment (``streams.bucket_writes.EncodedBucket``).
         """
@@ -377,12 +378,13 @@ class RedisMirror:
                 changed = None if since[1] is None or since[0] is not bucket else changed | since[1]
             write.add(key.customer, bucket, bucket.rows if changed is None else changed)
         return [
-            (g, start, max(1, self.retention.expires_at(g, start) - stream_s), write.encode(self._rows))
+            (g, start, max(1, self.retention.expires_at(g, start) - stream_s), part)
             for (g, start), write in by_bucket.items()
+            for part in write.encode(self._rows)
         ]
 
     async def _send(self, client: Client, writes: list[BucketChanges]) -> set[Refused]:
-        """Each bucket's transaction, ``BUCKETS_IN_FLIGHT`` at once, then the bucket index
+        """Each transaction, ``BUCKETS_IN_FLIGHT`` at once, then the bucket index
         (another slot's key); the customer-buckets Redis refused as older than it holds."""
         limit = asyncio.Semaphore(BUCKETS_IN_FLIGHT)
 
@@ -400,9 +402,8 @@ class RedisMirror:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         pipe = client.pipeline(transaction=False)
-        for granularity, start, _, bucket in writes:
-            if bucket.customers:
-                pipe.zadd(self.layout.buckets(granularity), {str(start): start})
+        for granularity, start in {(g, start) for g, start, _, bucket in writes if bucket.customers}:
+            pipe.zadd(self.layout.buckets(granularity), {str(start): start})
         if len(pipe):
             await pipe.execute()
         return {refused for result in results for refused in result}
