@@ -448,14 +448,13 @@ async def test_a_transaction_redis_refuses_is_tried_again_then_fails(settings: S
     uk = row_id("UK", "p1", "EUR")
     write = bucket_writes.BucketWrite()
     write.add("cust-oom", CustomerBucket(5, {uk: [1, 1, 1]}), [uk])
+    [part] = write.encode(bucket_writes.RowFields())
     client = connect(settings.redis)
     try:
         await _set_maxmemory(client, "1")
         try:
             with pytest.raises(RedisError, match="not written after 5 attempts"):
-                await bucket_writes.write_bucket(
-                    client, layout, Granularity.HOUR, START, 60, write.encode(bucket_writes.RowFields())
-                )
+                await bucket_writes.write_bucket(client, layout, Granularity.HOUR, START, 60, part)
         finally:
             await _set_maxmemory(client, "0")
         written = await client.exists(layout.customer_rows(Granularity.HOUR, START, "cust-oom"))
