@@ -52,23 +52,33 @@ WATCHED = 128
 # How long the key that tells whether a transaction ran may outlive it unread (a lost
 # connection between EXEC and its GETDEL).
 TOKEN_MS = 60_000
+# A key's expiry is set again unless it has at least this long left, and no less than the
+# write's own expiry minus this (``READ_HELD``): a bucket of a worker falling further
+# behind the clock gets the longer expiry its stream time asks for.
+EXPIRY_SLACK_MS = 60_000
 
 # Each customer hash's @applied (nil: none), after checking that every further key holds
-# its type or none. KEYS: the n customer hashes, then the further keys; ARGV: n, then the
-# type of each further key.
+# its type or none; and which keys will outlive the transaction with an expiry no shorter
+# than the write's, less a minute (the worker then leaves their EXPIRE out: half of a live
+# flush's commands). KEYS: the n customer hashes, then the further keys; ARGV: n, the least
+# milliseconds an expiry kept must have left, then the type of each further key. Returns
+# the offsets and a string of one '1' (kept) or '0' per key.
 READ_HELD = """
-local n = tonumber(ARGV[1])
+local n, least = tonumber(ARGV[1]), tonumber(ARGV[2])
 for i = n + 1, #KEYS do
   local kind = redis.call('TYPE', KEYS[i]).ok
-  if kind ~= 'none' and kind ~= ARGV[i - n + 1] then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. ARGV[i - n + 1])
+  if kind ~= 'none' and kind ~= ARGV[i - n + 2] then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. kind .. ', not a ' .. ARGV[i - n + 2])
   end
 end
-local held = {}
+local held, lasting = {}, {}
 for i = 1, n do
   held[i] = redis.call('HGET', KEYS[i], '@applied')
 end
-return held
+for i = 1, #KEYS do
+  lasting[i] = redis.call('PTTL', KEYS[i]) >= least and '1' or '0'
+end
+return {held, table.concat(lasting)}
 """
 
 
@@ -248,26 +258,28 @@ async def write_bucket(
     """Write ``bucket`` (the module's docstring says how); the customers Redis refused."""
     prefix = layout.customer_rows_prefix(granularity, start)
     keys = [prefix + customer for customer in bucket.customers]
-    customers_key = layout.customers(granularity, start)
-    destinations_key = layout.destinations(granularity, start)
     version = layout.version(granularity, start)
-    checked = [layout.destination_rows(granularity, start, d) for d in bucket.destinations]
-    checked += (customers_key, destinations_key, version)
+    further = [layout.destination_rows(granularity, start, d) for d in bucket.destinations]
+    further += (layout.customers(granularity, start), layout.destinations(granularity, start), version)
     types = ["hash"] * len(bucket.destinations) + ["set", "set", "string"]
+    every = keys + further
+    least_ms = max(EXPIRY_SLACK_MS, ttl * 1000 - EXPIRY_SLACK_MS)
     read: list[tuple[EncodableT, ...]] = [("WATCH", *keys)] if keys else []
-    read.append(("EVAL", READ_HELD, len(keys) + len(checked), *keys, *checked, len(keys), *types))
+    read.append(("EVAL", READ_HELD, len(every), *every, len(keys), least_ms, *types))
     async with _connection(client, version) as connection:
         for _ in range(ATTEMPTS):
             await connection.send_packed_command(_pack(read))
             if keys:
                 await connection.read_response()  # WATCH's OK
-            held = await connection.read_response(disable_decoding=True)
-            assert isinstance(held, list)
+            reply = await connection.read_response(disable_decoding=True)
+            assert isinstance(reply, list)
+            held, lasting = reply
             applied = bucket.applied
             refused = {n for n, value in enumerate(held) if value is not None and int(value) > applied[n]}
+            expiring = {every[n] for n, kept in enumerate(lasting) if kept != ord("1")}
             token = layout.written(granularity, start, uuid.uuid4().hex)
             await connection.send_packed_command(
-                _pack(_transaction(layout, granularity, start, ttl, bucket, refused, keys, token))
+                _pack(_transaction(layout, granularity, start, ttl, bucket, refused, keys, expiring, token))
             )
             await connection.read_response()  # CLIENT REPLY ON's OK
             if await connection.read_response() is not None:  # GETDEL of the token: EXEC ran
@@ -287,15 +299,26 @@ def _transaction(
     bucket: EncodedBucket,
     refused: set[int],
     keys: list[str],
+    expiring: set[str],
     token: str,
 ) -> list[tuple[EncodableT, ...]]:
-    """Step 2's commands: the transaction between replies off and on, then the token's read."""
-    customers_key = layout.customers(granularity, start)
+    """Step 2's commands: the transaction between replies off and on, then the token's read.
+
+    A key is given its expiry only if it is in ``expiring``: ``HSET``, ``SADD`` and ``INCR``
+    keep the expiry a key has, and a kept one outlasts the transaction (``READ_HELD``).
+    """
     commands: list[tuple[EncodableT, ...]] = [("CLIENT", "REPLY", "OFF"), ("MULTI",)]
+
+    def write(command: tuple[EncodableT, ...], key: str) -> None:
+        commands.append(command)
+        if key in expiring:
+            commands.append(("EXPIRE", key, ttl))
+
+    customers_key = layout.customers(granularity, start)
     written: list[str] = []
     for n, key in enumerate(keys):
         if n not in refused:
-            commands += (("HSET", key, *bucket.fields[n]), ("EXPIRE", key, ttl))
+            write(("HSET", key, *bucket.fields[n]), key)
             written.append(bucket.customers[n])
     for customer in bucket.deleted:
         key = layout.customer_rows(granularity, start, customer)
@@ -303,15 +326,15 @@ def _transaction(
     destinations: list[str] = []
     for destination, pairs in bucket.destination_fields(refused):
         key = layout.destination_rows(granularity, start, destination)
-        commands += (("HSET", key, *pairs), ("EXPIRE", key, ttl))
+        write(("HSET", key, *pairs), key)
         destinations.append(destination)
     if written:
-        commands += (("SADD", customers_key, *written), ("EXPIRE", customers_key, ttl))
+        write(("SADD", customers_key, *written), customers_key)
     if destinations:
         destinations_key = layout.destinations(granularity, start)
-        commands += (("SADD", destinations_key, *destinations), ("EXPIRE", destinations_key, ttl))
+        write(("SADD", destinations_key, *destinations), destinations_key)
     # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
     version = layout.version(granularity, start)
-    commands += (("INCR", version), ("EXPIRE", version, ttl), ("SET", token, 1, "PX", TOKEN_MS))
-    commands += (("EXEC",), ("CLIENT", "REPLY", "ON"), ("GETDEL", token))
+    write(("INCR", version), version)
+    commands += (("SET", token, 1, "PX", TOKEN_MS), ("EXEC",), ("CLIENT", "REPLY", "ON"), ("GETDEL", token))
     return commands

@@ -463,6 +463,65 @@ async def test_a_transaction_redis_refuses_is_tried_again_then_fails(settings: S
     assert not written
 
 
+class Behind(Unowned):
+    """A worker owning partition 0, whose stream time is ``stream_ms``: its keys' expiry
+    is reckoned from it (the mirror's stream time is the clock's when it owns none)."""
+
+    def owned(self) -> set[int]:
+        return {0}
+
+
+async def test_every_key_written_expires_with_its_bucket_and_an_expiry_kept_is_never_shorter(
+    settings: Settings,
+) -> None:
+    """Every key of a bucket's write expires when the bucket leaves retention (as the
+    worker's stream time reckons it). The mirror sets an expiry only where a key has none,
+    or less than the write's (less a minute's slack): a key that lost its expiry, or is
+    about to expire, gets it again; one with a longer expiry keeps it; a worker further
+    behind the clock lengthens them all."""
+    app = settings.app_id
+    layout = Layout(app)
+    retention = Retention(172_800, 3_024_000, 34_560_000)
+    mirror = RedisMirror(settings.redis, app, retention, Counter())
+    g = Granularity.HOUR
+    key = BucketKey(0, g, START, "cust-ttl")
+    uk = row_id("UK", "p1", "EUR")
+    wanted = retention.expires_at(g, START) - START  # seconds, at stream time START
+    customer = layout.customer_rows(g, START, key.customer)
+    destination = layout.destination_rows(g, START, "UK")
+    customers, destinations, version = (
+        layout.customers(g, START),
+        layout.destinations(g, START),
+        layout.version(g, START),
+    )
+    client = connect(settings.redis)
+
+    async def ttls() -> dict[str, int]:
+        return {k: await client.ttl(k) for k in (customer, destination, customers, destinations, version)}
+
+    try:
+        mirror.stage(key, CustomerBucket(5, {uk: [1, 1, 1]}), None)
+        await mirror.flush(client, Behind(START * 1000))
+        first = await ttls()
+        await client.persist(customer)  # lost its expiry
+        await client.expire(destination, 30)  # about to expire
+        await client.expire(customers, wanted + 1_000)  # longer than the write's
+        mirror.stage(key, CustomerBucket(6, {uk: [2, 2, 2]}), None)
+        await mirror.flush(client, Behind(START * 1000))
+        second = await ttls()
+        mirror.stage(key, CustomerBucket(7, {uk: [3, 3, 3]}), None)
+        await mirror.flush(client, Behind((START - 3_600) * 1000))  # an hour further behind
+        third = await ttls()
+    finally:
+        await client.aclose()
+    assert all(wanted - 10 <= ttl <= wanted for ttl in first.values()), first
+    assert wanted - 10 <= second[customer] <= wanted
+    assert wanted - 10 <= second[destination] <= wanted
+    assert wanted + 990 <= second[customers] <= wanted + 1_000
+    assert all(wanted - 10 <= second[k] <= wanted for k in (destinations, version)), second
+    assert all(wanted + 3_590 <= ttl <= wanted + 3_600 for ttl in third.values()), third
+
+
 async def _set_maxmemory(client: Client, value: str) -> None:
     if isinstance(client, RedisCluster):
         await client.config_set("maxmemory", value, target_nodes=RedisCluster.PRIMARIES)
