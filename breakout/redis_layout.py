@@ -102,6 +102,10 @@ class Layout:
         """Hash: one destination's rows of one bucket, ``[customer, provider, currency]`` → counters."""
         return f"{self.bucket_tag(granularity, start)}:d:{destination}"
 
+    def destination_rows_prefix(self, granularity: Granularity, start: int) -> str:
+        """``destination_rows(granularity, start, d)`` is this + ``d`` (as ``customer_rows_prefix``)."""
+        return self.destination_rows(granularity, start, "")
+
     def rows(self, granularity: Granularity, start: int, kind: str, name: str) -> str:
         """A customer (``kind`` ``c``) or destination (``d``) hash of one bucket."""
         return f"{self.bucket_tag(granularity, start)}:{kind}:{name}"

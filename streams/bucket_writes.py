@@ -259,7 +259,9 @@ async def write_bucket(
     prefix = layout.customer_rows_prefix(granularity, start)
     keys = [prefix + customer for customer in bucket.customers]
     version = layout.version(granularity, start)
-    further = [layout.destination_rows(granularity, start, d) for d in bucket.destinations]
+    by_destination = layout.destination_rows_prefix(granularity, start)
+    destination_keys = {d: by_destination + d for d in bucket.destinations}
+    further = [*destination_keys.values()]
     further += (layout.customers(granularity, start), layout.destinations(granularity, start), version)
     types = ["hash"] * len(bucket.destinations) + ["set", "set", "string"]
     every = keys + further
@@ -279,7 +281,20 @@ async def write_bucket(
             expiring = {every[n] for n, kept in enumerate(lasting) if kept != ord("1")}
             token = layout.written(granularity, start, uuid.uuid4().hex)
             await connection.send_packed_command(
-                _pack(_transaction(layout, granularity, start, ttl, bucket, refused, keys, expiring, token))
+                _pack(
+                    _transaction(
+                        layout,
+                        granularity,
+                        start,
+                        ttl,
+                        bucket,
+                        refused,
+                        keys,
+                        destination_keys,
+                        expiring,
+                        token,
+                    )
+                )
             )
             await connection.read_response()  # CLIENT REPLY ON's OK
             if await connection.read_response() is not None:  # GETDEL of the token: EXEC ran
@@ -299,6 +314,7 @@ def _transaction(
     bucket: EncodedBucket,
     refused: set[int],
     keys: list[str],
+    destination_keys: dict[str, str],
     expiring: set[str],
     token: str,
 ) -> list[tuple[EncodableT, ...]]:
@@ -325,7 +341,7 @@ def _transaction(
         commands += (("DEL", key), ("SREM", customers_key, customer))
     destinations: list[str] = []
     for destination, pairs in bucket.destination_fields(refused):
-        key = layout.destination_rows(granularity, start, destination)
+        key = destination_keys[destination]
         write(("HSET", key, *pairs), key)
         destinations.append(destination)
     if written:
