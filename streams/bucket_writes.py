@@ -11,7 +11,8 @@ Redis (or cluster shard) of its slot, every key of a bucket sharing its hash tag
 
 1. ``WATCH`` the customer hashes it writes, and read their ``@applied`` (``READ_HELD``, a
    read-only script, which also checks that every other key the write touches holds the
-   type it should, so a stray key fails the write here, not unseen inside the transaction).
+   type it should, so a stray key fails the write here, not unseen inside the transaction;
+   and which keys already expire late enough, whose ``EXPIRE`` is left out).
 2. Leave out the customers Redis holds newer (refused, with their destination fields), and
    send the rest in ``MULTI``/``EXEC`` with replies turned off (``CLIENT REPLY OFF``): the
    worker reads two replies, not one or two per command. The transaction also sets a key of
