@@ -140,6 +140,33 @@ async def test_every_owned_partition_is_written_whole_again_after_redis_loses_it
         await client.aclose()
 
 
+async def test_after_redis_loses_its_data_every_key_written_again_expires(settings: Settings) -> None:
+    """The mirror leaves out a key's EXPIRE when Redis says its TTL lasts. A write racing
+    Redis emptying can leave a key without one (Redis emptied between that read and the
+    transaction); the new epoch then has every key written again, and each one must come
+    back with its TTL, that stray key included."""
+    layout = Layout(settings.app_id)
+    url = settings.redis if is_cluster(settings.redis) else settings.redis.rsplit("/", 1)[0] + "/7"
+    mirror = RedisMirror(url, settings.app_id, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    owner = Owner()
+    stray = layout.destination_rows(Granularity.HOUR, START // 3600 * 3600, "UK")
+    client = connect(url)
+    try:
+        await mirror.flush(client, owner)
+        await client.flushdb()
+        await client.hset(stray, "stray", "[1]")  # no TTL, as a racing write would leave it
+        await mirror.flush(client, owner)
+        tags = {layout.bucket_tag(k.granularity, k.start) for k in owner.buckets}
+        keys = [key for tag in tags async for key in client.scan_iter(match=tag + "*")]
+        ttls = {key: await client.ttl(key) for key in keys}
+    finally:
+        await client.flushdb()
+        await client.aclose()
+    assert stray.encode() in ttls
+    assert len(ttls) == 3 * 6  # per bucket: two customer hashes, a destination's, two index sets, a version
+    assert all(ttl > 0 for ttl in ttls.values()), ttls
+
+
 async def test_a_cluster_shard_that_restarts_empty_is_a_new_epoch_and_written_whole_again(
     settings: Settings,
 ) -> None:
