@@ -27,6 +27,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import hiredis
 import orjson
@@ -253,26 +254,46 @@ async def _connection(client: Client, key: str) -> AsyncIterator[AbstractConnect
         await pool.release(connection)
 
 
+@dataclass(frozen=True)
+class _PartKeys:
+    """The keys one part of a bucket's write touches, named once per part."""
+
+    customer_prefix: str  # a customer's hash is this + its name
+    customers: list[str]  # the part's customer hashes, in its order
+    destinations: dict[str, str]  # destination → its hash
+    customer_set: str
+    destination_set: str
+    version: str
+
+    @classmethod
+    def of(cls, layout: Layout, granularity: Granularity, start: int, bucket: EncodedBucket) -> _PartKeys:
+        by_customer = layout.customer_rows_prefix(granularity, start)
+        by_destination = layout.destination_rows_prefix(granularity, start)
+        return cls(
+            customer_prefix=by_customer,
+            customers=[by_customer + customer for customer in bucket.customers],
+            destinations={d: by_destination + d for d in bucket.destinations},
+            customer_set=layout.customers(granularity, start),
+            destination_set=layout.destinations(granularity, start),
+            version=layout.version(granularity, start),
+        )
+
+
 async def write_bucket(
     client: Client, layout: Layout, granularity: Granularity, start: int, ttl: int, bucket: EncodedBucket
 ) -> list[str]:
     """Write ``bucket`` (the module's docstring says how); the customers Redis refused."""
-    prefix = layout.customer_rows_prefix(granularity, start)
-    keys = [prefix + customer for customer in bucket.customers]
-    version = layout.version(granularity, start)
-    by_destination = layout.destination_rows_prefix(granularity, start)
-    destination_keys = {d: by_destination + d for d in bucket.destinations}
-    further = [*destination_keys.values()]
-    further += (layout.customers(granularity, start), layout.destinations(granularity, start), version)
-    types = ["hash"] * len(bucket.destinations) + ["set", "set", "string"]
-    every = keys + further
+    keys = _PartKeys.of(layout, granularity, start, bucket)
+    further = [*keys.destinations.values(), keys.customer_set, keys.destination_set, keys.version]
+    types = ["hash"] * len(keys.destinations) + ["set", "set", "string"]
+    every = keys.customers + further
     least_ms = max(EXPIRY_SLACK_MS, ttl * 1000 - EXPIRY_SLACK_MS)
-    read: list[tuple[EncodableT, ...]] = [("WATCH", *keys)] if keys else []
-    read.append(("EVAL", READ_HELD, len(every), *every, len(keys), least_ms, *types))
-    async with _connection(client, version) as connection:
+    read: list[tuple[EncodableT, ...]] = [("WATCH", *keys.customers)] if keys.customers else []
+    read.append(("EVAL", READ_HELD, len(every), *every, len(keys.customers), least_ms, *types))
+    async with _connection(client, keys.version) as connection:
         for _ in range(ATTEMPTS):
             await connection.send_packed_command(_pack(read))
-            if keys:
+            if keys.customers:
                 await connection.read_response()  # WATCH's OK
             reply = await connection.read_response(disable_decoding=True)
             assert isinstance(reply, list)
@@ -282,20 +303,7 @@ async def write_bucket(
             expiring = {every[n] for n, kept in enumerate(lasting) if kept != ord("1")}
             token = layout.written(granularity, start, uuid.uuid4().hex)
             await connection.send_packed_command(
-                _pack(
-                    _transaction(
-                        layout,
-                        granularity,
-                        start,
-                        ttl,
-                        bucket,
-                        refused,
-                        keys,
-                        destination_keys,
-                        expiring,
-                        token,
-                    )
-                )
+                _pack(_transaction(keys, ttl, bucket, refused, expiring, token))
             )
             await connection.read_response()  # CLIENT REPLY ON's OK
             if await connection.read_response() is not None:  # GETDEL of the token: EXEC ran
@@ -308,16 +316,7 @@ async def write_bucket(
 
 
 def _transaction(
-    layout: Layout,
-    granularity: Granularity,
-    start: int,
-    ttl: int,
-    bucket: EncodedBucket,
-    refused: set[int],
-    keys: list[str],
-    destination_keys: dict[str, str],
-    expiring: set[str],
-    token: str,
+    keys: _PartKeys, ttl: int, bucket: EncodedBucket, refused: set[int], expiring: set[str], token: str
 ) -> list[tuple[EncodableT, ...]]:
     """Step 2's commands: the transaction between replies off and on, then the token's read.
 
@@ -331,27 +330,23 @@ def _transaction(
         if key in expiring:
             commands.append(("EXPIRE", key, ttl))
 
-    customers_key = layout.customers(granularity, start)
     written: list[str] = []
-    for n, key in enumerate(keys):
+    for n, key in enumerate(keys.customers):
         if n not in refused:
             write(("HSET", key, *bucket.fields[n]), key)
             written.append(bucket.customers[n])
     for customer in bucket.deleted:
-        key = layout.customer_rows(granularity, start, customer)
-        commands += (("DEL", key), ("SREM", customers_key, customer))
+        commands += (("DEL", keys.customer_prefix + customer), ("SREM", keys.customer_set, customer))
     destinations: list[str] = []
     for destination, pairs in bucket.destination_fields(refused):
-        key = destination_keys[destination]
+        key = keys.destinations[destination]
         write(("HSET", key, *pairs), key)
         destinations.append(destination)
     if written:
-        write(("SADD", customers_key, *written), customers_key)
+        write(("SADD", keys.customer_set, *written), keys.customer_set)
     if destinations:
-        destinations_key = layout.destinations(granularity, start)
-        write(("SADD", destinations_key, *destinations), destinations_key)
+        write(("SADD", keys.destination_set, *destinations), keys.destination_set)
     # Readers cache a bucket's rows until its version moves (see docs/redis-layout.md).
-    version = layout.version(granularity, start)
-    write(("INCR", version), version)
+    write(("INCR", keys.version), keys.version)
     commands += (("SET", token, 1, "PX", TOKEN_MS), ("EXEC",), ("CLIENT", "REPLY", "ON"), ("GETDEL", token))
     return commands
