@@ -150,12 +150,6 @@ def register_pipeline(app: faust.App, settings: Settings) -> Finish:
         settings.redis, settings.app_id, retention, counters, ingested=lambda: ingest.newest_event_ms
     )
 
-    async def deliver_changelog() -> None:
-        producer = app.producer
-        await producer.flush()
-        while producer.buffer.size:  # Faust's flush gives up on a buffer that stalls 0.1 s
-            await producer.flush()
-
     aggregator = Aggregator(
         tables,
         mirror,
@@ -163,7 +157,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Finish:
         settings.dedup_window * 1000,
         counters,
         assigned=assigned,
-        deliver=deliver_changelog,
+        deliver=tables.sends.delivered,
         ids=(
             MemoryIdIndex()
             if settings.store.startswith("memory")

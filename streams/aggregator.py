@@ -27,10 +27,11 @@ For each message of a partition, in order:
    worker sends it an empty message of its own (``to_nudge``), which applies nothing and
    brings the flush (and a period later another, whose flush records the first one's
    delivery, so a restart reads none of it again).
-5. **Deliver**: wait until the broker has every changelog message of those writes. Faust
-   flushes its producer before it commits, but that flush gives up when its buffer does
-   not move for 0.1 s, so without this an offset could be committed whose state was never
-   in the changelog, and a crash would lose counted CDRs.
+5. **Deliver**: wait until the broker has every changelog message of those writes, and
+   of every write before them (``streams.tables.ChangelogSends``), but not of the flushes
+   made since. Faust flushes its producer before it commits, but that flush gives up when
+   its buffer does not move for 0.1 s, so without this an offset could be committed whose
+   state was never in the changelog, and a crash would lose counted CDRs.
 6. **Index** the versions of the flush in the id store, now that the table holds them
    for good: the index never knows a version a crash could take from the table. It is
    written in parts, the loop running between them, the mark moving with the last.
@@ -120,6 +121,8 @@ class Stager(Protocol):
     def forget(self, partition: int) -> None: ...
 
 
+# Called as a flush's table writes end: what it returns is done once the broker has every
+# changelog message sent until then (``streams.tables.ChangelogSends.delivered``).
 Deliver = Callable[[], Awaitable[None]]
 
 
@@ -386,7 +389,8 @@ class Aggregator:
             IndexWork(state.flushes, versions, expired, Mark(state.next_entry, *state.last_entry))
         )
         held, state.held, state.held_bytes = state.held, [], 0
-        return self._acknowledge(partition, state, state.flushes, ledger.offset, held)
+        delivered = self.deliver()  # what the changelog has been sent so far, this flush's last
+        return self._acknowledge(partition, state, state.flushes, ledger.offset, held, delivered)
 
     def _append_versions(self, partition: int, state: PartitionState, versions: list[bytes]) -> None:
         """Write ``versions`` to the table as new entries, in order, none much over
@@ -425,10 +429,16 @@ class Aggregator:
         return expired
 
     async def _acknowledge(
-        self, partition: int, state: PartitionState, flush: int, offset: int, held: list[Acknowledgeable]
+        self,
+        partition: int,
+        state: PartitionState,
+        flush: int,
+        offset: int,
+        held: list[Acknowledgeable],
+        delivered: Awaitable[None],
     ) -> None:
         # Step 5.
-        await self.deliver()
+        await delivered
         state.delivered = max(state.delivered, offset)
         # Step 6. Flushes are indexed in order: a later delivery covers the earlier flushes
         # too, so whichever delivery finishes first indexes every flush up to its own; the

@@ -13,16 +13,67 @@ traffic is per bucket and per flush, never per CDR.
 
 Every key starts with the partition so a restored worker can find one partition's
 state in any store, and so the memory store (one dict for all partitions) never mixes them.
+
+Every changelog message the tables send is noted (``ChangelogSends``) until the broker
+has it: a table flush is delivered once its own messages, and those sent before them, are
+acknowledged (``streams.aggregator``, step 5).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from typing import Any
 
 import faust
-from faust.types import TableT
+from faust.types import FutureMessage, TableT
 
 BytesTable = TableT[bytes, bytes]
+
+
+class ChangelogSends:
+    """The tables' changelog messages the broker has not acknowledged yet, in the order sent.
+
+    What a table flush waits for before its messages are acknowledged. Waiting instead
+    until the producer had nothing left to send (Faust's ``flush``) waited for every flush
+    made since too, and under steady live traffic, with a partition flushing every couple
+    of seconds, the producer was seldom empty: deliveries took 7-9 s, the agent stopped
+    for 2 s behind them every 10 s, and CDRs sent meanwhile showed up to 8 s late
+    (``bench/freshness.py`` at 80 % of the backlog rate).
+    """
+
+    def __init__(self) -> None:
+        self._sent: list[FutureMessage] = []
+
+    def add(self, sent: FutureMessage) -> None:
+        self._sent.append(sent)
+
+    def delivered(self) -> Awaitable[None]:
+        """Done once the broker has every message sent so far; raises if one failed.
+
+        The messages are taken now, not when awaited. A failed one is kept, so every later
+        delivery fails too: none may claim the changelog has what it lost.
+        """
+        self._sent = [sent for sent in self._sent if not sent.done() or sent.exception() is not None]
+        return _every(list(self._sent))
+
+
+async def _every(sent: list[FutureMessage]) -> None:
+    for message in sent:
+        await message
+
+
+class _NotedTable(faust.Table[bytes, bytes]):
+    """A Faust table whose changelog messages are noted in ``sends``."""
+
+    def __init__(self, *args: Any, sends: ChangelogSends, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sends = sends
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> FutureMessage:
+        sent: FutureMessage = super().send_changelog(*args, **kwargs)
+        self.sends.add(sent)
+        return sent
 
 
 @dataclass(frozen=True)
@@ -30,6 +81,7 @@ class Tables:
     rows: BytesTable
     versions: BytesTable
     progress: BytesTable
+    sends: ChangelogSends = field(default_factory=ChangelogSends)
 
 
 # RocksDB memory per table and partition (Faust's defaults are up to three 64 MB memtables and
@@ -49,15 +101,22 @@ def changelog_topics(app_id: str) -> tuple[str, ...]:
 
 
 def create_tables(app: faust.App, partitions: int) -> Tables:
+    sends = ChangelogSends()
+
     def table(name: str, help: str, store: dict[str, int]) -> BytesTable:
-        return app.Table(
-            name,
+        created = _NotedTable(
+            app,
+            name=name,
+            beacon=app.tables.beacon,
             key_type=bytes,  # bytes key and value types make Faust use the raw codec
             value_type=bytes,
             partitions=partitions,
             help=help,
             options=dict(store),  # a copy: Faust's store pops keys from it
+            sends=sends,
         )
+        app.tables.add(created)
+        return created
 
     return Tables(
         rows=table("rows", "customer-bucket rows, with the offset each has absorbed", ROWS_STORE),
@@ -65,4 +124,5 @@ def create_tables(app: faust.App, partitions: int) -> Tables:
             "versions", "CDR versions counted, in order, for revisions and de-duplication", SMALL_STORE
         ),
         progress=table("progress", "stream time and offset applied per partition", SMALL_STORE),
+        sends=sends,
     )
