@@ -22,7 +22,7 @@ acknowledged (``streams.aggregator``, step 5).
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -54,8 +54,12 @@ class ChangelogSends:
         The messages are taken now, not when awaited. A failed one is kept, so every later
         delivery fails too: none may claim the changelog has what it lost.
         """
-        self._sent = [sent for sent in self._sent if not sent.done() or sent.exception() is not None]
+        self._sent = [sent for sent in self._sent if not _acknowledged(sent)]
         return _every(list(self._sent))
+
+
+def _acknowledged(sent: FutureMessage) -> bool:
+    return sent.done() and not sent.cancelled() and sent.exception() is None
 
 
 async def _every(sent: list[FutureMessage]) -> None:
@@ -81,7 +85,7 @@ class Tables:
     rows: BytesTable
     versions: BytesTable
     progress: BytesTable
-    sends: ChangelogSends = field(default_factory=ChangelogSends)
+    sends: ChangelogSends
 
 
 # RocksDB memory per table and partition (Faust's defaults are up to three 64 MB memtables and

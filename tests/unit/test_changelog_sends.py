@@ -59,6 +59,14 @@ async def test_a_failed_message_fails_its_delivery_and_every_later_one() -> None
         await sends.delivered()
 
 
+async def test_a_cancelled_message_fails_its_delivery() -> None:
+    sends = ChangelogSends()
+    sent(sends).cancel()
+    delivery = sends.delivered()  # called inside a table flush: it must not raise there
+    with pytest.raises(asyncio.CancelledError):
+        await delivery
+
+
 async def test_acknowledged_messages_are_let_go() -> None:
     sends = ChangelogSends()
     for _ in range(1_000):
