@@ -4,9 +4,11 @@ touched customer-bucket once and the versions counted in a few large entries: th
 traffic is per bucket and per flush, never per CDR.
 
 * ``rows``     ``<partition>|<m|h|d>|<bucket start>|<customer>`` → ``CustomerBucket``
-* ``versions`` ``<partition>|<entry>`` → ``{"t": stream time, "o": offset, "v": [counted, …]}``:
-  the versions counted (``breakout.ledger.encode_counted``), entries numbered in the order
-  written, the oldest dropped after the dedup window; ``streams.idstore`` indexes them
+* ``versions`` ``<partition>|<entry>`` → ``{"t": stream time, "o": offset, "v": [counted, …]}``,
+  zstd-compressed (``streams.aggregator.decode_entry`` reads it, and the plain JSON of a
+  worker from before the compression): the versions counted
+  (``breakout.ledger.encode_counted``), entries numbered in the order written, the oldest
+  dropped after the dedup window; ``streams.idstore`` indexes them
 * ``progress`` ``<partition>`` → stream time and offset applied (the watermark), the newest
   offset whose flush the changelog had (where the partition is read from once assigned:
   ``streams.aggregator``), and the first and next ``versions`` entry numbers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from breakout.ledger import BucketKey, CustomerBucket, RowId, VersionKey
 from breakout.normalize import Record
 from streams import agents
 from streams import aggregator as aggregator_module
-from streams.aggregator import Aggregator
+from streams.aggregator import Aggregator, decode_entry
 from streams.app import PRODUCER_BATCH_BYTES
 from streams.idstore import Mark, MemoryIdIndex
 
@@ -104,7 +105,7 @@ async def test_apply_stages_for_redis_at_once_and_holds_the_message_until_the_ta
     assert attempts(tables) == {("m", "A"): 2, ("h", "A"): 2, ("d", "A"): 2}
     # Nothing was delivered before this flush: a restart reads from offset 0.
     assert orjson.loads(tables.progress[b"2"]) == {"t": T0, "o": 0, "d": -1, "f": 0, "n": 1}
-    entry = orjson.loads(tables.versions[b"2|0"])
+    entry = decode_entry(tables.versions[b"2|0"])
     assert (entry["t"], entry["o"], [v[:3] for v in entry["v"]]) == (T0, 0, [["A", "a", 0], ["A", "b", 0]])
 
 
@@ -475,16 +476,46 @@ async def test_an_id_store_ahead_of_its_table_is_rebuilt() -> None:
     assert emptied.counters["duplicates"] == 0  # counted anew, as the emptied tables are
 
 
-async def test_two_versions_entries_fit_one_of_the_producers_batches() -> None:
+async def test_two_versions_entries_fit_one_of_the_producers_batches_whatever_the_cdrs_hold() -> None:
     """The producer sends one batch per partition per round trip: entries of at most half a
-    batch go out two at a time."""
+    batch go out two at a time. The bound is on the JSON before compression, so it holds for
+    ids that do not compress at all (random bytes, as long as the contract allows)."""
     tables = Tables()
     agg = aggregator(tables)
-    agg.apply(PARTITION, 0, encode(*(record(f"c{i}") for i in range(12_000))), Message())
+    ids = [os.urandom(32).hex() + str(i) for i in range(12_000)]
+    agg.apply(PARTITION, 0, encode(*(record(cdr_id) for cdr_id in ids)), Message())
     await agg.flush(PARTITION)
     sizes = [len(entry) for entry in tables.versions.values()]
     assert len(sizes) >= 3
     assert max(sizes) <= PRODUCER_BATCH_BYTES // 2
+    assert [v[1] for key in sorted(tables.versions) for v in decode_entry(tables.versions[key])["v"]] == ids
+
+
+async def test_versions_entries_are_stored_compressed() -> None:
+    """Most of a flush's changelog bytes: stored at a fraction of their JSON."""
+    tables = Tables()
+    agg = aggregator(tables)
+    agg.apply(PARTITION, 0, encode(*(record(f"{i:08d}", charge=i % 997) for i in range(3_000))), Message())
+    await agg.flush(PARTITION)
+    [entry] = tables.versions.values()
+    assert len(entry) * 4 < len(orjson.dumps(decode_entry(entry)))
+
+
+async def test_versions_entries_written_before_the_compression_are_read() -> None:
+    """An upgraded worker restores its predecessor's plain-JSON entries: their CDRs re-sent
+    are duplicates, and they expire after the dedup window like any other."""
+    tables, ids = Tables(), MemoryIdIndex()
+    first = aggregator(tables, ids=ids)
+    first.apply(PARTITION, 0, encode(record("a")), Message())
+    await first.flush(PARTITION)
+    tables.versions[b"2|0"] = orjson.dumps(decode_entry(tables.versions[b"2|0"]))  # as once written
+    restarted = aggregator(tables, ids=MemoryIdIndex())  # the index rebuilt from the table
+    restarted.apply(PARTITION, 0, encode(record("a")), Message())  # the replay of what the tables hold
+    restarted.apply(PARTITION, 1, encode(record("a")), Message())  # re-sent
+    assert restarted.counters["duplicates"] == 1
+    restarted.apply(PARTITION, 2, encode(record("b", start_ms=T0 + 7 * DAY_MS + 1)), Message())
+    await restarted.flush(PARTITION)
+    assert b"2|0" not in tables.versions  # expired
 
 
 async def test_versions_are_written_in_bounded_entries_and_dropped_after_the_window(
@@ -496,7 +527,7 @@ async def test_versions_are_written_in_bounded_entries_and_dropped_after_the_win
     agg.apply(PARTITION, 0, encode(*(record(f"c{i}") for i in range(5))), Message())
     await agg.flush(PARTITION)
     # Versions of ~106 bytes: an entry closes once it reaches 250 bytes, so at most one over.
-    assert [len(orjson.loads(tables.versions[k])["v"]) for k in (b"2|0", b"2|1")] == [3, 2]
+    assert [len(decode_entry(tables.versions[k])["v"]) for k in (b"2|0", b"2|1")] == [3, 2]
     later = T0 + 7 * DAY_MS + 1
     agg.apply(PARTITION, 1, encode(record("c0", start_ms=later, customer="B")), Message())
     await agg.flush(PARTITION)
