@@ -99,10 +99,10 @@ CACHE_LIMIT = 200_000
 # fit in one of the producer's batches (``streams.app.PRODUCER_BATCH_BYTES``) whatever the
 # CDRs hold, and the producer sends one batch per partition in each round trip to the broker.
 VERSIONS_ENTRY_BYTES = 448 << 10
-# ``versions`` entries are stored zstd-compressed, about a seventh of their JSON: they were
-# three quarters of a flush's changelog bytes, and under live traffic the changelog's
-# delivery waits for the loop's turns, a turn or more per batch (README, "The versions
-# compressed"). Level 1 compresses some 600 MB/s, a few ms of loop per flush.
+# ``versions`` entries are stored zstd-compressed, a sixth to a seventh of their JSON: they
+# were three quarters of a flush's changelog bytes, so this is most of what the broker
+# stores and a recovery reads (README, "The versions compressed"). Level 1 compresses some
+# 600 MB/s, a few ms of loop per flush.
 _COMPRESSOR = zstandard.ZstdCompressor(level=1)
 _DECOMPRESSOR = zstandard.ZstdDecompressor()
 
