@@ -95,7 +95,7 @@ FINISH_NUDGE_SECONDS = 0.2
 INDEX_PART = 5_000
 CACHE_LIMIT = 200_000
 # A ``versions`` entry holds at most this plus one version (~11 kB at worst) before it is
-# compressed, and zstd never makes it more than a few hundred bytes larger: at least two
+# compressed, and zstd makes nothing more than 1/256 and a few bytes larger: at least two
 # fit in one of the producer's batches (``streams.app.PRODUCER_BATCH_BYTES``) whatever the
 # CDRs hold, and the producer sends one batch per partition in each round trip to the broker.
 VERSIONS_ENTRY_BYTES = 448 << 10

@@ -30,7 +30,7 @@ class App(faust.App):
     the app for its producer. Faust's ``maybe_start_producer`` is wrapped in mode's
     ``stampede``, which awaits ``asyncio.sleep(0)`` three times per call, and Faust's
     producer buffer sends the changelog one message after the other: under live traffic,
-    with the loop busy, it sent a few dozen messages a second, a table flush's changelog
+    with the loop busy, it sent a few hundred messages a second, a table flush's changelog
     took some 10 s to reach the broker, and the agent stopped behind those deliveries
     (README, "The changelog sent a message per turn of the loop"). The worker never runs
     in a transaction, and the producer starts with the app; one asked for before that is

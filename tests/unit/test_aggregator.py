@@ -478,8 +478,8 @@ async def test_an_id_store_ahead_of_its_table_is_rebuilt() -> None:
 
 async def test_two_versions_entries_fit_one_of_the_producers_batches_whatever_the_cdrs_hold() -> None:
     """The producer sends one batch per partition per round trip: entries of at most half a
-    batch go out two at a time. The bound is on the JSON before compression, so it holds for
-    ids that do not compress at all (random bytes, as long as the contract allows)."""
+    batch go out two at a time. The bound is on the JSON before compression, so it holds
+    however poorly the CDRs compress (here, random ids)."""
     tables = Tables()
     agg = aggregator(tables)
     ids = [os.urandom(32).hex() + str(i) for i in range(12_000)]
