@@ -33,7 +33,8 @@ class App(faust.App):
     with the loop busy, it sent a few hundred messages a second, a table flush's changelog
     took some 10 s to reach the broker, and the agent stopped behind those deliveries
     (README, "The changelog sent a message per turn of the loop"). The worker never runs
-    in a transaction, and the producer starts with the app; one asked for before that is
+    in a transaction, and Faust starts the producer before the consumer, the agents and the
+    tables, so nothing that sends finds it starting; one asked for before that is
     started here, as Faust's would be (``Service.start`` marks it started before it awaits
     anything, so two callers cannot both start it).
     """
