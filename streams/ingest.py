@@ -55,7 +55,9 @@ from streams.topics import max_message_bytes
 log = logging.getLogger(__name__)
 
 MAX_RECORDS = 20_000
-POLL_MS = 200
+# How long a poll waits for the fetcher: records end it at once, so this only sets how often
+# an idle loop turns (and follows a new assignment).
+POLL_MS = 1_000
 FETCH_MIN_BYTES = 1 << 20
 RECORDS_PER_MESSAGE = 5_000
 # A record batch's header (61 bytes) and one record's framing (at most 21) around a value,

@@ -6,7 +6,7 @@ other: under live traffic at half the backlog rate that loop is busy most of the
 and each step's wait is what a CDR's way into the breakout is made of
 (``docs/operations.md``, "Live traffic"). The ingest step shares no state with the rest,
 only three figures, so the worker starts it as a child process that reports them over a
-pipe once each poll's messages are sent, and every ``REPORT_SECONDS``:
+pipe once each poll's messages are sent, and every ``REPORT_SECONDS`` if they moved since:
 
 * the counters it adds to (CDRs accepted, rejected by reason), as increments;
 * the newest CDR event time it has committed (the watermarks' ``ingested_ms``);
@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 from collections import Counter
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import mode.loop
@@ -43,7 +44,9 @@ from streams.ingest import CLOSE_WAIT_SECONDS, Ingest
 
 log = logging.getLogger(__name__)
 
-REPORT_SECONDS = 0.2
+# How often the figures that move after a poll's report (the offsets and event time it
+# committed) are reported; a report with nothing new is not sent, so an idle ingest sends none.
+REPORT_SECONDS = 1.0
 # Long enough for the ingest to close its two Kafka clients (``streams.ingest``).
 STOP_WAIT_SECONDS = 2 * CLOSE_WAIT_SECONDS + 5
 PR_SET_PDEATHSIG = 1
@@ -134,15 +137,34 @@ def serve(settings: Settings, reports: Connection, parent: int) -> None:
         asyncio.run(_serve(settings, reports, parent))
 
 
+class Reports:
+    """The child's side: sends the worker what moved since the last report, or nothing."""
+
+    def __init__(
+        self,
+        counters: Counter[str],
+        progress: Callable[[], tuple[int | None, dict[int, int]]],
+        send: Callable[[Report], None],
+    ) -> None:
+        self.counters = counters
+        self.progress = progress  # the newest event time and the offsets committed so far
+        self.send = send
+        self._reported: Counter[str] = Counter()
+        self._last: tuple[int | None, dict[int, int]] | None = None
+
+    def __call__(self) -> None:
+        reported = self._reported
+        counted = {name: n - reported[name] for name, n in self.counters.items() if n != reported[name]}
+        progress = self.progress()
+        if counted or progress != self._last:
+            reported.update(counted)
+            self._last = progress
+            self.send((counted, *progress))
+
+
 async def _serve(settings: Settings, reports: Connection, parent: int) -> None:
     counters: Counter[str] = Counter()
-    reported: Counter[str] = Counter()
-
-    def report() -> None:
-        counted = {name: n - reported[name] for name, n in counters.items() if n != reported[name]}
-        reported.update(counted)
-        reports.send((counted, ingest.newest_event_ms, dict(ingest.committed)))
-
+    report = Reports(counters, lambda: (ingest.newest_event_ms, dict(ingest.committed)), reports.send)
     # Reported as soon as a poll's messages are all sent, so the counts reach the worker
     # before the CDRs they count can reach its mirror; and on a clock, for the offsets.
     ingest = Ingest(settings, load_dial_codes(settings.dial_codes), settings.retention, counters, report)

@@ -1,7 +1,7 @@
 from collections import Counter
 
 from breakout.settings import Settings
-from streams.ingest_process import IngestProcess
+from streams.ingest_process import IngestProcess, Report, Reports
 
 
 def test_reports_add_to_the_worker_counters_and_replace_the_offsets_in_place() -> None:
@@ -16,3 +16,24 @@ def test_reports_add_to_the_worker_counters_and_replace_the_offsets_in_place() -
     assert ingest.newest_event_ms == 1_700_000_001_000
     assert held_by_the_lag_reporter is ingest.committed
     assert held_by_the_lag_reporter == {1: 9}
+
+
+def test_the_child_reports_only_what_moved() -> None:
+    counters: Counter[str] = Counter()
+    progress: tuple[int | None, dict[int, int]] = (None, {0: -1})
+    sent: list[Report] = []
+    report = Reports(counters, lambda: progress, sent.append)
+
+    report()  # the first report says where the ingest starts
+    report()  # idle: nothing moved, nothing sent
+    counters["accepted"] += 3
+    report()  # a poll sent: its counts, before its commit moves the offsets
+    progress = (1_700_000_000_000, {0: 3})
+    report()  # the clock, after the commit
+    report()
+
+    assert sent == [
+        ({}, None, {0: -1}),
+        ({"accepted": 3}, None, {0: -1}),
+        ({}, 1_700_000_000_000, {0: 3}),
+    ]
