@@ -72,11 +72,13 @@ class Settings(BaseSettings):
         "event loop (a one-core machine).",
     )
     ingest_linger_ms: int = Field(
-        500,
+        1_000,
         ge=10,
         le=5_000,
         description="Milliseconds the broker may hold the ingest step's fetch for more CDRs to batch "
-        "with the first: the delay live traffic pays for being processed in batches.",
+        "with the first: the delay live traffic pays for being processed in batches, and what a "
+        "trickle's CPU per CDR saves by it (500: about a fifth more CPU at 1,000 CDR/s, half a "
+        "second fresher).",
     )
     store: str = Field(
         "rocksdb://",
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
         "false-answer and fraud signal). Applies to CDRs counted from then on.",
     )
     table_flush_seconds: int = Field(
-        30,
+        60,
         ge=1,
         le=3600,
         description="Seconds a partition's counted CDRs may wait before the worker writes them to "
