@@ -13,7 +13,7 @@ pipe once each poll's messages are sent, and every ``REPORT_SECONDS`` if they mo
 * the offset committed per CDR-topic partition assigned to it (the lag report).
 
 Each process ends with the other. The child dies with the worker (``PR_SET_PDEATHSIG`` on
-Linux, and a look at its parent before every report elsewhere), and stops with it (the
+Linux, and a look at its parent every ``REPORT_SECONDS`` elsewhere), and stops with it (the
 worker sends it SIGTERM). The worker stops when the child ends: as asked, when the child
 stopped on a SIGTERM; as a crash, through ``fail_stop``, when it failed or was killed. So
 a supervisor restarts the two together. Neither end
