@@ -51,7 +51,9 @@ REPORT_SECONDS = 1.0
 STOP_WAIT_SECONDS = 2 * CLOSE_WAIT_SECONDS + 5
 PR_SET_PDEATHSIG = 1
 
-# One report: counter increments, the newest event time committed, offsets committed.
+# How far the ingest has got: the newest event time committed, offsets committed.
+Progress = tuple[int | None, dict[int, int]]
+# One report: counter increments, then the progress.
 Report = tuple[dict[str, int], int | None, dict[int, int]]
 
 
@@ -143,14 +145,14 @@ class Reports:
     def __init__(
         self,
         counters: Counter[str],
-        progress: Callable[[], tuple[int | None, dict[int, int]]],
+        progress: Callable[[], Progress],
         send: Callable[[Report], None],
     ) -> None:
         self.counters = counters
         self.progress = progress  # the newest event time and the offsets committed so far
         self.send = send
         self._reported: Counter[str] = Counter()
-        self._last: tuple[int | None, dict[int, int]] | None = None
+        self._last: Progress | None = None
 
     def __call__(self) -> None:
         reported = self._reported

@@ -1,7 +1,7 @@
 from collections import Counter
 
 from breakout.settings import Settings
-from streams.ingest_process import IngestProcess, Report, Reports
+from streams.ingest_process import IngestProcess, Progress, Report, Reports
 
 
 def test_reports_add_to_the_worker_counters_and_replace_the_offsets_in_place() -> None:
@@ -20,7 +20,7 @@ def test_reports_add_to_the_worker_counters_and_replace_the_offsets_in_place() -
 
 def test_the_child_reports_only_what_moved() -> None:
     counters: Counter[str] = Counter()
-    progress: tuple[int | None, dict[int, int]] = (None, {0: -1})
+    progress: Progress = (None, {0: -1})
     sent: list[Report] = []
     report = Reports(counters, lambda: progress, sent.append)
 
