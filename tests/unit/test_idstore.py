@@ -48,6 +48,24 @@ def test_reset_forgets_a_partition(index: IdIndex) -> None:
     assert index.get_many(1, [("A", "x")]) == [counted("x", 1)]
 
 
+def test_ids_spread_over_files_and_the_memtable_are_all_found(tmp_path: Path) -> None:
+    """Live traffic leaves a partition's ids in several files and the memtable, each with a
+    filter of its own: none of them may answer "never seen" for an id it holds."""
+    index = RocksIdIndex(tmp_path / "ids", 8 << 20)
+    try:
+        written = {("A", f"id-{n}"): counted(f"id-{n}", n) for n in range(4_000)}
+        items = list(written.items())
+        for start in range(0, 3_000, 1_000):  # three files, then a memtable of the rest
+            index.write(0, dict(items[start : start + 1_000]), {}, None)
+            index._db(0).flush()
+        index.write(0, dict(items[3_000:]), {}, None)
+        assert index._db(0).property_int_value("rocksdb.num-files-at-level0") == 3
+        new = [("A", f"new-{n}") for n in range(4_000)]
+        assert index.get_many(0, [*written, *new]) == [*written.values(), *[None] * 4_000]
+    finally:
+        index.close()
+
+
 def test_the_rocksdb_store_outlives_its_process(tmp_path: Path) -> None:
     first = RocksIdIndex(tmp_path / "ids", 8 << 20)
     first.write(3, {("A", "x"): counted("x", 1)}, {}, Mark(1, 1, 1_000))
