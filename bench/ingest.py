@@ -334,7 +334,8 @@ def start_services(workdir: Path, cluster: bool = False) -> tuple[str, str, list
     """Kafka and Redis (a 3-primary cluster if ``cluster``): their addresses and how to stop them."""
     if os.environ.get("BREAKOUT_KAFKA") and os.environ.get("BREAKOUT_REDIS"):
         return os.environ["BREAKOUT_KAFKA"], os.environ["BREAKOUT_REDIS"], []
-    kafka_port, redis_port = free_port(), cluster_port() if cluster else free_port()
+    kafka_port = kafka_port_pair()
+    redis_port = cluster_port() if cluster else free_port()
     subprocess.run(
         [str(ROOT / "scripts/kafka.sh"), "start", str(kafka_port), str(workdir / "kafka")], check=True
     )
@@ -348,6 +349,14 @@ def start_services(workdir: Path, cluster: bool = False) -> tuple[str, str, list
     ]
     url = f"redis+cluster://127.0.0.1:{redis_port}" if cluster else f"redis://127.0.0.1:{redis_port}/0"
     return f"127.0.0.1:{kafka_port}", url, stops
+
+
+def kafka_port_pair() -> int:
+    """A port p with p + 1 free too: the broker's controller listens there (scripts/kafka.sh)."""
+    while True:
+        port = free_port()
+        if port < 65535 and _free(port + 1):
+            return port
 
 
 def cluster_port() -> int:
