@@ -86,7 +86,7 @@ class CustomerBucket:
     rows: dict[RowId, Counters] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return orjson.dumps({"o": self.applied, "r": self.rows})
+        return json_bytes({"o": self.applied, "r": self.rows})
 
     @classmethod
     def decode(cls, raw: bytes) -> CustomerBucket:
@@ -125,17 +125,26 @@ def _legacy(record: Sequence[Any]) -> Sequence[Any]:
     return (*old[:13], old.connected, None, None)
 
 
+def json_bytes(value: Any) -> bytes:
+    """``orjson.dumps(value)`` in a bytes object of its own size.
+
+    orjson's result keeps the buffer of at least 4 KB it was written in: for what is held
+    until a table flush or its changelog's delivery (versions, customer-buckets of a few
+    hundred bytes), that was 4 KB each. A value used at once (a lookup's key) is cheaper
+    without the copy.
+    """
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
 def encode_counted(
     key: VersionKey, offset: int, stream_ms: int, version: list[Any], previous: list[Any] | None
 ) -> bytes:
     """``[customer, id, offset, stream_ms, version, previous]``: the version counted for ``key``
     at ``offset`` (stream time then: it is forgotten ``dedup_window`` later) and the one it
-    superseded in that message (None: the id was new there).
-
-    Copied to a bytes object of its own size: orjson's result keeps the 4 KB buffer it was
-    written in, and hundreds of thousands of these are held until a table flush.
+    superseded in that message (None: the id was new there). Hundreds of thousands of these
+    are held until a table flush (``json_bytes``).
     """
-    return memoryview(orjson.dumps([key[0], key[1], offset, stream_ms, version, previous])).tobytes()
+    return json_bytes([key[0], key[1], offset, stream_ms, version, previous])
 
 
 def supersedes(revision: int, rated: bool, counted: list[Any]) -> bool:
