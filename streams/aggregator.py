@@ -620,8 +620,8 @@ def _parts(versions: dict[VersionKey, bytes]) -> list[dict[VersionKey, bytes]]:
     """``versions`` in dictionaries of at most ``INDEX_PART``, in order.
 
     Taken from one iterator over the items, not from a list of them: a busy partition's
-    flush holds tens of thousands, and a list would make a tuple of each for the
-    collector to scan while the parts are written (half the cost of the parts here).
+    flush holds tens of thousands, and a list would hold a tuple of each pair, for the
+    collector to scan, while the parts are written. From the iterator they cost half.
     """
     items = iter(versions.items())
     return [dict(islice(items, INDEX_PART)) for _ in range(0, len(versions), INDEX_PART)]
