@@ -56,6 +56,9 @@ CRASH_EXIT_SECONDS = 15.0
 # is away delays a stop by this much, never makes it a kill.
 FINISH_SECONDS = 5.0
 FINISH_POLL_SECONDS = 0.05
+# The least a planned stop waits for the mirror's last flush (``RedisMirror.settle``) after
+# the agent's finishing took its own time: a flush of what the last table flushes staged.
+MIRROR_SETTLE_SECONDS = 2.0
 # Before a planned stop: finishes the pipeline's work so that the next worker reads none of
 # it again (``register_pipeline``).
 Finish = Callable[[], Awaitable[None]]
@@ -260,7 +263,9 @@ def register_pipeline(app: faust.App, settings: Settings) -> Finish:
         counted delivered (``Aggregator.finishing``), nudging it for the flushes: a stop within
         ``table_flush_seconds`` of a flush would otherwise leave the next worker that many
         seconds of messages to read again, and new CDRs waiting behind them. At most
-        ``FINISH_SECONDS``; whatever is not finished then is read again, counted once."""
+        ``FINISH_SECONDS``; whatever is not finished then is read again, counted once. Then
+        the mirror writes what those flushes staged (``RedisMirror.settle``), for at least
+        ``MIRROR_SETTLE_SECONDS`` more: Redis is left whole, not part-way through a flush."""
         began = time.monotonic()
         for task in ingesting:
             task.cancel()
@@ -278,9 +283,17 @@ def register_pipeline(app: faust.App, settings: Settings) -> Finish:
         aggregator.finishing = False
         if pending:
             await asyncio.wait(set(pending), timeout=max(0.1, FINISH_SECONDS - (time.monotonic() - began)))
+        mirrored = True
+        settling = max(MIRROR_SETTLE_SECONDS, FINISH_SECONDS - (time.monotonic() - began))
+        try:
+            async with asyncio.timeout(settling):
+                await mirror.settle()
+        except TimeoutError:
+            mirrored = False
         log.info(
-            "stopping: the tables %s every CDR counted (%.1fs)",
+            "stopping: the tables %s every CDR counted, Redis %s (%.1fs)",
             "name" if aggregator.finished else "do not yet name",
+            "holds all of it" if mirrored else "does not yet hold all of it",
             time.monotonic() - began,
         )
 

@@ -191,6 +191,9 @@ class RedisMirror:
         self._epoch_keys: EpochKeys | None = None
         self._busy = 0.0  # seconds of the running flush's own work on the event loop
         self.stream_s = 0  # the newest stream time of the partitions owned at the last flush
+        self._begun = 0  # flushes begun, numbered from 1
+        self._written = 0  # the number of the last flush that ended with its watermarks written
+        self._flush_written = asyncio.Condition()  # notified as ``_written`` moves
 
     def stage(self, key: BucketKey, bucket: CustomerBucket | None, rows: set[RowId] | None) -> None:
         """Remember ``key``'s latest value (None: deleted) and which rows changed (None: all)."""
@@ -246,8 +249,22 @@ class RedisMirror:
         finally:
             await client.aclose()
 
+    async def settle(self) -> None:
+        """Wait until a flush begun after this call has ended with its watermarks written:
+        everything staged by now is then in Redis.
+
+        For a planned stop, once the agent has finished: a flush cut off part-way leaves
+        some buckets in Redis newer than the watermarks say and others not, a mix that
+        stays served until the next worker writes its partitions whole.
+        """
+        wanted = self._begun + 1
+        async with self._flush_written:
+            await self._flush_written.wait_for(lambda: self._written >= wanted)
+
     async def flush(self, client: Client, source: MirrorSource) -> None:
         """One flush: the steps in the module's docstring."""
+        self._begun += 1
+        number = self._begun
         # Step 1. The epoch: a new one means Redis (or one shard of it) lost what we wrote.
         if self._epoch_keys is None or self._epoch_keys.client is not client:
             self._epoch_keys = EpochKeys(client, self.layout)
@@ -301,6 +318,9 @@ class RedisMirror:
             client, epoch, {p: marks[p] for p in marks if p not in self._revoked}, ingested_ms
         )
         self.whole |= pending - self._revoked
+        async with self._flush_written:
+            self._written = number
+            self._flush_written.notify_all()
 
     async def _epoch(self, client: Client, keys: list[str]) -> str:
         """The mirror's epoch, each of its keys created here if missing (Redis, or one of its

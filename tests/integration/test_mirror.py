@@ -76,6 +76,33 @@ async def test_write_keeps_counters_exact_and_names_as_given(settings: Settings)
     assert destinations == {odd[0].encode(), *(f"d{i}".encode() for i in range(7))}
 
 
+async def test_settle_returns_once_what_was_staged_before_it_is_in_redis(settings: Settings) -> None:
+    """A planned stop waits for this (``streams.agents``): a flush cut off part-way would
+    leave Redis with some buckets newer than the watermarks say and others not."""
+    app = settings.app_id
+    mirror = RedisMirror(settings.redis, app, Retention(172_800, 3_024_000, 34_560_000), Counter())
+    layout = Layout(app)
+    stop = False
+    running = asyncio.create_task(mirror.run(Unowned(START * 1000), lambda: stop))
+    client = connect(settings.redis)
+    try:
+        for applied in (1, 2, 3):  # each staged while the loop flushes or waits for its next
+            keys = [BucketKey(0, g, START // g.seconds * g.seconds, "cust-settle") for g in Granularity]
+            for key in keys:
+                mirror.stage(key, CustomerBucket(applied, {row_id("UK", "p1", "EUR"): [applied] * 7}), None)
+            await asyncio.wait_for(mirror.settle(), 10)
+            held = [
+                await client.hget(layout.customer_rows(k.granularity, k.start, k.customer), "@applied")
+                for k in keys
+            ]
+            assert held == [str(applied).encode()] * len(keys)
+            await asyncio.sleep(0.2 * applied)
+    finally:
+        stop = True
+        await asyncio.wait_for(running, 10)
+        await client.aclose()
+
+
 class Owner(Unowned):
     """A worker owning partitions 0 and 1, each with one customer's three buckets."""
 
