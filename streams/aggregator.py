@@ -17,10 +17,10 @@ For each message of a partition, in order:
    same for one CDR as for thousands: counting messages would make a live trickle of
    small messages write every bucket several times a second.
    Partitions take turns, so partitions filling at one pace do not all flush, deliver and
-   index on the same stretch of the loop: a flush due by bytes waits until
-   ``FLUSH_SPACING_SECONDS`` after the last one of any partition began (unless its held
-   messages reach twice the byte bound), one due by age until its share of the period
-   (the period over the assigned partitions) has passed. A flush runs in an event of its
+   index on the same stretch of the loop: after the last flush of any partition began, a
+   flush due by bytes waits for its share of the time this partition takes to fill up to
+   the bound (unless its held messages reach twice the bound), one due by age for its
+   share of the period; at least ``FLUSH_SPACING_SECONDS`` either way. A flush runs in an event of its
    partition (Faust's store and changelog take the partition from it), so a partition no
    message reaches would keep its last messages unflushed and uncommitted, for a restart
    to read again: once its flush is overdue and it has been quiet ``NUDGE_SECONDS``, the
@@ -80,8 +80,9 @@ log = logging.getLogger(__name__)
 # version costs about as much memory as its record's share of the message).
 TABLE_FLUSH_BYTES = 8 << 20
 # Partitions fill at the same pace, so they would all reach the bound together and flush,
-# deliver and index on one stretch of the loop: a flush by bytes waits this long after the
-# last one began unless its messages reach twice the bound. Partitions then take turns.
+# deliver and index on one stretch of the loop: a flush by bytes waits for its share of
+# the time it took to fill, and at least this long, after the last one began, unless its
+# messages reach twice the bound. Partitions then take turns.
 FLUSH_SPACING_SECONDS = 0.5
 # How long a partition whose table flush is overdue must have had no message before the
 # worker sends it an empty one, and then between two such messages.
@@ -297,23 +298,31 @@ class Aggregator:
         """Whether to flush the partition now: its held messages reached the byte bound, or
         its last flush is ``table_flush_seconds`` old, in turn with the other partitions.
 
-        Partitions assigned together come of age together, and under live traffic that is
-        what decides (at 9,000 CDR/s a partition holds 8 MB after about 30 s): their flushes,
+        Partitions assigned together come of age together, and under a steady stream they
+        fill together too (at 16,000 CDR/s each holds 8 MB about every 17 s): their flushes,
         changelog deliveries and indexing would all share one stretch of the loop, and every
-        CDR arriving then waits behind them. So a flush due by age waits for its share of the
-        period after the last flush of any partition began; once spread, each partition's next
-        flush falls due a period after its own, and they stay spread. While a planned stop
-        finishes, every message brings a flush.
+        CDR arriving then waits behind them. Back to back, four such flushes held the loop for
+        one to two seconds, and CDRs sent then showed up as much as 7 s late against about
+        1 s otherwise (``bench/freshness.py`` at 16,000 CDR/s). So a flush waits for its
+        share of the period after the last flush of any partition began: by age, the share
+        of ``table_flush_seconds``; by bytes, a share of the time this partition takes to
+        fill up to the bound. Once spread, each partition's next flush falls due a period
+        (or a filling) after its own, and they stay spread. While a planned stop finishes,
+        every message brings a flush.
         """
         state, now = self.partitions[partition], time.monotonic()
         if (self.finishing and state.held) or state.held_bytes >= 2 * TABLE_FLUSH_BYTES:
             return True
-        since_last = now - self.flush_began
-        if state.held_bytes >= TABLE_FLUSH_BYTES:
-            return since_last >= FLUSH_SPACING_SECONDS
+        since_last, since_own = now - self.flush_began, now - state.flushed_at
         period = self.table_flush_seconds
+        if state.held_bytes >= TABLE_FLUSH_BYTES:
+            # The time to fill up to the bound at this partition's pace, not counting the wait
+            # past it; a share of one more than the partitions leaves a turn's slack, so one
+            # late flush does not push the others to twice the bound and back together.
+            filling = min(since_own * TABLE_FLUSH_BYTES / state.held_bytes, period)
+            return since_last >= max(FLUSH_SPACING_SECONDS, filling / (len(self.partitions) + 1))
         share = max(FLUSH_SPACING_SECONDS, period / len(self.partitions))
-        return now - state.flushed_at >= period and since_last >= share
+        return since_own >= period and since_last >= share
 
     def to_nudge(self) -> list[int]:
         """The partitions to send an empty message (``NUDGE``): each has applied CDRs that a

@@ -276,6 +276,30 @@ async def test_partitions_due_by_bytes_take_turns_unless_their_messages_pile_up(
     assert agg.due(0)  # twice the bound: flushes now
 
 
+async def test_partitions_filling_together_flush_spread_over_their_filling_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under a steady stream every partition reaches the byte bound at once; each waits
+    for its share of the time it took to fill after the last flush began, so the flushes
+    spread over the filling time instead of holding the loop back to back."""
+    agg = aggregator(Tables())
+    partitions = (0, 1, 2, 3)
+    filling = 8.0
+    message = encode(record("c0", customer="B"))
+    monkeypatch.setattr(aggregator_module, "TABLE_FLUSH_BYTES", len(message))
+    for partition in partitions:
+        agg.apply(partition, 0, encode(record(f"c{partition}", customer="B")), Message())
+        agg.partitions[partition].flushed_at -= filling
+    share = filling / (len(partitions) + 1)  # a turn's slack
+    assert share > aggregator_module.FLUSH_SPACING_SECONDS
+    for partition in partitions:
+        assert agg.due(partition)
+        await agg.flush(partition)
+        agg.flush_began -= share - 0.05
+        assert not any(agg.due(other) for other in partitions[partition + 1 :])
+        agg.flush_began -= 0.1
+
+
 @dataclass
 class RecordingIndex(MemoryIdIndex):
     """An id store that records each write: how many versions, and the mark it moved to."""
