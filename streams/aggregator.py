@@ -20,13 +20,13 @@ For each message of a partition, in order:
    index on the same stretch of the loop: after the last flush of any partition began, a
    flush due by bytes waits for its share of the time this partition takes to fill up to
    the bound (unless its held messages reach twice the bound), one due by age for its
-   share of the period; at least ``FLUSH_SPACING_SECONDS`` either way. A flush runs in an event of its
-   partition (Faust's store and changelog take the partition from it), so a partition no
-   message reaches would keep its last messages unflushed and uncommitted, for a restart
-   to read again: once its flush is overdue and it has been quiet ``NUDGE_SECONDS``, the
-   worker sends it an empty message of its own (``to_nudge``), which applies nothing and
-   brings the flush (and a period later another, whose flush records the first one's
-   delivery, so a restart reads none of it again).
+   share of the period; at least ``FLUSH_SPACING_SECONDS`` either way. A flush runs in an
+   event of its partition (Faust's store and changelog take the partition from it), so a
+   partition no message reaches would keep its last messages unflushed and uncommitted,
+   for a restart to read again: once its flush is overdue and it has been quiet
+   ``NUDGE_SECONDS``, the worker sends it an empty message of its own (``to_nudge``),
+   which applies nothing and brings the flush (and a period later another, whose flush
+   records the first one's delivery, so a restart reads none of it again).
 5. **Deliver**: wait until the broker has every changelog message of those writes, and
    of every write before them (``streams.tables.ChangelogSends``), but not of the flushes
    made since. Faust flushes its producer before it commits, but that flush gives up when
