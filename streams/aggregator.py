@@ -93,8 +93,18 @@ NUDGE = b"[]"
 # is delivered within this on a broker that is there, and a nudge sent before the delivery
 # only brings one more flush.
 FINISH_NUDGE_SECONDS = 0.2
-# Versions written to the id store in one go (about 10 ms); the loop runs between parts.
+# Versions written to the id store in one go (10-30 ms, holding the GIL); the loop runs
+# between parts.
 INDEX_PART = 5_000
+# The most of the loop's time a flush's indexing takes while it runs: after each part it
+# pauses for the rest. A flush under live traffic holds tens of thousands of versions, and
+# written back to back (the loop running only one turn between parts) they halved the
+# agent's pace for half a second or more, every few seconds: a busy worker fell behind at
+# each flush and took seconds to catch up. Spread over a few seconds instead, the agent
+# keeps most of its pace throughout; the versions are looked up in the ledger meanwhile.
+# At 5,000 versions per part and this share, a partition indexes about 20,000 a second,
+# several times what a backlog brings it.
+INDEX_SHARE = 0.1
 CACHE_LIMIT = 200_000
 # A ``versions`` entry holds at most this plus one version (~11 kB at worst) before it is
 # compressed, and zstd makes nothing more than 1/256 and a few bytes larger: at least two
@@ -469,13 +479,14 @@ class Aggregator:
             message.ack()
 
     async def _index(self, partition: int, state: PartitionState, work: IndexWork) -> None:
-        """Write one flush's versions to the id store in parts of ``INDEX_PART`` ids, letting
-        the loop run between them: a busy partition's flush holds tens of thousands, whose
-        writes in one go would hold every message (and the mirror) up for a tenth of a
-        second or more. The mark moves with the last part, so a crash part-way re-indexes
-        the flush from the table; lookups meanwhile find the versions not yet written in
-        the ledger. A partition revoked (or restored anew) part-way stops here: its next
-        owner indexes from the table.
+        """Write one flush's versions to the id store in parts of ``INDEX_PART`` ids, pausing
+        between them so that indexing takes at most ``INDEX_SHARE`` of the loop: a busy
+        partition's flush holds tens of thousands, whose writes in one go (or back to back)
+        would hold every message (and the mirror) up. While a planned stop finishes, parts
+        follow each other at once. The mark moves with the last part, so a crash part-way
+        re-indexes the flush from the table; lookups meanwhile find the versions not yet
+        written in the ledger. A partition revoked (or restored anew) part-way stops here:
+        its next owner indexes from the table.
         """
         none: dict[VersionKey, bytes] = {}
         parts = [(none, part) for part in _parts(work.expired)] + [
@@ -487,10 +498,12 @@ class Aggregator:
             if self.partitions.get(partition) is not state:
                 return
             last = number == len(parts)
+            began = time.monotonic()
             self.ids.write(partition, versions, expired, work.mark if last else None)
             state.ledger.stored(versions)
             if not last:
-                await asyncio.sleep(0)
+                took = time.monotonic() - began
+                await asyncio.sleep(0 if self.finishing else took * (1 / INDEX_SHARE - 1))
 
     # Assignment and the mirror's reads -------------------------------------------------------
 

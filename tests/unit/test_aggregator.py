@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import orjson
 import pytest
@@ -334,6 +335,45 @@ async def test_a_large_flush_is_indexed_in_parts_and_moves_the_mark_with_the_las
     keys = [("A", f"c{n}") for n in range(5)]
     assert None not in ids.get_many(PARTITION, keys)
     assert agg.partitions[PARTITION].ledger.unstored == {}
+
+
+async def test_indexing_takes_its_share_of_the_loop_and_the_agent_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between two parts the loop is the agent's for ``1 / INDEX_SHARE - 1`` times what the
+    part took; while a planned stop finishes, the parts follow each other at once."""
+    monkeypatch.setattr(aggregator_module, "INDEX_PART", 2)
+    part_seconds = 0.02
+    written: list[float] = []
+
+    def slow_write() -> None:
+        time.sleep(part_seconds)  # a part's write holds the loop, as RocksDB's holds the GIL
+        written.append(time.monotonic())
+
+    for finishing in (False, True):
+        written.clear()
+        agg = aggregator(Tables(), ids=RecordingIndex(on_write=slow_write))
+        agg.finishing = finishing
+        agg.apply(PARTITION, 0, encode(*(record(f"c{n}") for n in range(5))), Message())
+        turns = 0
+
+        async def agent() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0.001)
+
+        running = asyncio.ensure_future(agent())
+        await agg.flush(PARTITION)
+        running.cancel()
+        gaps = [later - earlier for earlier, later in pairwise(written)]
+        assert len(gaps) == 2
+        pause = part_seconds * (1 / aggregator_module.INDEX_SHARE - 1)
+        if finishing:
+            assert max(gaps) < part_seconds + pause / 2
+        else:
+            assert min(gaps) >= part_seconds + pause * 0.9
+            assert turns >= 10  # the agent ran meanwhile
 
 
 async def test_indexing_stops_when_the_partition_is_revoked_part_way(monkeypatch: pytest.MonkeyPatch) -> None:
