@@ -105,6 +105,8 @@ INDEX_PART = 5_000
 # At 5,000 versions per part and this share, a partition indexes about 20,000 a second,
 # several times what a backlog brings it.
 INDEX_SHARE = 0.1
+# A part that took unusually long (a write stalled on the disk) pauses at most this long.
+INDEX_PAUSE_SECONDS = 1.0
 CACHE_LIMIT = 200_000
 # A ``versions`` entry holds at most this plus one version (~11 kB at worst) before it is
 # compressed, and zstd makes nothing more than 1/256 and a few bytes larger: at least two
@@ -503,7 +505,8 @@ class Aggregator:
             state.ledger.stored(versions)
             if not last:
                 took = time.monotonic() - began
-                await asyncio.sleep(0 if self.finishing else took * (1 / INDEX_SHARE - 1))
+                pause = min(took * (1 / INDEX_SHARE - 1), INDEX_PAUSE_SECONDS)
+                await asyncio.sleep(0 if self.finishing else pause)
 
     # Assignment and the mirror's reads -------------------------------------------------------
 
