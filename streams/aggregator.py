@@ -34,7 +34,8 @@ For each message of a partition, in order:
    state was never in the changelog, and a crash would lose counted CDRs.
 6. **Index** the versions of the flush in the id store, now that the table holds them
    for good: the index never knows a version a crash could take from the table. It is
-   written in parts, the loop running between them, the mark moving with the last.
+   written in parts, pausing between them so that it takes at most ``INDEX_SHARE`` of
+   the loop, the mark moving with the last.
 7. **Acknowledge** the held messages the flush covers; Faust commits their offsets.
 
 Where a partition is read from after a crash or a rebalance is the tables' to say, not
