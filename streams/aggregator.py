@@ -116,7 +116,7 @@ CACHE_LIMIT = 200_000
 VERSIONS_ENTRY_BYTES = 448 << 10
 # ``versions`` entries are stored zstd-compressed, a sixth to a seventh of their JSON: they
 # were three quarters of a flush's changelog bytes, so this is most of what the broker
-# stores and a recovery reads (README, "The versions compressed"). Level 1 compresses some
+# stores and a recovery reads (docs/benchmarks.md, "The versions compressed"). Level 1 compresses some
 # 600 MB/s, a few ms of loop per flush.
 _COMPRESSOR = zstandard.ZstdCompressor(level=1)
 _DECOMPRESSOR = zstandard.ZstdDecompressor()

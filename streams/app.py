@@ -32,7 +32,7 @@ class App(faust.App):
     producer buffer sends the changelog one message after the other: under live traffic,
     with the loop busy, it sent a few hundred messages a second, a table flush's changelog
     took some 10 s to reach the broker, and the agent stopped behind those deliveries
-    (README, "The changelog sent a message per turn of the loop"). The worker never runs
+    (docs/benchmarks.md, "The changelog sent a message per turn of the loop"). The worker never runs
     in a transaction, and Faust starts the producer before the consumer, the agents and the
     tables, so nothing that sends finds it starting; one asked for before that is
     started here, as Faust's would be (``Service.start`` marks it started before it awaits
