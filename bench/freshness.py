@@ -340,22 +340,52 @@ async def generate(spec: dict[str, Any]) -> None:
 class Probes:
     """Send times per probe customer (index = attempts it needs) and latencies once seen."""
 
-    customers: list[str]
+    customers: list[str]  # one per internal partition, in partition order
     sent: dict[str, list[float]] = field(default_factory=dict)
     timed: set[tuple[str, int]] = field(default_factory=set)  # probes whose latency counts
     latencies: list[float] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
+    # Each timed probe once seen: (sent at, latency, its partition).
+    timeline: list[tuple[float, float, int]] = field(default_factory=list)
 
     def observe(self, attempts: dict[str, int], at: float) -> None:
         for customer in self.customers:
             now = min(attempts.get(customer, 0), len(self.sent.get(customer, [])))
             for n in range(self.seen.get(customer, 0), now):
                 if (customer, n) in self.timed:
-                    self.latencies.append(at - self.sent[customer][n])
+                    sent_at = self.sent[customer][n]
+                    self.latencies.append(at - sent_at)
+                    self.timeline.append((sent_at, at - sent_at, self.customers.index(customer)))
             self.seen[customer] = max(now, self.seen.get(customer, 0))
 
     def unseen(self) -> int:
         return sum(len(times) - self.seen.get(c, 0) for c, times in self.sent.items())
+
+
+# The slowest probes sent less than this apart are one stretch of the tail.
+TAIL_GAP_SECONDS = 2.0
+
+
+def tail_stretches(timeline: list[tuple[float, float, int]], began: float, share: float = 0.01) -> str:
+    """When the slowest ``share`` of the probes were sent, as stretches of the window, and
+    which partitions each held: one stretch across every partition is the worker (or the
+    machine) stalling, stretches of one partition at a time point at that partition's own
+    work (its table flush), a tail spread over the window at a worker that is merely busy."""
+    if not timeline:
+        return "none seen"
+    slow_count = max(1, round(len(timeline) * share))
+    slowest = sorted(sorted(timeline, key=lambda probe: -probe[1])[:slow_count])
+    stretches: list[list[tuple[float, float, int]]] = [[slowest[0]]]
+    for probe in slowest[1:]:
+        if probe[0] - stretches[-1][-1][0] > TAIL_GAP_SECONDS:
+            stretches.append([])
+        stretches[-1].append(probe)
+    return f"{slow_count} sent in {len(stretches)} stretch{'es' if len(stretches) > 1 else ''}: " + "; ".join(
+        f"{stretch[0][0] - began:.0f}-{stretch[-1][0] - began:.0f} s "
+        f"(partitions {','.join(str(p) for p in sorted({probe[2] for probe in stretch}))}, "
+        f"up to {max(probe[1] for probe in stretch):.2f} s)"
+        for stretch in stretches
+    )
 
 
 def probe_customers() -> list[str]:
@@ -380,6 +410,7 @@ class Run:
     probes: int
     unseen: int
     latencies: list[float]
+    tail: str  # when the slowest probes were sent (``tail_stretches``)
     cpu_us: float  # the worker's CPU per CDR sent in the window
     stolen: float  # cores the hypervisor took from this machine over the window, on average
     cores: dict[str, float]  # cores each part used over the window, on average (``Cores``)
@@ -409,6 +440,7 @@ class Run:
             f"ticks over {TICK_SECONDS * 1000:.0f} ms)\n"
             f"  probes seen {self.probes - self.unseen}/{self.probes} (unseen: {self.unseen}); "
             f"send -> visible p50/p90/p99/max: {self.spread('{:.2f}', ' / ')} s\n"
+            f"  slowest 1 % of the probes: {self.tail}\n"
             f"  worker CPU {self.cpu_us:.0f} us/CDR live vs {backlog.cpu_us:.0f} us/CDR draining a backlog "
             f"({self.cpu_us / backlog.cpu_us:.1f}x), {backlog.idle_share_us(self.achieved):.0f} us/CDR of it "
             f"the idle worker's own; backlog rate {backlog.rate:,.0f} CDR/s; "
@@ -598,6 +630,7 @@ async def live(
         probes=len(probes.timed),
         unseen=probes.unseen(),
         latencies=probes.latencies,
+        tail=tail_stretches(probes.timeline, began),
         cpu_us=cpu / (result["sent"] + len(probes.timed)) * 1e6,
         stolen=stolen,
         cores=used,
