@@ -16,11 +16,11 @@ unless the mirror's own work on the event loop (building the writes and reading 
 answers, not waiting for them) took more than ``WRITING_SHARE`` of that time: then a pause
 brings it back to that share. What the agent queues behind is that work, not Redis's:
 under live traffic a flush spends most of its time waiting for Redis. Working through a
-backlog (stream time more than ``BACKLOG_SECONDS`` behind the clock when a flush takes
-its changes: a catch-up after a restart or an outage, or a worker falling behind), CDRs
-are late by more than that already, so flushes begin at least twice their length apart:
-each then carries more changes per row, which costs Redis and the worker less per CDR.
-While one chunk is on its way to Redis the worker builds the next.
+backlog (stream time more than ``BACKLOG_SECONDS`` behind the clock once a flush has
+ended: a catch-up after a restart or an outage, or a worker falling behind), CDRs are
+late by more than that already, so flushes begin at least twice their length apart: each
+then carries more changes per row, which costs Redis and the worker less per CDR. While
+one chunk is on its way to Redis the worker builds the next.
 
 One flush (``flush``), in order:
 1. Read the epoch (creating it in an empty Redis); a new one forgets which partitions
@@ -48,7 +48,7 @@ import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import hiredis
@@ -67,14 +67,19 @@ log = logging.getLogger(__name__)
 FLUSH_SECONDS = 0.5
 # The most of the event loop's time the mirror's own work may take; more, and it pauses.
 WRITING_SHARE = 0.5
-# How far the newest stream time of the worker's partitions may be behind the clock, when a
-# flush takes its changes, while it keeps up with live traffic; further behind, it is
-# working through a backlog or falling behind. Spacing the flushes then gives the agent the
-# loop back: at 15,000 CDR/s in 100-CDR arrays (past 90 % of the backlog rate) send →
-# visible p99 was 5.8 to 6.5 s with 3 s here against 8.3 to 14.3 s with 10 s
-# (docs/benchmarks.md). It changes nothing while flushes are short (a flush under a quarter
-# second begins 0.5 s after the last either way), so a softswitch whose clock is behind, or
-# a stream of start times, costs a busy worker's CDRs at most one flush of freshness.
+# How far the newest stream time of the worker's partitions (in whole seconds, as the last
+# flush took it) may be behind the clock when that flush has ended, while it keeps up with
+# live traffic; further behind, it is working through a backlog or falling behind. Spacing
+# the flushes then gives the agent the loop back: at 15,000 CDR/s in 100-CDR arrays (past
+# 90 % of the backlog rate) send → visible p99 was 5.8 to 6.5 s with 3 s here against 8.3 to
+# 14.3 s with 10 s (docs/benchmarks.md). It changes nothing while flushes are short (a flush
+# under a quarter second begins 0.5 s after the last either way), so a softswitch whose
+# clock is behind, or a stream of start times, costs a busy worker's CDRs at most one flush
+# of freshness. A flush's own length counts: under heavy live traffic a flush of 1.5-2 s
+# takes a worker that keeps up for one in a backlog and pauses it as long (README, "A long
+# mirror flush taken for a backlog"), which taking the lag when the flush takes its
+# changes would avoid; tried, it was not shown to help, and near the worker's capacity that
+# early spacing may be what keeps it from falling behind.
 BACKLOG_SECONDS = 3
 # In a backlog, a flush is followed by a pause as long as itself.
 BACKLOG_SPACING = 2.0
@@ -124,21 +129,6 @@ def pause_after(took: float, busy: float, backlog: bool) -> float:
     if backlog:
         return max(FLUSH_SECONDS, took * BACKLOG_SPACING) - took
     return max(FLUSH_SECONDS, busy / WRITING_SHARE, took) - took
-
-
-def behind_clock(marks: Iterable[tuple[int, int]], taken_at: float) -> float:
-    """Seconds the newest stream time of ``marks`` (the owned partitions' watermarks: stream
-    time in ms, offset) was behind the clock at ``taken_at``, when a flush took them; 0 for
-    none.
-
-    Taken when the flush takes its changes, in ms: measured when the flush has ended, a
-    flush's own length (over a second under heavy live traffic) and stream time's rounding
-    to whole seconds counted as being behind, so a worker that kept up was taken for one in
-    a backlog and its mirror paused as long as the flush, a tail of seconds (README,
-    "Live freshness").
-    """
-    newest_ms = max((ms for ms, _ in marks), default=None)
-    return 0.0 if newest_ms is None else max(0.0, taken_at - newest_ms / 1000)
 
 
 def _merge(older: Change | None, newer: Change) -> Change:
@@ -205,7 +195,7 @@ class RedisMirror:
         self._rows = RowFields()
         self._epoch_keys: EpochKeys | None = None
         self._busy = 0.0  # seconds of the running flush's own work on the event loop
-        self.behind = 0.0  # seconds the last flush's watermarks were behind the clock (``behind_clock``)
+        self.stream_s = 0  # the newest stream time of the partitions owned at the last flush
         self._begun = 0  # flushes begun, numbered from 1
         self._written = 0  # the number of the last flush that ended with its watermarks written
         self._flush_written = asyncio.Condition()  # notified as ``_written`` moves
@@ -259,7 +249,7 @@ class RedisMirror:
                     log.info("Redis mirror: caught up after %d failed flushes", failures)
                 failures = 0
                 took = time.monotonic() - began
-                backlog = self.behind > BACKLOG_SECONDS
+                backlog = time.time() - self.stream_s > BACKLOG_SECONDS
                 await asyncio.sleep(pause_after(took, self._busy, backlog))
         finally:
             await client.aclose()
@@ -295,9 +285,8 @@ class RedisMirror:
         ingested_ms = self.ingested()
         staged, self._staged = self._staged, {}
         self._revoked = set()
-        taken_at = time.time()
-        self.behind = behind_clock(marks.values(), taken_at)
-        stream_s = max((ms for ms, _ in marks.values()), default=int(taken_at * 1000)) // 1000
+        stream_s = max((ms for ms, _ in marks.values()), default=int(time.time() * 1000)) // 1000
+        self.stream_s = stream_s
         try:
             # Step 3. Partitions not whole in this epoch: every row, read as it is now.
             pending = owned - self.whole

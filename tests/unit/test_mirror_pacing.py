@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.mirror import FLUSH_SECONDS, behind_clock, pause_after
+from streams.mirror import FLUSH_SECONDS, pause_after
 
 
 def test_a_quick_flush_is_followed_by_the_rest_of_the_cadence() -> None:
@@ -24,10 +24,3 @@ def test_the_mirrors_own_work_is_held_to_half_the_loop() -> None:
 def test_in_a_backlog_a_flush_is_followed_by_a_pause_as_long_as_itself() -> None:
     assert pause_after(0.9, 0.09, backlog=True) == pytest.approx(0.9)
     assert pause_after(0.1, 0.05, backlog=True) == pytest.approx(FLUSH_SECONDS - 0.1)
-
-
-def test_behind_is_the_newest_watermark_against_the_clock_when_the_changes_were_taken() -> None:
-    """In ms: rounded down to whole seconds, a partition 2.1 s behind read as 3 s."""
-    assert behind_clock([(10_000, 5), (12_900, 7)], 15.0) == pytest.approx(2.1)
-    assert behind_clock([], 15.0) == 0
-    assert behind_clock([(16_000, 1)], 15.0) == 0  # CDRs ahead of this clock are not a backlog
