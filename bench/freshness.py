@@ -338,12 +338,11 @@ async def generate(spec: dict[str, Any]) -> None:
 
 @dataclass
 class Probes:
-    """Send times per probe customer (index = attempts it needs) and latencies once seen."""
+    """Send times per probe customer (index = attempts it needs) and each timed probe once seen."""
 
     customers: list[str]  # one per internal partition, in partition order
     sent: dict[str, list[float]] = field(default_factory=dict)
     timed: set[tuple[str, int]] = field(default_factory=set)  # probes whose latency counts
-    latencies: list[float] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
     # Each timed probe once seen: (sent at, latency, its partition).
     timeline: list[tuple[float, float, int]] = field(default_factory=list)
@@ -354,7 +353,6 @@ class Probes:
             for n in range(self.seen.get(customer, 0), now):
                 if (customer, n) in self.timed:
                     sent_at = self.sent[customer][n]
-                    self.latencies.append(at - sent_at)
                     self.timeline.append((sent_at, at - sent_at, self.customers.index(customer)))
             self.seen[customer] = max(now, self.seen.get(customer, 0))
 
@@ -629,7 +627,7 @@ async def live(
         kept=result["sent"] >= 0.99 * rate * args.duration and window < args.duration + 0.5,
         probes=len(probes.timed),
         unseen=probes.unseen(),
-        latencies=probes.latencies,
+        latencies=[latency for _, latency, _ in probes.timeline],
         tail=tail_stretches(probes.timeline, began),
         cpu_us=cpu / (result["sent"] + len(probes.timed)) * 1e6,
         stolen=stolen,
