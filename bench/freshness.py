@@ -17,10 +17,10 @@ Per message shape, ``single`` (one CDR per Kafka message) and ``batched`` (array
    warmed up until a first probe per probe customer is visible, then ``--duration`` seconds
    of an open-loop stream from a separate generator process (so its CPU does not delay the
    probes timed here), event time = send time, sent every 10 ms tick whatever was acked;
-3. the baseline again, once the shape's live windows are over: this shared machine's speed
-   drifts (backlogs of 14,000 to 25,000 CDR/s within two hours), so a rate asked as 80 % of
-   the first backlog may be 95 % of what the machine could do by the end. Each run's rate
-   is printed as a share of both.
+3. the baseline's rate again (not the idle worker's CPU), once the shape's live windows are
+   over: this shared machine's speed drifts (backlogs of 14,000 to 25,000 CDR/s within two
+   hours), so a rate asked as 80 % of the first backlog may be 95 % of what the machine
+   could do by the end. Each run's rate is printed as a share of both.
 
 Probes: 10 CDRs a second from this process, round-robin over one probe customer per internal
 partition, each sent as its own message (a bare CDR in ``single``, a 1-element array in
@@ -208,13 +208,20 @@ class Backlog:
 
 
 async def drain(
-    kafka: str, redis_url: str, shape: str, total: int, workdir: Path, env: dict[str, str]
+    kafka: str,
+    redis_url: str,
+    shape: str,
+    total: int,
+    workdir: Path,
+    env: dict[str, str],
+    *,
+    idle_seconds: float = IDLE_SECONDS,
 ) -> Backlog:
     """CDR/s and worker CPU µs per CDR draining a backlog of ``total`` CDRs, and the worker's
-    CPU a second while idle before it.
+    CPU a second while idle before it (0 with ``idle_seconds`` 0: not measured).
 
     A fresh worker is warmed up with one message (so start-up is not counted), left idle
-    for ``IDLE_SECONDS`` (its timers, fetches and flushes of nothing), stopped (SIGSTOP,
+    for ``idle_seconds`` (its timers, fetches and flushes of nothing), stopped (SIGSTOP,
     all its processes) while the backlog is published, a few seconds at most (printed),
     within its consumers' session timeouts (10 s), then resumed: the clock and the CPU
     count from the resume until the ingest has committed everything and the Redis
@@ -256,8 +263,8 @@ async def drain(
         await asyncio.wait_for(mirrored(1), 180)
         await asyncio.sleep(IDLE_SETTLE_SECONDS)
         idle_cpu = cpu_seconds(worker.pid)
-        await asyncio.sleep(IDLE_SECONDS)
-        idle_ms = (cpu_seconds(worker.pid) - idle_cpu) / IDLE_SECONDS * 1000
+        await asyncio.sleep(idle_seconds)
+        idle_ms = (cpu_seconds(worker.pid) - idle_cpu) / idle_seconds * 1000 if idle_seconds else 0.0
         # Every process of the worker: its ingest process, left running, would take in the
         # backlog while it is published, and the drain would time only the aggregating.
         stopped = process_tree(worker.pid)
@@ -677,7 +684,10 @@ async def bench(args: argparse.Namespace, kafka: str, redis_url: str, workdir: P
         for rate in live_rates(args.rates, backlog[shape].rate):
             runs.append(await live(args, kafka, redis_url, workdir, shape, rate))
             print(runs[-1].report(backlog[shape]), flush=True)
-        after[shape] = await drain(kafka, redis_url, shape, args.backlog, workdir, args.worker_env)
+        # Only its rate is used: the idle worker is not measured again.
+        after[shape] = await drain(
+            kafka, redis_url, shape, args.backlog, workdir, args.worker_env, idle_seconds=0.0
+        )
         print(
             f"{shape} backlog again, after its live windows: {after[shape].rate:,.0f} CDR/s "
             f"({after[shape].rate / backlog[shape].rate - 1:+.0%} against the first), "
